@@ -163,5 +163,5 @@ say "libvirtd ok ($URI, pid $(libvirtd_pid))"
 
 # --- 6. guest image (cached; rebuilt only when its inputs change) ------------------
 if [ "${AB_LAB_SKIP_IMAGE:-0}" != "1" ] && [ -f "$HERE/build-image.sh" ]; then
-    bash "$HERE/build-image.sh"
+    bash "$HERE/build-image.sh" >/dev/null
 fi
