@@ -1,0 +1,5 @@
+import sys
+
+from autoballoon.cli import main
+
+sys.exit(main())

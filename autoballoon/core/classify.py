@@ -1,0 +1,193 @@
+"""Classify: one guest's memory pressure, from the seed's matrix.
+
+This is a purely computational function with no side effects: samples, policy and ``now`` in, a
+``Classification`` out. The matrix comes from the Linux patch that added the counters
+(virtio_balloon: introduce memory scan/reclaim info). Letters: y rising, n not changing, h high
+rate, l low rate, * any.
+
+    oom                 OOM[y]
+    cgroup-stall        OOM[n] STALL[h] DSCAN[l] DRCLM[l]
+    global-reclaim      OOM[n] STALL[h] DSCAN[h] DRCLM[h]   (DRCLM/DSCAN high)
+    thrashing           OOM[n] STALL[h] DSCAN[h] DRCLM[l]   (DRCLM/DSCAN low)
+    reclaim-struggling  OOM[n] STALL[n] ASCAN[h] DSCAN[n] ARCLM[l]
+
+Where the matrix is silent, two more classes, each with its rule:
+
+    kswapd-reclaim      OOM[n] STALL[n] ASCAN[h] DSCAN[n] ARCLM[h]: kswapd recycles page cache
+                        effectively; the guest uses all it has, but is not suffering.
+    light-pressure      OOM[n], STALL or DSCAN rising but not high (or swap-in high): the
+                        guest is near its limit; nothing to fix yet, nothing to take.
+
+``none`` means no pressure signal at all; ``unknown`` means the statistics are missing or stale.
+
+"High" and "low" are per-second rates and reclaim/scan ratios set in the policy. A DRCLM/DSCAN
+(or ARCLM/ASCAN) ratio below ``reclaim_efficiency_low_ratio`` is "l", otherwise "h": the seed
+itself reads the two rows by that ratio.
+
+Guests without the 6.12 counters (older kernels) are classified from the standard statistics:
+major faults at or above ``major_faults_high_per_s`` with available memory under the low-water
+mark read as ``thrashing`` (code and cache re-read from disk), swap-in at or above
+``swap_high_mib_per_s`` reads as ``global-reclaim``, anything else as ``none``. Such a guest can
+never be seen as ``oom``; the low-water rule in decide() is its main protection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+from autoballoon.core.policy import GuestPolicy
+from autoballoon.core.rates import Rates, baseline, compute_rates
+from autoballoon.core.samples import GuestSample
+
+
+class PressureClass(StrEnum):
+    OOM = "oom"
+    CGROUP_STALL = "cgroup-stall"
+    GLOBAL_RECLAIM = "global-reclaim"
+    THRASHING = "thrashing"
+    RECLAIM_STRUGGLING = "reclaim-struggling"
+    KSWAPD_RECLAIM = "kswapd-reclaim"
+    LIGHT_PRESSURE = "light-pressure"
+    NONE = "none"
+    UNKNOWN = "unknown"
+
+
+PRESSURE_CLASSES = frozenset(PressureClass) - {PressureClass.NONE, PressureClass.UNKNOWN}
+"""Every class that blocks inflation."""
+
+
+class Basis(StrEnum):
+    EXTENDED = "extended"
+    """Classified with the Linux 6.12 counters (the seed's matrix)."""
+    STANDARD = "standard"
+    """Classified from free/available memory, swap and major faults only."""
+    NONE = "none"
+    """Not classified (no usable statistics)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Classification:
+    klass: PressureClass
+    reason: str
+    basis: Basis
+    rates: Rates | None = None
+
+
+def _ratio(num: float | None, den: float | None) -> float:
+    if not num or not den:
+        return 0.0
+    return num / den
+
+
+def classify(
+    history: Sequence[GuestSample],
+    policy: GuestPolicy,
+    now: float,
+    since_t: float | None = None,
+) -> Classification:
+    """Classify the newest sample of ``history`` (oldest first).
+
+    Rates are measured from the sample at the start of the policy's rate window, or from the
+    last sample before ``since_t`` (the controller's own latest change) when that is later: the
+    evidence that caused a change is not counted again after it.
+    """
+    if not history:
+        return Classification(PressureClass.UNKNOWN, "no sample yet", Basis.NONE)
+    newest = history[-1]
+    if newest.last_update <= 0:
+        return Classification(PressureClass.UNKNOWN, "guest has sent no statistics", Basis.NONE)
+    age = now - newest.last_update
+    if age > policy.stale_after_s:
+        return Classification(
+            PressureClass.UNKNOWN, f"statistics are stale ({age:.0f} s old)", Basis.NONE
+        )
+    if newest.available_kib is None:
+        return Classification(
+            PressureClass.UNKNOWN, "guest reports neither available nor free memory", Basis.NONE
+        )
+    cutoff = now - policy.rate_window_s
+    if since_t is not None:
+        cutoff = max(cutoff, since_t)
+    base = baseline(history, cutoff)
+    rates = None if base is None else compute_rates(base, newest)
+    if rates is None:
+        return Classification(PressureClass.UNKNOWN, "need two samples for rates", Basis.NONE)
+    if newest.has_extended and base is not None and base.has_extended:
+        return _classify_extended(rates, policy)
+    return _classify_standard(rates, newest, policy)
+
+
+def _classify_extended(r: Rates, p: GuestPolicy) -> Classification:
+    def c(klass: PressureClass, reason: str) -> Classification:
+        return Classification(klass, reason, Basis.EXTENDED, r)
+
+    # The seed's letters, computed once.
+    oom_y = (r.oom_kills or 0) > 0
+    stalls = r.alloc_stalls or 0
+    stall_rate = r.alloc_stalls_per_s or 0.0
+    stall_h = stall_rate >= p.stall_high_per_s and stalls > 0
+    dscan = r.direct_scan_mib_per_s or 0.0
+    dscan_h = dscan >= p.direct_scan_high_mib_per_s and dscan > 0
+    dscan_n = (r.direct_scan_bytes or 0) == 0
+    ascan = r.async_scan_mib_per_s or 0.0
+    ascan_h = ascan >= p.async_scan_high_mib_per_s and ascan > 0
+    d_eff = _ratio(r.direct_reclaim_mib_per_s, dscan)
+    a_eff = _ratio(r.async_reclaim_mib_per_s, ascan)
+
+    if oom_y:
+        return c(PressureClass.OOM, f"{r.oom_kills} OOM kill(s) in the last {r.span_s:.0f} s")
+    if stall_h:
+        what = f"alloc stalls {stall_rate:.2f}/s"
+        if dscan_h:
+            if d_eff >= p.reclaim_efficiency_low_ratio:
+                return c(
+                    PressureClass.GLOBAL_RECLAIM,
+                    f"{what}, direct scan {dscan:.1f} MiB/s, reclaimed {d_eff:.0%} of it",
+                )
+            return c(
+                PressureClass.THRASHING,
+                f"{what}, direct scan {dscan:.1f} MiB/s but only {d_eff:.0%} reclaimed",
+            )
+        return c(
+            PressureClass.CGROUP_STALL,
+            f"{what} with little direct reclaim ({dscan:.2f} MiB/s): a limit inside the guest",
+        )
+    if stalls == 0 and dscan_n and ascan_h:
+        if a_eff < p.reclaim_efficiency_low_ratio:
+            return c(
+                PressureClass.RECLAIM_STRUGGLING,
+                f"kswapd scans {ascan:.1f} MiB/s but reclaims only {a_eff:.0%}",
+            )
+        return c(
+            PressureClass.KSWAPD_RECLAIM,
+            f"kswapd recycles page cache ({ascan:.1f} MiB/s scanned, {a_eff:.0%} reclaimed)",
+        )
+    if stalls > 0 or not dscan_n:
+        return c(
+            PressureClass.LIGHT_PRESSURE,
+            f"some reclaim ({stalls} stall(s), direct scan {dscan:.2f} MiB/s), below high",
+        )
+    swap_in = r.swap_in_mib_per_s or 0.0
+    if swap_in >= p.swap_high_mib_per_s and swap_in > 0:
+        return c(PressureClass.LIGHT_PRESSURE, f"swapping in {swap_in:.1f} MiB/s")
+    return c(PressureClass.NONE, "no pressure signal")
+
+
+def _classify_standard(r: Rates, newest: GuestSample, p: GuestPolicy) -> Classification:
+    def c(klass: PressureClass, reason: str) -> Classification:
+        return Classification(klass, reason + " (standard stats only)", Basis.STANDARD, r)
+
+    available = newest.available_kib or 0
+    low_water = p.low_water_kib(newest.actual_kib)
+    majflt = r.major_faults_per_s or 0.0
+    if majflt >= p.major_faults_high_per_s and majflt > 0 and available < low_water:
+        return c(
+            PressureClass.THRASHING,
+            f"{majflt:.0f} major faults/s with {available // 1024} MiB available",
+        )
+    swap_in = r.swap_in_mib_per_s or 0.0
+    if swap_in >= p.swap_high_mib_per_s and swap_in > 0:
+        return c(PressureClass.GLOBAL_RECLAIM, f"swapping in {swap_in:.1f} MiB/s")
+    return c(PressureClass.NONE, "no pressure signal")

@@ -1,0 +1,242 @@
+"""Policies: the typed, frozen knobs that classify() and decide() read.
+
+Pure models only: loading TOML files lives in ``autoballoon.policyfiles``. Every field carries its
+unit in its name and a docstring saying what it does and why the default is what it is; the
+docstrings are what ``autoballoon check-policy --explain`` prints.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass, field
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Mode = Literal["observe", "on-demand", "proactive"]
+MIB = 1024  # KiB per MiB
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
+
+
+class GuestPolicy(_Frozen):
+    """How one guest is sized. Defaults are the built-in ones; policy files override fields."""
+
+    # --- what is allowed at all -------------------------------------------------------------
+    mode: Mode = "on-demand"
+    """`observe` never acts (classifies and reports only); `on-demand` inflates only while the
+    host's MemAvailable is below the host reserve; `proactive` takes every MiB a guest can spare.
+    Deflating a guest under pressure happens in every mode except `observe`."""
+    enabled: bool = True
+    """false opts this guest out entirely: it is observed and reported, never resized."""
+    priority: int = Field(default=50, ge=0, le=100)
+    """0-100. When memory is taken, guests with a lower priority give first."""
+
+    # --- bounds ------------------------------------------------------------------------------
+    floor_mib: int = Field(default=128, ge=16)
+    """Never inflate the balloon so far that the guest has less than this. 128 MiB keeps a
+    minimal Linux guest alive; raise it for real workloads."""
+    floor_ratio: float = Field(default=0.25, ge=0.0, le=1.0)
+    """The floor is also at least this fraction of the guest's maximum (the larger wins)."""
+    max_mib: int | None = Field(default=None, ge=16)
+    """Never give the guest more than this (capped by the domain's own maximum). None: the
+    domain's maximum."""
+
+    # --- when a guest can afford to give -----------------------------------------------------
+    headroom_mib: int = Field(default=64, ge=0)
+    """Memory the guest keeps available (MemAvailable) after an inflation. The larger of this
+    and headroom_ratio applies. It is what absorbs a sudden allocation between two ticks."""
+    headroom_ratio: float = Field(default=0.15, ge=0.0, le=0.9)
+    """Headroom as a fraction of the guest's current balloon size."""
+    low_water_mib: int = Field(default=32, ge=0)
+    """Below this much available memory the guest is given memory back (medium step) before
+    any stall shows. Must stay below the headroom: the gap between them is the dead band."""
+    low_water_ratio: float = Field(default=0.07, ge=0.0, le=0.9)
+    """Low-water mark as a fraction of the current balloon size (the larger wins)."""
+    stable_s: float = Field(default=20.0, ge=0.0)
+    """A guest must stay in class `none` this long before it is inflated."""
+    cooldown_s: float = Field(default=15.0, ge=0.0)
+    """After any change to a guest, no inflation for this long (lets the guest settle and its
+    statistics catch up: stats arrive once per stats period)."""
+    pressure_block_s: float = Field(default=300.0, ge=0.0)
+    """After a deflate caused by pressure, no inflation for this long (the guest just showed
+    it needs the memory; taking it again soon is how controllers oscillate)."""
+    external_hold_s: float = Field(default=600.0, ge=0.0)
+    """After someone else (an operator's `virsh setmem`) changes the balloon, leave the guest's
+    size alone this long, except to rescue it from pressure."""
+
+    # --- step sizes --------------------------------------------------------------------------
+    inflate_step_ratio: float = Field(default=0.05, gt=0.0, le=1.0)
+    """Largest inflation per change, as a fraction of the guest's maximum: take slowly."""
+    deflate_medium_ratio: float = Field(default=0.15, gt=0.0, le=1.0)
+    """Deflation for `global-reclaim`, low available memory and a stalled inflation."""
+    deflate_large_ratio: float = Field(default=0.40, gt=0.0, le=1.0)
+    """Deflation for `oom` and `thrashing`: give back at once and generously."""
+    min_change_mib: int = Field(default=8, ge=0)
+    """Changes smaller than this are not made (they cost a balloon round-trip for nothing)."""
+    stuck_after_s: float = Field(default=10.0, gt=0.0)
+    """An inflation whose balloon `actual` has not reached the target after this long is
+    stalled: the guest cannot give more. It is backed off and not retried below that size."""
+
+    # --- classification thresholds (rates over rate_window_s) --------------------------------
+    rate_window_s: float = Field(default=10.0, gt=0.0)
+    """Rates are measured over the samples of this window (and never across our own last
+    change, so evidence already acted upon is not acted upon twice)."""
+    stale_after_s: float = Field(default=10.0, gt=0.0)
+    """Statistics older than this (QEMU's last-update) make the guest `unknown`."""
+    stall_high_per_s: float = Field(default=0.2, ge=0.0)
+    """alloc-stalls per second at or above which STALL is high (h). 0.2/s = one stall every
+    five seconds: a healthy guest shows none."""
+    direct_scan_high_mib_per_s: float = Field(default=1.0, ge=0.0)
+    """Direct-reclaim scanning at or above this rate is high (DSCAN h)."""
+    async_scan_high_mib_per_s: float = Field(default=4.0, ge=0.0)
+    """kswapd scanning at or above this rate is high (ASCAN h)."""
+    reclaim_efficiency_low_ratio: float = Field(default=0.3, ge=0.0, le=1.0)
+    """reclaimed/scanned below this is low (DRCLM l, ARCLM l): pages are scanned but not freed,
+    which the seed reads as thrashing (direct) or struggling (kswapd)."""
+    major_faults_high_per_s: float = Field(default=50.0, ge=0.0)
+    """Guests without the 6.12 counters: major faults per second at or above this, with low
+    available memory, read as thrashing (page cache and code being re-read from disk)."""
+    swap_high_mib_per_s: float = Field(default=1.0, ge=0.0)
+    """Guests without the 6.12 counters: swap-in at or above this reads as global-reclaim."""
+
+    @model_validator(mode="after")
+    def _coherent(self) -> GuestPolicy:
+        if self.low_water_mib >= self.headroom_mib and self.headroom_mib > 0:
+            raise ValueError(
+                f"low_water_mib ({self.low_water_mib}) must be below headroom_mib "
+                f"({self.headroom_mib}): the gap between them is the dead band that "
+                "prevents oscillation"
+            )
+        if self.low_water_ratio >= self.headroom_ratio and self.headroom_ratio > 0:
+            raise ValueError(
+                f"low_water_ratio ({self.low_water_ratio}) must be below headroom_ratio "
+                f"({self.headroom_ratio})"
+            )
+        if self.max_mib is not None and self.max_mib < self.floor_mib:
+            raise ValueError(f"max_mib ({self.max_mib}) is below floor_mib ({self.floor_mib})")
+        return self
+
+    # --- derived bounds, all in KiB -----------------------------------------------------------
+    def max_kib(self, domain_max_kib: int) -> int:
+        cap = domain_max_kib if self.max_mib is None else min(domain_max_kib, self.max_mib * MIB)
+        return max(cap, 0)
+
+    def floor_kib(self, domain_max_kib: int) -> int:
+        top = self.max_kib(domain_max_kib)
+        return min(max(self.floor_mib * MIB, int(self.floor_ratio * top)), top)
+
+    def headroom_kib(self, current_kib: int) -> int:
+        return max(self.headroom_mib * MIB, int(self.headroom_ratio * current_kib))
+
+    def low_water_kib(self, current_kib: int) -> int:
+        return max(self.low_water_mib * MIB, int(self.low_water_ratio * current_kib))
+
+
+class HostPolicy(_Frozen):
+    """Host-wide settings used by `on-demand` mode."""
+
+    reserve_ratio: float = Field(default=0.20, ge=0.0, le=0.95)
+    """`on-demand` inflates guests only while host MemAvailable is below this fraction of host
+    MemTotal (20 %, like oVirt MOM's threshold), and only as much as brings it back."""
+    reserve_mib: int = Field(default=0, ge=0)
+    """An absolute reserve in MiB; the larger of the two applies."""
+
+    def reserve_kib(self, mem_total_kib: int) -> int:
+        return max(self.reserve_mib * MIB, int(self.reserve_ratio * mem_total_kib))
+
+
+class Match(_Frozen):
+    """Which guests a per-VM policy file applies to."""
+
+    names: tuple[str, ...] = ()
+    """Exact domain names, or shell globs (`web-*`, `db[0-9]`). Exact names win over globs."""
+    uuids: tuple[str, ...] = ()
+    """Domain UUIDs (case-insensitive); a UUID match counts as exact."""
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> Match:
+        if not self.names and not self.uuids:
+            raise ValueError("a [match] table needs at least one of `names` or `uuids`")
+        return self
+
+    def specificity(self, name: str, uuid: str) -> int:
+        """2 for an exact name or UUID match, 1 for a glob match, 0 for no match."""
+        if name in self.names or uuid.lower() in (u.lower() for u in self.uuids):
+            return 2
+        if any(_is_glob(p) and fnmatch.fnmatchcase(name, p) for p in self.names):
+            return 1
+        return 0
+
+
+def _is_glob(pattern: str) -> bool:
+    return any(ch in pattern for ch in "*?[")
+
+
+@dataclass(frozen=True)
+class PolicyLayer:
+    """One per-VM file: where it came from, what it matches, and the fields it overrides."""
+
+    source: str
+    match: Match
+    overrides: dict[str, object]
+
+
+class AmbiguousPolicy(ValueError):
+    """Two policy files match the same guest with the same precedence."""
+
+
+@dataclass(frozen=True)
+class PolicySet:
+    """The default policy, the host policy and the per-VM layers, resolved per guest.
+
+    Precedence: built-in defaults < default file < a glob match < an exact name/UUID match. Two
+    files matching one guest at the same precedence is an error (AmbiguousPolicy), never a guess.
+    """
+
+    default: GuestPolicy = GuestPolicy()
+    host: HostPolicy = HostPolicy()
+    layers: tuple[PolicyLayer, ...] = ()
+    default_source: str = "(built-in defaults)"
+    _cache: dict[tuple[str, str], GuestPolicy | ValueError] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+
+    def resolve_cached(self, name: str, uuid: str = "") -> GuestPolicy:
+        """``resolve`` memoised per (name, uuid): a tick resolves every guest, every tick."""
+        key = (name, uuid)
+        hit = self._cache.get(key)
+        if hit is None:
+            try:
+                hit = self.resolve(name, uuid)[0]
+            except ValueError as err:  # AmbiguousPolicy or an incoherent merge
+                hit = err
+            self._cache[key] = hit
+        if isinstance(hit, ValueError):
+            raise hit
+        return hit
+
+    def resolve(self, name: str, uuid: str = "") -> tuple[GuestPolicy, tuple[str, ...]]:
+        """The effective policy for a guest and the files it came from, most general first."""
+        by_level: dict[int, list[PolicyLayer]] = {1: [], 2: []}
+        for layer in self.layers:
+            level = layer.match.specificity(name, uuid)
+            if level:
+                by_level[level].append(layer)
+        merged = self.default.model_dump()
+        sources = [self.default_source]
+        for level in (1, 2):
+            found = by_level[level]
+            if len(found) > 1:
+                kind = "glob" if level == 1 else "exact name/UUID"
+                files = ", ".join(layer.source for layer in found)
+                raise AmbiguousPolicy(
+                    f"guest {name!r} is matched by a {kind} in more than one policy file "
+                    f"({files}); make one of them more specific"
+                )
+            if found:
+                merged.update(found[0].overrides)
+                sources.append(found[0].source)
+        return GuestPolicy.model_validate(merged), tuple(sources)

@@ -1,0 +1,108 @@
+"""Rates: per-second change of the guest's cumulative counters over a window of samples.
+
+Pure. Input is a guest's recent samples (oldest first); output is a ``Rates`` value the classifier
+reads. A counter that goes down means the guest rebooted (or lies): the window restarts there,
+and no negative rate is ever produced.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from autoballoon.core.samples import (
+    CUMULATIVE_STATS,
+    STAT_ALLOC_STALLS,
+    STAT_ASYNC_RECLAIMS,
+    STAT_ASYNC_SCANS,
+    STAT_DIRECT_RECLAIMS,
+    STAT_DIRECT_SCANS,
+    STAT_MAJOR_FAULTS,
+    STAT_OOM_KILLS,
+    STAT_SWAP_IN,
+    STAT_SWAP_OUT,
+    GuestSample,
+)
+
+MIB_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Rates:
+    """Counter changes between two samples; None where either end lacks the statistic."""
+
+    span_s: float
+    oom_kills: int | None
+    """OOM kills in the span (a count, not a rate: one kill is already critical)."""
+    alloc_stalls: int | None
+    """Allocation stalls in the span (a count: STALL[n] means exactly zero)."""
+    alloc_stalls_per_s: float | None
+    async_scan_mib_per_s: float | None
+    direct_scan_mib_per_s: float | None
+    async_reclaim_mib_per_s: float | None
+    direct_reclaim_mib_per_s: float | None
+    direct_scan_bytes: int | None
+    """Bytes scanned by direct reclaim in the span (DSCAN[n] means exactly zero)."""
+    swap_in_mib_per_s: float | None
+    swap_out_mib_per_s: float | None
+    major_faults_per_s: float | None
+
+
+def reset_index(history: Sequence[GuestSample]) -> int:
+    """Index of the first sample after the latest counter drop (a reboot), 0 if none."""
+    start = 0
+    for i in range(1, len(history)):
+        prev, cur = history[i - 1].stats, history[i].stats
+        if any(
+            name in prev and name in cur and cur[name] < prev[name] for name in CUMULATIVE_STATS
+        ):
+            start = i
+    return start
+
+
+def baseline(history: Sequence[GuestSample], cutoff_t: float) -> GuestSample | None:
+    """The sample to measure from: the latest one taken at or before ``cutoff_t``.
+
+    Falls back to the oldest usable sample when none is that old. Samples before the latest
+    counter reset are never used. None when fewer than two usable samples exist.
+    """
+    usable = history[reset_index(history) :]
+    if len(usable) < 2:
+        return None
+    chosen = usable[0]
+    for sample in usable[:-1]:
+        if sample.t <= cutoff_t:
+            chosen = sample
+    return chosen
+
+
+def compute_rates(old: GuestSample, new: GuestSample) -> Rates | None:
+    """Rates between two samples of the same guest; None when no time passed between them."""
+    span = new.t - old.t
+    if span <= 0:
+        return None
+
+    def delta(name: str) -> int | None:
+        a, b = old.stats.get(name), new.stats.get(name)
+        if a is None or b is None:
+            return None
+        return max(b - a, 0)
+
+    def per_s(name: str, scale: float = 1.0) -> float | None:
+        d = delta(name)
+        return None if d is None else d / scale / span
+
+    return Rates(
+        span_s=span,
+        oom_kills=delta(STAT_OOM_KILLS),
+        alloc_stalls=delta(STAT_ALLOC_STALLS),
+        alloc_stalls_per_s=per_s(STAT_ALLOC_STALLS),
+        async_scan_mib_per_s=per_s(STAT_ASYNC_SCANS, MIB_BYTES),
+        direct_scan_mib_per_s=per_s(STAT_DIRECT_SCANS, MIB_BYTES),
+        async_reclaim_mib_per_s=per_s(STAT_ASYNC_RECLAIMS, MIB_BYTES),
+        direct_reclaim_mib_per_s=per_s(STAT_DIRECT_RECLAIMS, MIB_BYTES),
+        direct_scan_bytes=delta(STAT_DIRECT_SCANS),
+        swap_in_mib_per_s=per_s(STAT_SWAP_IN, MIB_BYTES),
+        swap_out_mib_per_s=per_s(STAT_SWAP_OUT, MIB_BYTES),
+        major_faults_per_s=per_s(STAT_MAJOR_FAULTS),
+    )

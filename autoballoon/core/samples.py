@@ -1,0 +1,143 @@
+"""Samples: what the host and each guest reported at one tick, sanitised.
+
+Sits at the start of the pure core. The observer (live) and the trace reader (replay) both build
+these values; everything downstream trusts them. Guest-reported statistics are untrusted input (a
+guest controls them), so ``sanitize_guest_stats`` is the single gate they pass through: unknown
+names, non-integers, negative numbers, QEMU's "not reported" marker (u64 -1) and absurd values
+are dropped here, never turned into numbers further on.
+
+Units follow QEMU's ``guest-stats``: memory amounts and scan/reclaim amounts are bytes, counts
+(oom-kills, alloc-stalls, major/minor faults) are plain counts. The balloon sizes use libvirt's KiB.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+U64_ABSENT = 2**64 - 1
+"""What QEMU reports for a statistic the guest never sent (an older kernel for tags 10-15)."""
+
+MAX_SANE_VALUE = 2**62
+"""Larger than any real counter or memory size (4 EiB); anything above is treated as garbage."""
+
+# QEMU's guest-stats names (hw/virtio/virtio-balloon.c), in virtio tag order.
+STAT_SWAP_IN = "stat-swap-in"
+STAT_SWAP_OUT = "stat-swap-out"
+STAT_MAJOR_FAULTS = "stat-major-faults"
+STAT_MINOR_FAULTS = "stat-minor-faults"
+STAT_FREE_MEMORY = "stat-free-memory"
+STAT_TOTAL_MEMORY = "stat-total-memory"
+STAT_AVAILABLE_MEMORY = "stat-available-memory"
+STAT_DISK_CACHES = "stat-disk-caches"
+STAT_HTLB_PGALLOC = "stat-htlb-pgalloc"
+STAT_HTLB_PGFAIL = "stat-htlb-pgfail"
+STAT_OOM_KILLS = "stat-oom-kills"
+STAT_ALLOC_STALLS = "stat-alloc-stalls"
+STAT_ASYNC_SCANS = "stat-async-scans"
+STAT_DIRECT_SCANS = "stat-direct-scans"
+STAT_ASYNC_RECLAIMS = "stat-async-reclaims"
+STAT_DIRECT_RECLAIMS = "stat-direct-reclaims"
+
+STANDARD_STATS = (
+    STAT_SWAP_IN,
+    STAT_SWAP_OUT,
+    STAT_MAJOR_FAULTS,
+    STAT_MINOR_FAULTS,
+    STAT_FREE_MEMORY,
+    STAT_TOTAL_MEMORY,
+    STAT_AVAILABLE_MEMORY,
+    STAT_DISK_CACHES,
+    STAT_HTLB_PGALLOC,
+    STAT_HTLB_PGFAIL,
+)
+EXTENDED_STATS = (
+    STAT_OOM_KILLS,
+    STAT_ALLOC_STALLS,
+    STAT_ASYNC_SCANS,
+    STAT_DIRECT_SCANS,
+    STAT_ASYNC_RECLAIMS,
+    STAT_DIRECT_RECLAIMS,
+)
+"""The six counters Linux 6.12 added (virtio tags 10-15); all cumulative since guest boot."""
+
+KNOWN_STATS = frozenset(STANDARD_STATS + EXTENDED_STATS)
+
+CUMULATIVE_STATS = frozenset(
+    (STAT_SWAP_IN, STAT_SWAP_OUT, STAT_MAJOR_FAULTS, STAT_MINOR_FAULTS, *EXTENDED_STATS)
+)
+"""Counters that only grow while the guest runs; a drop means the guest rebooted."""
+
+
+@dataclass(frozen=True, slots=True)
+class HostSample:
+    """The host's own memory state at one tick."""
+
+    t: float
+    mem_total_kib: int
+    mem_available_kib: int
+    psi_some_avg10: float | None = None
+    psi_full_avg10: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GuestSample:
+    """One guest's balloon state and sanitised statistics at one tick.
+
+    ``t`` is the host's time of the reading; ``last_update`` is QEMU's own timestamp (host epoch
+    seconds) of the guest's latest statistics report, 0 before the first one.
+    """
+
+    name: str
+    uuid: str
+    t: float
+    actual_kib: int
+    max_kib: int
+    last_update: int
+    stats: Mapping[str, int] = field(default_factory=dict)
+
+    def stat(self, name: str) -> int | None:
+        return self.stats.get(name)
+
+    @property
+    def has_extended(self) -> bool:
+        """True when the guest sends the 6.12 pressure counters (tags 10-15)."""
+        return all(name in self.stats for name in EXTENDED_STATS)
+
+    @property
+    def available_kib(self) -> int | None:
+        """Memory the guest could use without reclaiming hard, from its own report.
+
+        MemAvailable when the guest sends it; otherwise MemFree (a pessimistic stand-in that
+        ignores page cache). Capped at the balloon's current size: a guest cannot honestly have
+        more available than it has.
+        """
+        raw = self.stats.get(STAT_AVAILABLE_MEMORY)
+        if raw is None:
+            raw = self.stats.get(STAT_FREE_MEMORY)
+        if raw is None:
+            return None
+        return min(raw // 1024, self.actual_kib)
+
+
+def sanitize_guest_stats(raw: Mapping[str, object]) -> tuple[dict[str, int], list[str]]:
+    """Keep only known statistics with plausible integer values.
+
+    Returns the clean mapping and a list of human-readable problems (empty when the input was
+    clean). Never raises on any input mapping.
+    """
+    clean: dict[str, int] = {}
+    problems: list[str] = []
+    for name, value in raw.items():
+        if name not in KNOWN_STATS:
+            continue  # QEMU may add statistics; ignoring unknown ones is forward compatible.
+        if isinstance(value, bool) or not isinstance(value, int):
+            problems.append(f"{name}: not an integer ({type(value).__name__})")
+            continue
+        if value == U64_ABSENT:
+            continue  # "not reported": absent, never a number.
+        if value < 0 or value > MAX_SANE_VALUE:
+            problems.append(f"{name}: implausible value {value}")
+            continue
+        clean[name] = value
+    return clean, problems

@@ -1,0 +1,130 @@
+"""The seed's pressure matrix as a table: each row is two samples 10 s apart."""
+
+from __future__ import annotations
+
+import pytest
+
+from autoballoon.core.classify import Basis, PressureClass, classify
+from autoballoon.core.policy import GuestPolicy
+from tests.factories import sample
+
+P = GuestPolicy()  # stall h >= 0.2/s, dscan h >= 1 MiB/s, ascan h >= 4 MiB/s, efficiency 0.3
+
+# (what changed over 10 s, expected class). Names follow the seed's letters.
+MATRIX = [
+    pytest.param({"oom": 1}, PressureClass.OOM, id="OOM[y] -> oom"),
+    pytest.param(
+        {"oom": 1, "stalls": 50, "dscan_mib": 80, "drclm_mib": 2},
+        PressureClass.OOM,
+        id="OOM[y] wins over everything",
+    ),
+    pytest.param(
+        {"stalls": 20, "dscan_mib": 2, "drclm_mib": 0.5},
+        PressureClass.CGROUP_STALL,
+        id="STALL[h] DSCAN[l] DRCLM[l] -> cgroup-stall",
+    ),
+    pytest.param(
+        {"stalls": 20, "dscan_mib": 0, "drclm_mib": 0},
+        PressureClass.CGROUP_STALL,
+        id="STALL[h] DSCAN[n] -> cgroup-stall",
+    ),
+    pytest.param(
+        {"stalls": 20, "dscan_mib": 100, "drclm_mib": 80, "ascan_mib": 500},
+        PressureClass.GLOBAL_RECLAIM,
+        id="STALL[h] DSCAN[h] DRCLM[h] -> global-reclaim",
+    ),
+    pytest.param(
+        {"stalls": 20, "dscan_mib": 100, "drclm_mib": 5},
+        PressureClass.THRASHING,
+        id="STALL[h] DSCAN[h] DRCLM[l] -> thrashing",
+    ),
+    pytest.param(
+        {"ascan_mib": 200, "arclm_mib": 10},
+        PressureClass.RECLAIM_STRUGGLING,
+        id="STALL[n] ASCAN[h] DSCAN[n] ARCLM[l] -> reclaim-struggling",
+    ),
+    pytest.param(
+        {"ascan_mib": 200, "arclm_mib": 180},
+        PressureClass.KSWAPD_RECLAIM,
+        id="matrix silent: STALL[n] ASCAN[h] DSCAN[n] ARCLM[h] -> kswapd-reclaim",
+    ),
+    pytest.param(
+        {"stalls": 1, "dscan_mib": 0.5, "drclm_mib": 0.4},
+        PressureClass.LIGHT_PRESSURE,
+        id="matrix silent: STALL[l] DSCAN[l] -> light-pressure",
+    ),
+    pytest.param(
+        {"ascan_mib": 20, "arclm_mib": 1},
+        PressureClass.NONE,
+        id="ASCAN[l] alone -> none",
+    ),
+    pytest.param({}, PressureClass.NONE, id="nothing moves -> none"),
+]
+
+
+@pytest.mark.parametrize(("delta", "expected"), MATRIX)
+def test_seed_matrix(delta: dict[str, float], expected: PressureClass) -> None:
+    base = dict(oom=3, stalls=100, ascan_mib=1000, dscan_mib=50, arclm_mib=900, drclm_mib=40)
+    newer = {k: base.get(k, 0) + delta.get(k, 0) for k in base | delta}
+    history = [sample(100, **base), sample(110, **newer)]  # type: ignore[arg-type]
+    got = classify(history, P, now=110.5)
+    assert got.klass is expected, got.reason
+    assert got.basis is Basis.EXTENDED
+
+
+@pytest.mark.parametrize(
+    ("history", "now", "why"),
+    [
+        pytest.param([], 10, "no sample", id="no samples"),
+        pytest.param([sample(100)], 100.5, "two samples", id="a single sample"),
+        pytest.param([sample(100), sample(110, last_update=0)], 110.5, "no statistics",
+                     id="never reported"),
+        pytest.param([sample(100), sample(110, last_update=95)], 110.5, "stale",
+                     id="last-update stopped advancing"),
+    ],
+)  # fmt: skip
+def test_unknown(history: list, now: float, why: str) -> None:
+    got = classify(history, P, now=now)
+    assert got.klass is PressureClass.UNKNOWN
+    assert why in got.reason
+
+
+def test_available_missing_is_unknown() -> None:
+    s1, s2 = sample(100), sample(110)
+    bare = {k: v for k, v in s2.stats.items() if k not in ("stat-available-memory", "stat-free-memory")}
+    from dataclasses import replace
+
+    got = classify([s1, replace(s2, stats=bare)], P, now=110.5)
+    assert got.klass is PressureClass.UNKNOWN
+
+
+def test_counter_drop_is_a_reboot_not_a_negative_rate() -> None:
+    history = [sample(100, oom=5, stalls=500), sample(105, oom=0, stalls=0), sample(110)]
+    got = classify(history, P, now=110.5)
+    assert got.klass is PressureClass.NONE
+    assert got.rates is not None and got.rates.alloc_stalls == 0
+
+
+def test_evidence_before_our_last_change_is_not_counted_again() -> None:
+    history = [sample(100, oom=0), sample(105, oom=1), sample(110, oom=1)]
+    assert classify(history, P, now=110.5).klass is PressureClass.OOM
+    assert classify(history, P, now=110.5, since_t=106).klass is PressureClass.NONE
+
+
+@pytest.mark.parametrize(
+    ("delta", "avail_mib", "expected"),
+    [
+        pytest.param({"majflt": 2000}, 20, PressureClass.THRASHING, id="faults + low available"),
+        pytest.param({"majflt": 2000}, 600, PressureClass.NONE, id="faults, plenty available"),
+        pytest.param({"swap_in_mib": 50}, 600, PressureClass.GLOBAL_RECLAIM, id="swap-in high"),
+        pytest.param({}, 600, PressureClass.NONE, id="quiet"),
+    ],
+)
+def test_standard_stats_only(delta: dict[str, float], avail_mib: int, expected: PressureClass) -> None:
+    history = [
+        sample(100, extended=False, avail_mib=avail_mib),
+        sample(110, extended=False, avail_mib=avail_mib, **delta),  # type: ignore[arg-type]
+    ]
+    got = classify(history, P, now=110.5)
+    assert got.klass is expected
+    assert got.basis is Basis.STANDARD

@@ -1,0 +1,246 @@
+"""decide(): the control law, one behaviour per test, on synthetic samples."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pytest
+
+from autoballoon.core.classify import PressureClass
+from autoballoon.core.decide import Action, Decision, EngineState, step
+from autoballoon.core.policy import GuestPolicy, HostPolicy, Match, PolicyLayer, PolicySet
+from autoballoon.core.samples import HostSample
+from tests.factories import sample
+
+PROACTIVE = PolicySet(GuestPolicy(mode="proactive"))
+HOST_OK = HostSample(0, mem_total_kib=24 << 20, mem_available_kib=20 << 20)
+HOST_SHORT = HostSample(0, mem_total_kib=24 << 20, mem_available_kib=(24 << 20) // 10)
+
+
+@dataclass
+class Guest:
+    """A closed-loop guest: the balloon follows targets, available = size - used."""
+
+    name: str = "vm"
+    used_mib: int = 200
+    max_mib: int = 1024
+    actual_mib: int = 1024
+    counters: dict[str, float] = field(default_factory=dict)
+
+    def read(self, t: float):  # type: ignore[no-untyped-def]
+        return sample(
+            t, name=self.name, actual_mib=self.actual_mib, max_mib=self.max_mib,
+            avail_mib=max(self.actual_mib - self.used_mib, 0), **self.counters,  # type: ignore[arg-type]
+        )  # fmt: skip
+
+
+def run(
+    guests: list[Guest], policies: PolicySet, ticks: int, interval: float = 2.0,
+    host: HostSample = HOST_OK, follow: bool = True,
+) -> list[list[Decision]]:  # fmt: skip
+    state = EngineState()
+    out = []
+    for i in range(ticks):
+        now = 1000.0 + i * interval
+        samples = {g.name: g.read(now) for g in guests}
+        decisions, state = step(now, host, samples, state, policies)
+        out.append(decisions)
+        for g, d in zip(guests, decisions, strict=True):
+            if follow and d.action is not Action.HOLD:
+                g.actual_mib = d.target_kib // 1024
+    return out
+
+
+def flips(trace: list[list[Decision]], index: int = 0) -> int:
+    dirs = [t[index].action for t in trace if t[index].action is not Action.HOLD]
+    return sum(1 for a, b in zip(dirs, dirs[1:], strict=False) if a != b)
+
+
+def test_idle_guest_is_inflated_to_its_need_plus_headroom_and_stays_put() -> None:
+    g = Guest(used_mib=200)
+    trace = run([g], PROACTIVE, ticks=400)
+    p = GuestPolicy()
+    # settles where available is within one step above the headroom
+    headroom = max(p.headroom_mib, p.headroom_ratio * g.actual_mib)
+    assert g.actual_mib - g.used_mib >= headroom
+    assert g.actual_mib - g.used_mib <= headroom + p.inflate_step_ratio * g.max_mib + 1
+    assert flips(trace) == 0
+    last_change = max(i for i, t in enumerate(trace) if t[0].action is not Action.HOLD)
+    assert last_change < 300, "converged well before the end and then held"
+    assert all(t[0].action is Action.INFLATE for t in trace if t[0].action is not Action.HOLD)
+
+
+def test_inflation_waits_for_stability_and_respects_cooldown() -> None:
+    g = Guest()
+    trace = run([g], PROACTIVE, ticks=40, interval=1.0)
+    changes = [i for i, t in enumerate(trace) if t[0].action is not Action.HOLD]
+    p = GuestPolicy()
+    assert changes[0] >= p.stable_s  # class none must hold for stable_s first
+    assert all(b - a >= p.cooldown_s for a, b in zip(changes, changes[1:], strict=False))
+
+
+def test_floor_is_never_crossed() -> None:
+    g = Guest(used_mib=10)
+    run([g], PROACTIVE, ticks=600)
+    assert g.actual_mib == GuestPolicy().floor_kib(1024 * 1024) // 1024
+
+
+@pytest.mark.parametrize("klass_counters", [{"oom": 1}, {"stalls": 40, "dscan_mib": 200, "drclm_mib": 5}])
+def test_oom_and_thrashing_deflate_at_once_by_a_large_step(klass_counters: dict[str, float]) -> None:
+    g = Guest(actual_mib=400, used_mib=200)
+    state = EngineState()
+    policies = PROACTIVE
+    for now in (1000.0, 1002.0):
+        _, state = step(now, HOST_OK, {"vm": g.read(now)}, state, policies)
+    g.counters = klass_counters
+    (d,), state = step(1004.0, HOST_OK, {"vm": g.read(1004.0)}, state, policies)
+    assert d.action is Action.DEFLATE
+    assert d.klass in (PressureClass.OOM, PressureClass.THRASHING)
+    assert d.target_kib - d.current_kib >= int(0.4 * 1024 * 1024)
+    # the same evidence is not answered twice
+    g.actual_mib = d.target_kib // 1024
+    (d2,), _ = step(1006.0, HOST_OK, {"vm": g.read(1006.0)}, state, policies)
+    assert d2.action is not Action.DEFLATE or d2.klass not in (PressureClass.OOM,)
+
+
+def test_global_reclaim_deflates_by_a_medium_step_and_blocks_inflation() -> None:
+    g = Guest(actual_mib=600, used_mib=200)
+    state = EngineState()
+    for now in (1000.0, 1002.0):
+        _, state = step(now, HOST_OK, {"vm": g.read(now)}, state, PROACTIVE)
+    g.counters = {"stalls": 40, "dscan_mib": 200, "drclm_mib": 150}
+    (d,), state = step(1004.0, HOST_OK, {"vm": g.read(1004.0)}, state, PROACTIVE)
+    assert d.klass is PressureClass.GLOBAL_RECLAIM and d.action is Action.DEFLATE
+    assert d.target_kib - d.current_kib == int(0.15 * 1024 * 1024)
+    g.actual_mib = d.target_kib // 1024
+    block = GuestPolicy().pressure_block_s
+    now = 1004.0
+    while now < 1004.0 + block - 2:  # calm again, with plenty spare: still not inflated
+        now += 2
+        (d,), state = step(now, HOST_OK, {"vm": g.read(now)}, state, PROACTIVE)
+        assert d.action is Action.HOLD, d.reason
+    for _ in range(30):
+        now += 2
+        (d,), state = step(now, HOST_OK, {"vm": g.read(now)}, state, PROACTIVE)
+        if d.action is Action.INFLATE:
+            break
+    assert d.action is Action.INFLATE, "inflation resumes after the block"
+
+
+def test_low_water_deflates_before_any_stall() -> None:
+    g = Guest(actual_mib=300, used_mib=290)
+    (d,) = run([g], PROACTIVE, ticks=2)[-1]
+    assert d.klass is PressureClass.NONE
+    assert d.action is Action.DEFLATE and "low water" in d.reason
+
+
+@pytest.mark.parametrize(
+    "counters",
+    [{"stalls": 40, "dscan_mib": 0.5}, {"ascan_mib": 400, "arclm_mib": 5}],
+    ids=["cgroup-stall", "reclaim-struggling"],
+)
+def test_cgroup_stall_and_struggling_hold(counters: dict[str, float]) -> None:
+    g = Guest(actual_mib=800, used_mib=100)
+    state = EngineState()
+    for i in range(60):
+        now = 1000.0 + i
+        g.counters = {k: v * i for k, v in counters.items()}
+        (d,), state = step(now, HOST_OK, {"vm": g.read(now)}, state, PROACTIVE)
+        if i > 1:
+            assert d.action is Action.HOLD, d.reason
+
+
+def test_observe_mode_never_acts_but_says_what_it_would_do() -> None:
+    obs = PolicySet(GuestPolicy(mode="observe"))
+    starved, idle = Guest(name="a", actual_mib=300, used_mib=290), Guest(name="b", used_mib=50)
+    trace = run([starved, idle], obs, ticks=200)
+    assert all(d.action is Action.HOLD for t in trace for d in t)
+    assert any("would deflate" in t[0].reason for t in trace)
+    assert any("observe mode never acts" in t[1].reason for t in trace)
+
+
+def test_opted_out_guest_is_never_resized() -> None:
+    layer = PolicyLayer("optout.toml", Match(names=("vm",)), {"enabled": False})
+    trace = run([Guest()], PolicySet(GuestPolicy(mode="proactive"), layers=(layer,)), ticks=100)
+    assert all(t[0].action is Action.HOLD for t in trace)
+
+
+def test_on_demand_takes_only_what_the_host_needs_lowest_priority_first() -> None:
+    layer = PolicyLayer("vip.toml", Match(names=("vip",)), {"priority": 90})
+    policies = PolicySet(GuestPolicy(mode="on-demand"), HostPolicy(reserve_mib=0, reserve_ratio=0.2),
+                         layers=(layer,))  # fmt: skip
+    vip, low = Guest(name="vip"), Guest(name="low")
+    need_kib = int(0.2 * (24 << 20)) - (24 << 20) // 10
+    host = HostSample(0, 24 << 20, int(0.2 * (24 << 20)) - 30 * 1024)  # 30 MiB short
+    trace = run([vip, low], policies, ticks=30, host=host, follow=False)
+    taken = [t for t in trace if any(d.action is Action.INFLATE for d in t)]
+    assert taken, "the host is short: something is taken"
+    d_vip, d_low = taken[0]
+    assert d_vip.action is Action.HOLD and d_low.action is Action.INFLATE
+    assert d_low.current_kib - d_low.target_kib == 30 * 1024
+    assert need_kib > 0
+    # and nothing is taken while the host is fine
+    quiet = run([Guest(name="x")], policies, ticks=60, host=HOST_OK)
+    assert all(t[0].action is Action.HOLD for t in quiet)
+
+
+def test_unknown_is_never_inflated() -> None:
+    g = Guest()
+    state = EngineState()
+    for i in range(100):
+        now = 1000.0 + 2 * i
+        s = g.read(now)
+        from dataclasses import replace
+
+        s = replace(s, last_update=0)
+        (d,), state = step(now, HOST_SHORT, {"vm": s}, state, PROACTIVE)
+        assert d.action is Action.HOLD and d.klass is PressureClass.UNKNOWN
+
+
+def test_operator_resize_is_respected_but_rescue_still_works() -> None:
+    g = Guest(used_mib=100)
+    state = EngineState()
+    now = 1000.0
+    for _ in range(40):
+        now += 2
+        (d,), state = step(now, HOST_OK, {"vm": g.read(now)}, state, PROACTIVE)
+        if d.action is not Action.HOLD:
+            g.actual_mib = d.target_kib // 1024
+    g.actual_mib = 700  # virsh setmem by hand
+    held = []
+    for _ in range(60):
+        now += 2
+        (d,), state = step(now, HOST_OK, {"vm": g.read(now)}, state, PROACTIVE)
+        held.append(d)
+    assert all(d.action is Action.HOLD for d in held)
+    assert any("someone else" in d.reason for d in held)
+    g.counters = {"oom": 1}
+    now += 2
+    (d,), state = step(now, HOST_OK, {"vm": g.read(now)}, state, PROACTIVE)
+    assert d.action is Action.DEFLATE and d.klass is PressureClass.OOM
+
+
+def test_stalled_inflation_is_backed_off_and_not_retried_below() -> None:
+    g = Guest(used_mib=100)
+    state = EngineState()
+    now = 1000.0
+    stuck_at = 800
+    actions = []
+    for _ in range(200):
+        now += 2
+        (d,), state = step(now, HOST_OK, {"vm": g.read(now)}, state, PROACTIVE)
+        actions.append(d)
+        if d.action is not Action.HOLD:
+            g.actual_mib = max(d.target_kib // 1024, stuck_at)  # the guest cannot go lower
+    stalled = [d for d in actions if "stalled" in d.reason]
+    assert len(stalled) == 1
+    assert stalled[0].action is Action.DEFLATE
+    after = actions[actions.index(stalled[0]) + 1 :]
+    assert all(d.action is Action.HOLD for d in after[: int(GuestPolicy().pressure_block_s / 2) - 1])
+
+
+def test_policy_error_leaves_the_guest_alone() -> None:
+    a = PolicyLayer("a.toml", Match(names=("vm-*",)), {})
+    b = PolicyLayer("b.toml", Match(names=("vm*",)), {})
+    trace = run([Guest(name="vm-1")], PolicySet(GuestPolicy(mode="proactive"), layers=(a, b)), 50)
+    assert all(t[0].action is Action.HOLD and "more than one policy" in t[0].reason for t in trace)
