@@ -25,18 +25,22 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     p.add_argument("paths", nargs="*", type=Path, metavar="PATH")
     p.add_argument(
-        "--policies", type=Path, default=None,
+        "--policies",
+        type=Path,
+        default=None,
         help=f"policy directory (default: ./policies if present, else {DEFAULT_POLICY_DIR})",
-    )  # fmt: skip
+    )
     p.add_argument(
-        "--explain", metavar="NAME",
+        "--explain",
+        metavar="NAME",
         help="print the effective policy for guest NAME, as TOML, with where each value came from",
-    )  # fmt: skip
+    )
     p.add_argument("--uuid", default="", help="with --explain: the guest's UUID, for UUID matches")
     p.add_argument(
-        "--no-strict-modes", action="store_true",
+        "--no-strict-modes",
+        action="store_true",
         help="accept policy files writable by other users (not recommended)",
-    )  # fmt: skip
+    )
     p.set_defaults(func=run)
 
 

@@ -112,9 +112,9 @@ class _Proposal:
     """What bounded ``spare_kib``: "step", "floor", "stuck-floor" or None (the headroom)."""
 
 
-def _append(history: tuple[GuestSample, ...], sample: GuestSample, keep_s: float) -> tuple[
-    tuple[GuestSample, ...], bool
-]:
+def _append(
+    history: tuple[GuestSample, ...], sample: GuestSample, keep_s: float
+) -> tuple[tuple[GuestSample, ...], bool]:
     """History with ``sample`` added; restarts (and says so) when a counter went down."""
     if history:
         prev = history[-1]
@@ -137,20 +137,45 @@ def _append(history: tuple[GuestSample, ...], sample: GuestSample, keep_s: float
 
 def _hold(s: GuestSample, c: Classification, reason: str, lo: int, hi: int) -> Decision:
     return Decision(
-        s.name, s.t, s.actual_kib, s.actual_kib, Action.HOLD, c.klass, c.basis, reason,
-        None, lo, hi, s.available_kib,
-    )  # fmt: skip
+        s.name,
+        s.t,
+        s.actual_kib,
+        s.actual_kib,
+        Action.HOLD,
+        c.klass,
+        c.basis,
+        reason,
+        None,
+        lo,
+        hi,
+        s.available_kib,
+    )
 
 
 def _change(
-    s: GuestSample, c: Classification, target: int, reason: str, lo: int, hi: int,
+    s: GuestSample,
+    c: Classification,
+    target: int,
+    reason: str,
+    lo: int,
+    hi: int,
     clamped: str | None = None,
-) -> Decision:  # fmt: skip
+) -> Decision:
     action = Action.INFLATE if target < s.actual_kib else Action.DEFLATE
     return Decision(
-        s.name, s.t, s.actual_kib, target, action, c.klass, c.basis, reason, clamped, lo, hi,
+        s.name,
+        s.t,
+        s.actual_kib,
+        target,
+        action,
+        c.klass,
+        c.basis,
+        reason,
+        clamped,
+        lo,
+        hi,
         s.available_kib,
-    )  # fmt: skip
+    )
 
 
 def _propose(
@@ -203,10 +228,13 @@ def _propose(
         direction = 1 if target > cur else -1
         flips = gs.direction_changes + (1 if gs.last_change_dir == -direction else 0)
         new = replace(
-            gs, last_change_t=now, last_change_dir=direction, last_target_kib=target,
+            gs,
+            last_change_t=now,
+            last_change_dir=direction,
+            last_target_kib=target,
             direction_changes=flips,
             last_rescue_t=now if (rescue and direction > 0) else gs.last_rescue_t,
-        )  # fmt: skip
+        )
         return _Proposal(_change(sample, c, target, reason, lo, hi, clamped), new)
 
     def step(kind: str) -> int:
@@ -229,11 +257,13 @@ def _propose(
         and cur - gs.last_target_kib > tol
         and (prev is None or prev.actual_kib - cur <= tol)
     ):
+        wanted = gs.last_target_kib
         target = min(hi, cur + step("medium"))
+        # change() reads gs when called: the stuck floor goes into the state it records.
         gs = replace(gs, stuck_floor_kib=target, stuck_until=now + p.pressure_block_s)
         return change(
             target,
-            f"inflation stalled at {cur // MIB} MiB (target {gs.last_target_kib // MIB} MiB "
+            f"inflation stalled at {cur // MIB} MiB (target {wanted // MIB} MiB "
             f"for {since_change:.0f} s): the guest cannot give more",
             rescue=True,
         )
@@ -270,7 +300,9 @@ def _propose(
     if since_change is not None and since_change < p.cooldown_s:
         blockers.append(f"cooldown {since_change:.0f}/{p.cooldown_s:.0f} s")
     if gs.last_rescue_t is not None and now - gs.last_rescue_t < p.pressure_block_s:
-        blockers.append(f"blocked after rescue {now - gs.last_rescue_t:.0f}/{p.pressure_block_s:.0f} s")
+        blockers.append(
+            f"blocked after rescue {now - gs.last_rescue_t:.0f}/{p.pressure_block_s:.0f} s"
+        )
     if external:
         blockers.append("resized by someone else; holding")
     if blockers:

@@ -77,12 +77,17 @@ def test_seed_matrix(delta: dict[str, float], expected: PressureClass) -> None:
     [
         pytest.param([], 10, "no sample", id="no samples"),
         pytest.param([sample(100)], 100.5, "two samples", id="a single sample"),
-        pytest.param([sample(100), sample(110, last_update=0)], 110.5, "no statistics",
-                     id="never reported"),
-        pytest.param([sample(100), sample(110, last_update=95)], 110.5, "stale",
-                     id="last-update stopped advancing"),
+        pytest.param(
+            [sample(100), sample(110, last_update=0)], 110.5, "no statistics", id="never reported"
+        ),
+        pytest.param(
+            [sample(100), sample(110, last_update=95)],
+            110.5,
+            "stale",
+            id="last-update stopped advancing",
+        ),
     ],
-)  # fmt: skip
+)
 def test_unknown(history: list, now: float, why: str) -> None:
     got = classify(history, P, now=now)
     assert got.klass is PressureClass.UNKNOWN
@@ -91,7 +96,9 @@ def test_unknown(history: list, now: float, why: str) -> None:
 
 def test_available_missing_is_unknown() -> None:
     s1, s2 = sample(100), sample(110)
-    bare = {k: v for k, v in s2.stats.items() if k not in ("stat-available-memory", "stat-free-memory")}
+    bare = {
+        k: v for k, v in s2.stats.items() if k not in ("stat-available-memory", "stat-free-memory")
+    }
     from dataclasses import replace
 
     got = classify([s1, replace(s2, stats=bare)], P, now=110.5)
@@ -120,7 +127,9 @@ def test_evidence_before_our_last_change_is_not_counted_again() -> None:
         pytest.param({}, 600, PressureClass.NONE, id="quiet"),
     ],
 )
-def test_standard_stats_only(delta: dict[str, float], avail_mib: int, expected: PressureClass) -> None:
+def test_standard_stats_only(
+    delta: dict[str, float], avail_mib: int, expected: PressureClass
+) -> None:
     history = [
         sample(100, extended=False, avail_mib=avail_mib),
         sample(110, extended=False, avail_mib=avail_mib, **delta),  # type: ignore[arg-type]

@@ -29,15 +29,23 @@ class Guest:
 
     def read(self, t: float):  # type: ignore[no-untyped-def]
         return sample(
-            t, name=self.name, actual_mib=self.actual_mib, max_mib=self.max_mib,
-            avail_mib=max(self.actual_mib - self.used_mib, 0), **self.counters,  # type: ignore[arg-type]
-        )  # fmt: skip
+            t,
+            name=self.name,
+            actual_mib=self.actual_mib,
+            max_mib=self.max_mib,
+            avail_mib=max(self.actual_mib - self.used_mib, 0),
+            **self.counters,  # type: ignore[arg-type]
+        )
 
 
 def run(
-    guests: list[Guest], policies: PolicySet, ticks: int, interval: float = 2.0,
-    host: HostSample = HOST_OK, follow: bool = True,
-) -> list[list[Decision]]:  # fmt: skip
+    guests: list[Guest],
+    policies: PolicySet,
+    ticks: int,
+    interval: float = 2.0,
+    host: HostSample = HOST_OK,
+    follow: bool = True,
+) -> list[list[Decision]]:
     state = EngineState()
     out = []
     for i in range(ticks):
@@ -85,8 +93,12 @@ def test_floor_is_never_crossed() -> None:
     assert g.actual_mib == GuestPolicy().floor_kib(1024 * 1024) // 1024
 
 
-@pytest.mark.parametrize("klass_counters", [{"oom": 1}, {"stalls": 40, "dscan_mib": 200, "drclm_mib": 5}])
-def test_oom_and_thrashing_deflate_at_once_by_a_large_step(klass_counters: dict[str, float]) -> None:
+@pytest.mark.parametrize(
+    "klass_counters", [{"oom": 1}, {"stalls": 40, "dscan_mib": 200, "drclm_mib": 5}]
+)
+def test_oom_and_thrashing_deflate_at_once_by_a_large_step(
+    klass_counters: dict[str, float],
+) -> None:
     g = Guest(actual_mib=400, used_mib=200)
     state = EngineState()
     policies = PROACTIVE
@@ -167,8 +179,9 @@ def test_opted_out_guest_is_never_resized() -> None:
 
 def test_on_demand_takes_only_what_the_host_needs_lowest_priority_first() -> None:
     layer = PolicyLayer("vip.toml", Match(names=("vip",)), {"priority": 90})
-    policies = PolicySet(GuestPolicy(mode="on-demand"), HostPolicy(reserve_mib=0, reserve_ratio=0.2),
-                         layers=(layer,))  # fmt: skip
+    policies = PolicySet(
+        GuestPolicy(mode="on-demand"), HostPolicy(reserve_mib=0, reserve_ratio=0.2), layers=(layer,)
+    )
     vip, low = Guest(name="vip"), Guest(name="low")
     need_kib = int(0.2 * (24 << 20)) - (24 << 20) // 10
     host = HostSample(0, 24 << 20, int(0.2 * (24 << 20)) - 30 * 1024)  # 30 MiB short
@@ -236,7 +249,9 @@ def test_stalled_inflation_is_backed_off_and_not_retried_below() -> None:
     assert len(stalled) == 1
     assert stalled[0].action is Action.DEFLATE
     after = actions[actions.index(stalled[0]) + 1 :]
-    assert all(d.action is Action.HOLD for d in after[: int(GuestPolicy().pressure_block_s / 2) - 1])
+    assert all(
+        d.action is Action.HOLD for d in after[: int(GuestPolicy().pressure_block_s / 2) - 1]
+    )
 
 
 def test_policy_error_leaves_the_guest_alone() -> None:
