@@ -247,6 +247,9 @@ def _propose(
             return hold(f"{c.klass}: {c.reason}; already at max")
         return change(cur + step(RESCUE_CLASSES[c.klass]), f"{c.klass}: {c.reason}", rescue=True)
 
+    if cur < lo:
+        return change(lo, f"{c.klass}: below the floor {lo // MIB} MiB")
+
     # Closed loop only: an inflation the balloon does not follow is backed off.
     if (
         not open_loop

@@ -1,0 +1,336 @@
+"""The daemon: one tick = observe -> classify/decide (pure core) -> act -> report.
+
+``Controller.tick`` is the whole pipeline for one tick and the unit the scheduler runs;
+``run_daemon`` wires the real parts (libvirt, APScheduler, signals, sinks) around it. The
+controller never lets one guest's failure, a sink's failure or an unreachable libvirt escape a
+tick: the loop keeps running, and a tick that cannot read the host makes no decision at all.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from types import FrameType
+from typing import Any, Protocol
+
+from autoballoon.act import Actuator, DryRunActuator, LiveActuator
+from autoballoon.config import DaemonConfig, load_config
+from autoballoon.core.decide import Action, Decision, EngineState, step
+from autoballoon.core.policy import MIB, PolicySet
+from autoballoon.core.samples import GuestSample, HostSample
+from autoballoon.hypervisor import Hypervisor, HypervisorError, TransientError
+from autoballoon.observe import Observer
+from autoballoon.policyfiles import PolicyFileError, load_policy_dir
+
+log = logging.getLogger("autoballoon")
+
+
+@dataclass(frozen=True)
+class TickReport:
+    """What one tick saw, decided and did: the input of every sink (log, status, metrics...)."""
+
+    t: float
+    duration_s: float
+    dry_run: bool
+    host: HostSample | None
+    samples: Mapping[str, GuestSample]
+    decisions: Sequence[Decision]
+    results: Mapping[str, str]
+    """Per guest acted upon: "applied", "dry-run" or an error message."""
+    skipped: Mapping[str, str]
+    """Guests seen but not controlled this tick, and why."""
+    sources: Mapping[str, str]
+    """Per guest: "qmp" (6.12 counters) or "libvirt" (standard statistics only)."""
+    rss_kib: Mapping[str, int] = field(default_factory=dict)
+    error: str | None = None
+    """Set when the whole tick failed (libvirt unreachable): no decisions were made."""
+
+
+class Sink(Protocol):
+    def on_tick(self, report: TickReport, controller: Controller) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class Controller:
+    """Holds the engine state between ticks and runs one tick at a time."""
+
+    def __init__(
+        self,
+        config: DaemonConfig,
+        hypervisor: Hypervisor,
+        policies: PolicySet,
+        *,
+        dry_run: bool = False,
+        actuator: Actuator | None = None,
+        sinks: Sequence[Sink] = (),
+        proc: Path = Path("/proc"),
+        clock: Callable[[], float] = time.time,
+        config_path: Path | None = None,
+        cli_overrides: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.config = config
+        self.hypervisor = hypervisor
+        self.policies = policies
+        self.dry_run = dry_run
+        self.actuator = actuator or (DryRunActuator() if dry_run else LiveActuator(hypervisor))
+        self.sinks = list(sinks)
+        self.observer = Observer(hypervisor, proc)
+        self.clock = clock
+        self.config_path = config_path
+        self.cli_overrides = dict(cli_overrides or {})
+        self.state = EngineState()
+        self.last_action: dict[str, Decision] = {}
+        self.ticks = 0
+        self.failed_ticks = 0
+        self.overruns = 0
+        self.last_report: TickReport | None = None
+        self._lock = threading.Lock()
+        self._reload_requested = False
+        self._skip_reasons: dict[str, str] = {}
+
+    # --- one tick ----------------------------------------------------------------------------
+    def tick(self) -> TickReport:
+        with self._lock:
+            if self._reload_requested:
+                self._reload_requested = False
+                self.reload()
+            return self._tick()
+
+    def _tick(self) -> TickReport:
+        t = self.clock()
+        started = time.monotonic()
+        try:
+            obs = self.observer.observe(t)
+        except TransientError as err:
+            self.failed_ticks += 1
+            log.error("libvirt unreachable (%s): tick skipped, no decision made", err)
+            return self._publish(
+                TickReport(
+                    t,
+                    time.monotonic() - started,
+                    self.dry_run,
+                    None,
+                    {},
+                    [],
+                    {},
+                    {},
+                    {},
+                    error=str(err),
+                )
+            )
+        except (HypervisorError, OSError) as err:
+            self.failed_ticks += 1
+            log.error("cannot observe the host (%s): tick skipped", err)
+            return self._publish(
+                TickReport(
+                    t,
+                    time.monotonic() - started,
+                    self.dry_run,
+                    None,
+                    {},
+                    [],
+                    {},
+                    {},
+                    {},
+                    error=str(err),
+                )
+            )
+        decisions, self.state = step(
+            t, obs.host, obs.samples, self.state, self.policies, open_loop=self.dry_run
+        )
+        results = self.actuator.apply(decisions)
+        for d in decisions:
+            if d.action is not Action.HOLD:
+                self.last_action[d.guest] = d
+        for name in set(self.last_action) - set(obs.samples) - set(obs.skipped):
+            del self.last_action[name]
+        self._log_skips(obs.skipped)
+        self.ticks += 1
+        report = TickReport(
+            t,
+            time.monotonic() - started,
+            self.dry_run,
+            obs.host,
+            obs.samples,
+            decisions,
+            results,
+            obs.skipped,
+            obs.sources,
+            obs.rss_kib,
+        )
+        return self._publish(report)
+
+    def _publish(self, report: TickReport) -> TickReport:
+        self.last_report = report
+        for sink in self.sinks:
+            try:
+                sink.on_tick(report, self)
+            except Exception:  # a broken sink must never stop control
+                log.exception("reporting to %s failed", type(sink).__name__)
+        return report
+
+    def _log_skips(self, skipped: Mapping[str, str]) -> None:
+        """Say once why a guest is not controlled, and again only when the reason changes."""
+        for name, why in skipped.items():
+            if self._skip_reasons.get(name) != why:
+                log.info("guest %s not controlled: %s", name, why)
+        self._skip_reasons = dict(skipped)
+
+    # --- reload and stop ---------------------------------------------------------------------
+    def request_reload(self) -> None:
+        """Reload at the start of the next tick (safe to call from a signal handler)."""
+        self._reload_requested = True
+
+    def reload(self) -> bool:
+        """Re-read config and policies; on any error keep the last good ones and say so."""
+        try:
+            config = self.config
+            if self.config_path is not None:
+                config = load_config(self.config_path, self.cli_overrides)
+            policies = load_policy_dir(config.policy_dir, strict_modes=config.strict_modes)
+        except (PolicyFileError, OSError) as err:
+            log.error("reload failed, keeping the last good configuration and policies:\n%s", err)
+            return False
+        if config.uri != self.config.uri:
+            log.warning("uri changed to %s: takes effect after a restart", config.uri)
+        self.config = config
+        self.policies = policies
+        log.info("reloaded: %s, %d per-VM policy file(s)", config.policy_dir, len(policies.layers))
+        return True
+
+    def finish(self) -> None:
+        """Clean stop: wait for the running tick, apply on_stop, close the sinks."""
+        with self._lock:
+            if self.config.on_stop == "deflate" and not self.dry_run:
+                self._deflate_all()
+            for sink in self.sinks:
+                try:
+                    sink.close()
+                except Exception:
+                    log.exception("closing %s failed", type(sink).__name__)
+
+    def _deflate_all(self) -> None:
+        try:
+            reading = self.hypervisor.read()
+        except HypervisorError as err:
+            log.error("on_stop = deflate: cannot read guests (%s); balloons left as they are", err)
+            return
+        for g in reading.guests:
+            if g.actual_kib < g.max_kib:
+                try:
+                    self.hypervisor.set_balloon_kib(g.name, g.max_kib)
+                    log.info("on_stop = deflate: guest %s back to %d MiB", g.name, g.max_kib // MIB)
+                except HypervisorError as err:
+                    log.error("on_stop = deflate: guest %s: %s", g.name, err)
+
+
+def run_daemon(
+    config: DaemonConfig,
+    *,
+    dry_run: bool = False,
+    once: bool = False,
+    record: Path | None = None,
+    duration_s: float | None = None,
+    config_path: Path | None = None,
+    cli_overrides: Mapping[str, Any] | None = None,
+) -> int:
+    """The `autoballoon run` command: returns the process exit code."""
+    # Imported here: the scheduler and libvirt are the daemon's business, not the library's.
+    from apscheduler.events import EVENT_JOB_MAX_INSTANCES, JobExecutionEvent
+    from apscheduler.schedulers.blocking import BlockingScheduler
+
+    from autoballoon.libvirt_adapter import LibvirtHypervisor
+    from autoballoon.sinks import build_sinks
+
+    log.info(
+        "starting%s with %s",
+        " (dry-run: nothing will be changed)" if dry_run else "",
+        " ".join(f"{k}={v}" for k, v in config.model_dump().items()),
+    )
+    try:
+        policies = load_policy_dir(config.policy_dir, strict_modes=config.strict_modes)
+    except PolicyFileError as err:
+        log.error("refusing to start: invalid policy:\n%s", err)
+        return 1
+    log.info(
+        "policies: %s (mode %s) + %d per-VM file(s)",
+        policies.default_source,
+        policies.default.mode,
+        len(policies.layers),
+    )
+    hypervisor = LibvirtHypervisor(
+        config.uri,
+        extended_stats=config.extended_stats,
+        stats_period_s=config.stats_period_s,
+        include=config.include,
+        exclude=config.exclude,
+        retry_for_s=config.libvirt_retry_s,
+    )
+    sinks = build_sinks(config, dry_run=dry_run, record=record)
+    controller = Controller(
+        config,
+        hypervisor,
+        policies,
+        dry_run=dry_run,
+        sinks=sinks,
+        config_path=config_path,
+        cli_overrides=cli_overrides,
+    )
+    if once:
+        # Rates need two samples: read, wait one interval, then decide and act once.
+        controller.tick()
+        time.sleep(config.interval_s)
+        report = controller.tick()
+        controller.finish()
+        hypervisor.close()
+        return 1 if report.error else 0
+
+    scheduler = BlockingScheduler()
+    stop_once = threading.Event()
+
+    def stop(signum: int | None = None, _frame: FrameType | None = None) -> None:
+        if not stop_once.is_set():
+            stop_once.set()
+            why = signal.Signals(signum).name if signum else "duration reached"
+            log.info("%s: stopping after the current tick", why)
+            scheduler.shutdown(wait=False)
+
+    def overrun(_event: JobExecutionEvent) -> None:
+        controller.overruns += 1
+        if controller.overruns in (1, 10) or controller.overruns % 100 == 0:
+            log.warning(
+                "a tick took longer than interval_s=%.1f s; the late tick was dropped, not "
+                "queued (%d so far)",
+                config.interval_s,
+                controller.overruns,
+            )
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGHUP, lambda *_: controller.request_reload())
+    logging.getLogger("apscheduler.scheduler").setLevel(logging.ERROR)
+    scheduler.add_listener(overrun, EVENT_JOB_MAX_INSTANCES)
+    scheduler.add_job(
+        controller.tick,
+        "interval",
+        seconds=config.interval_s,
+        id="tick",
+        max_instances=1,
+        coalesce=True,
+        misfire_grace_time=None,
+        next_run_time=datetime.now(),
+    )
+    if duration_s:
+        scheduler.add_job(stop, "date", run_date=datetime.now() + timedelta(seconds=duration_s))
+    scheduler.start()
+    controller.finish()
+    hypervisor.close()
+    log.info("stopped after %d tick(s)", controller.ticks)
+    return 0

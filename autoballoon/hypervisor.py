@@ -1,0 +1,112 @@
+"""The hypervisor as the rest of autoballoon sees it: a small interface and an error taxonomy.
+
+Sits at the edge between observe/act and the one module that imports libvirt
+(``autoballoon.libvirt_adapter``). Nothing here imports libvirt, so the daemon, the observer and
+the actuator can be read (and tested) without it.
+
+Errors come in three kinds, mapped once in the adapter:
+
+- ``TransientError``: the connection is lost or the daemon is restarting. Retried (with backoff)
+  at the adapter edge, then the whole tick is skipped: no decision is ever made on stale data.
+- ``DomainGone``: the guest stopped or was undefined between listing and acting. Dropped quietly.
+- ``GuestError``: anything else about one guest. That guest is skipped this tick; the others are
+  still controlled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+class HypervisorError(Exception):
+    """Base of the taxonomy."""
+
+
+class TransientError(HypervisorError):
+    """Connection-level trouble; worth retrying after a backoff."""
+
+
+class DomainGone(HypervisorError):
+    """The domain no longer exists or no longer runs."""
+
+
+class GuestError(HypervisorError):
+    """A per-guest failure that retrying now would not fix."""
+
+
+@dataclass(frozen=True, slots=True)
+class RawGuest:
+    """One running guest as read from the hypervisor, before sanitising.
+
+    ``stats`` uses QEMU's guest-stats names and units (bytes), whichever route it came by;
+    ``source`` says which: "qmp" (QEMU's guest-stats, including the 6.12 counters) or "libvirt"
+    (the standard balloon statistics only).
+    """
+
+    name: str
+    uuid: str
+    actual_kib: int
+    max_kib: int
+    last_update: int
+    stats: Mapping[str, object]
+    source: str
+    rss_kib: int | None = None
+
+
+@dataclass
+class Reading:
+    """Everything one tick read from the hypervisor."""
+
+    guests: list[RawGuest] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+    """Guests seen but not controlled this tick, with the reason (paused, no balloon, error)."""
+
+
+class Hypervisor(Protocol):
+    def read(self) -> Reading:
+        """Read every running, in-scope guest. Raises TransientError when the host is unreachable."""
+        ...
+
+    def set_balloon_kib(self, name: str, kib: int) -> None:
+        """Set a guest's live balloon target. Raises DomainGone, GuestError or TransientError."""
+        ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class HostMemory:
+    mem_total_kib: int
+    mem_available_kib: int
+    psi_some_avg10: float | None
+    psi_full_avg10: float | None
+
+
+def parse_meminfo(text: str) -> Mapping[str, int]:
+    """/proc/meminfo as {field: kB}."""
+    out: dict[str, int] = {}
+    for line in text.splitlines():
+        key, _, rest = line.partition(":")
+        parts = rest.split()
+        if parts and parts[0].isdigit():
+            out[key.strip()] = int(parts[0])
+    return out
+
+
+def parse_psi(text: str) -> tuple[float | None, float | None]:
+    """/proc/pressure/memory -> (some avg10, full avg10)."""
+    some = full = None
+    for line in text.splitlines():
+        kind, *fields = line.split()
+        values = dict(f.split("=", 1) for f in fields if "=" in f)
+        try:
+            avg10 = float(values["avg10"])
+        except (KeyError, ValueError):
+            continue
+        if kind == "some":
+            some = avg10
+        elif kind == "full":
+            full = avg10
+    return some, full

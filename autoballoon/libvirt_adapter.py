@@ -1,0 +1,421 @@
+"""The one module that imports libvirt: reading guests and setting balloons.
+
+Sits at the outer edge of observe and act. It maps every libvirt error once into the taxonomy of
+``autoballoon.hypervisor`` and retries only the transient kind (tenacity, with backoff and a
+reconnect), here and nowhere else. Units are converted here, once: libvirt speaks KiB, QEMU bytes;
+everything leaving this module uses QEMU's names and bytes for statistics and KiB for sizes.
+
+The 6.12 counters (stat-oom-kills ... stat-direct-reclaims) are not exposed by any libvirt API;
+the only route is QEMU's ``qom-get <balloon>/guest-stats`` through ``qemuMonitorCommand``. That
+marks the domain "tainted: custom-monitor" in libvirt's logs (once per domain). It is on by
+default (``extended_stats = "qmp"``) and can be switched off (``"off"``), in which case only the
+standard balloon statistics are used. A guest whose QMP read fails falls back to the standard
+statistics for that tick.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import logging
+import threading
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import libvirt
+import libvirt_qemu
+from tenacity import (
+    RetryCallState,
+    retry,
+    retry_if_exception_type,
+    stop_after_delay,
+    wait_exponential,
+)
+
+from autoballoon.hypervisor import (
+    DomainGone,
+    GuestError,
+    HypervisorError,
+    RawGuest,
+    Reading,
+    TransientError,
+)
+
+log = logging.getLogger(__name__)
+
+# libvirt's getAllDomainStats balloon.* fields -> QEMU guest-stats names, with the factor to bytes.
+_LIBVIRT_TO_QEMU = {
+    "balloon.swap_in": ("stat-swap-in", 1024),
+    "balloon.swap_out": ("stat-swap-out", 1024),
+    "balloon.major_fault": ("stat-major-faults", 1),
+    "balloon.minor_fault": ("stat-minor-faults", 1),
+    "balloon.unused": ("stat-free-memory", 1024),
+    "balloon.available": ("stat-total-memory", 1024),
+    "balloon.usable": ("stat-available-memory", 1024),
+    "balloon.disk_caches": ("stat-disk-caches", 1024),
+    "balloon.hugetlb_pgalloc": ("stat-htlb-pgalloc", 1),
+    "balloon.hugetlb_pgfail": ("stat-htlb-pgfail", 1),
+}
+
+_TRANSIENT_CODES = {
+    libvirt.VIR_ERR_NO_CONNECT,
+    libvirt.VIR_ERR_INVALID_CONN,
+    libvirt.VIR_ERR_SYSTEM_ERROR,
+    libvirt.VIR_ERR_RPC,
+}
+_TRANSIENT_DOMAINS = {libvirt.VIR_FROM_RPC, libvirt.VIR_FROM_REMOTE}
+_GONE_CODES = {libvirt.VIR_ERR_NO_DOMAIN, libvirt.VIR_ERR_OPERATION_INVALID}
+
+_STATE_NAMES = {
+    libvirt.VIR_DOMAIN_NOSTATE: "no state",
+    libvirt.VIR_DOMAIN_RUNNING: "running",
+    libvirt.VIR_DOMAIN_BLOCKED: "blocked",
+    libvirt.VIR_DOMAIN_PAUSED: "paused",
+    libvirt.VIR_DOMAIN_SHUTDOWN: "shutting down",
+    libvirt.VIR_DOMAIN_SHUTOFF: "shut off",
+    libvirt.VIR_DOMAIN_CRASHED: "crashed",
+    libvirt.VIR_DOMAIN_PMSUSPENDED: "suspended",
+}
+
+_EVENT_NAMES = {
+    libvirt.VIR_DOMAIN_EVENT_DEFINED: "defined",
+    libvirt.VIR_DOMAIN_EVENT_UNDEFINED: "undefined",
+    libvirt.VIR_DOMAIN_EVENT_STARTED: "started",
+    libvirt.VIR_DOMAIN_EVENT_SUSPENDED: "suspended",
+    libvirt.VIR_DOMAIN_EVENT_RESUMED: "resumed",
+    libvirt.VIR_DOMAIN_EVENT_STOPPED: "stopped",
+    libvirt.VIR_DOMAIN_EVENT_SHUTDOWN: "shutdown",
+    libvirt.VIR_DOMAIN_EVENT_PMSUSPENDED: "pm-suspended",
+    libvirt.VIR_DOMAIN_EVENT_CRASHED: "crashed",
+}
+
+
+def map_error(err: libvirt.libvirtError) -> HypervisorError:
+    """The single place where libvirt errors become the project's taxonomy."""
+    code, domain = err.get_error_code(), err.get_error_domain()
+    msg = err.get_error_message() or str(err)
+    if code in _GONE_CODES:
+        return DomainGone(msg)
+    if code in _TRANSIENT_CODES or domain in _TRANSIENT_DOMAINS:
+        return TransientError(msg)
+    return GuestError(msg)
+
+
+_event_loop_lock = threading.Lock()
+_event_loop_started = False
+
+
+def _start_event_loop() -> None:
+    """libvirt's default event loop, in a daemon thread: needed for events and keepalives.
+
+    Also silences libvirt's own printing of every error to stderr: errors are mapped and logged
+    here, once, with context.
+    """
+    global _event_loop_started
+    with _event_loop_lock:
+        if _event_loop_started:
+            return
+        libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+        libvirt.virEventRegisterDefaultImpl()
+
+        def loop() -> None:
+            while True:
+                libvirt.virEventRunDefaultImpl()
+
+        threading.Thread(target=loop, name="libvirt-events", daemon=True).start()
+        _event_loop_started = True
+
+
+@dataclass
+class _DomainInfo:
+    """What is learnt once per domain (by UUID) from its live XML."""
+
+    balloon_path: str | None
+    """QOM path of the balloon device; "" when it has no alias; None when there is none."""
+    period_set: bool
+    tainted_logged: bool = False
+
+
+def balloon_info_from_xml(xml: str) -> tuple[str | None, int | None]:
+    """(QOM path of the balloon, stats period in s or None) from a domain's live XML.
+
+    The path is "" for a balloon without an alias (QMP unusable, libvirt still reads it) and
+    None for no balloon at all.
+    """
+    root = ET.fromstring(xml)
+    balloon = root.find("./devices/memballoon")
+    if balloon is None or balloon.get("model") in (None, "none"):
+        return None, None
+    alias = balloon.find("./alias")
+    name = alias.get("name") if alias is not None else None
+    stats = balloon.find("./stats")
+    period = stats.get("period") if stats is not None else None
+    path = f"/machine/peripheral/{name}" if name else ""
+    return path, int(period) if period and period.isdigit() else None
+
+
+def _fields_from_memory_stats(dom: Any) -> dict[str, Any]:
+    """Per-domain fallback for drivers whose bulk stats lack balloon.* (e.g. the test driver)."""
+    stats = dom.memoryStats()
+    fields: dict[str, Any] = {
+        f"balloon.{key}": value for key, value in stats.items() if key != "last_update"
+    }
+    if "actual" in stats:
+        fields["balloon.current"] = stats["actual"]
+        fields["balloon.maximum"] = dom.maxMemory()
+    if "last_update" in stats:
+        fields["balloon.last-update"] = stats["last_update"]
+    return fields
+
+
+def _log_retry(state: RetryCallState) -> None:
+    err = state.outcome.exception() if state.outcome else None
+    wait = state.next_action.sleep if state.next_action else 0
+    log.warning("libvirt unreachable (%s); retrying in %.1f s", err, wait)
+
+
+class LibvirtHypervisor:
+    """``autoballoon.hypervisor.Hypervisor`` over a libvirt connection."""
+
+    def __init__(
+        self,
+        uri: str = "qemu:///system",
+        *,
+        extended_stats: str = "qmp",
+        stats_period_s: int = 1,
+        include: Iterable[str] = ("*",),
+        exclude: Iterable[str] = (),
+        retry_for_s: float = 20.0,
+        on_event: Callable[[str, str], None] | None = None,
+    ) -> None:
+        self.uri = uri
+        self.extended_stats = extended_stats
+        self.stats_period_s = stats_period_s
+        self.include = tuple(include)
+        self.exclude = tuple(exclude)
+        self.retry_for_s = retry_for_s
+        self.on_event = on_event
+        self.reconnects = 0
+        self.errors = 0
+        self._conn: Any = None
+        self._domains: dict[str, Any] = {}
+        self._info: dict[str, _DomainInfo] = {}
+        self._events_ok = True
+        self._ever_connected = False
+        try:
+            _start_event_loop()
+        except libvirt.libvirtError as err:  # events are a nicety; polling still works
+            self._events_ok = False
+            log.warning("libvirt event loop unavailable (%s); lifecycle events not followed", err)
+
+    # --- connection ------------------------------------------------------------------------
+    def in_scope(self, name: str) -> bool:
+        return any(fnmatch.fnmatchcase(name, p) for p in self.include) and not any(
+            fnmatch.fnmatchcase(name, p) for p in self.exclude
+        )
+
+    def _connect(self) -> Any:
+        if self._conn is not None:
+            try:
+                if self._conn.isAlive():
+                    return self._conn
+            except libvirt.libvirtError:
+                pass
+            self._drop_connection()
+        try:
+            conn = libvirt.open(self.uri)
+        except libvirt.libvirtError as err:
+            raise TransientError(f"cannot connect to {self.uri}: {err}") from err
+        if conn is None:
+            raise TransientError(f"cannot connect to {self.uri}")
+        if self._events_ok:
+            self._subscribe(conn)
+        if self._ever_connected:
+            self.reconnects += 1
+            log.info("reconnected to %s", self.uri)
+        self._ever_connected = True
+        self._conn = conn
+        return conn
+
+    def _subscribe(self, conn: Any) -> None:
+        """Keepalive, close and lifecycle callbacks; each optional (the test driver lacks some)."""
+        steps: list[tuple[str, Callable[[], object]]] = [
+            ("keepalive", lambda: conn.setKeepAlive(5, 3)),
+            ("close events", lambda: conn.registerCloseCallback(self._on_close, None)),
+            (
+                "lifecycle events",
+                lambda: conn.domainEventRegisterAny(
+                    None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._on_lifecycle, None
+                ),
+            ),
+        ]
+        for what, call in steps:
+            try:
+                call()
+            except libvirt.libvirtError as err:
+                log.debug("%s unavailable on %s: %s", what, self.uri, err)
+
+    def _drop_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        self._domains.clear()
+        if conn is not None:
+            try:
+                conn.close()
+            except libvirt.libvirtError:
+                pass
+
+    def _on_close(self, _conn: Any, reason: int, _opaque: Any) -> None:
+        log.warning("libvirt connection closed (reason %d); will reconnect", reason)
+        self._conn = None
+
+    def _on_lifecycle(self, _conn: Any, dom: Any, event: int, _detail: int, _opaque: Any) -> None:
+        name = dom.name()
+        if not self.in_scope(name):
+            return
+        what = _EVENT_NAMES.get(event, str(event))
+        if event in (libvirt.VIR_DOMAIN_EVENT_STOPPED, libvirt.VIR_DOMAIN_EVENT_UNDEFINED):
+            self._info.pop(dom.UUIDString(), None)
+        log.info("guest %s %s", name, what)
+        if self.on_event:
+            self.on_event(name, what)
+
+    def close(self) -> None:
+        self._drop_connection()
+
+    # --- reading -----------------------------------------------------------------------------
+    def read(self) -> Reading:
+        decorated = retry(
+            retry=retry_if_exception_type(TransientError),
+            stop=stop_after_delay(self.retry_for_s),
+            wait=wait_exponential(multiplier=0.5, max=8),
+            before_sleep=_log_retry,
+            reraise=True,
+        )(self._read_once)
+        return decorated()
+
+    def _read_once(self) -> Reading:
+        conn = self._connect()
+        try:
+            records = conn.getAllDomainStats(
+                libvirt.VIR_DOMAIN_STATS_BALLOON | libvirt.VIR_DOMAIN_STATS_STATE,
+                libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_ACTIVE,
+            )
+        except libvirt.libvirtError as err:
+            mapped = map_error(err)
+            if isinstance(mapped, TransientError):
+                self._drop_connection()
+            raise mapped from err
+        reading = Reading()
+        self._domains = {}
+        for dom, fields in records:
+            try:
+                name = dom.name()
+                if not self.in_scope(name):
+                    continue
+                self._domains[name] = dom
+                self._read_guest(dom, name, fields, reading)
+            except libvirt.libvirtError as err:
+                mapped = map_error(err)
+                if isinstance(mapped, TransientError):
+                    self._drop_connection()
+                    raise mapped from err
+                if not isinstance(mapped, DomainGone):
+                    self.errors += 1
+                    reading.skipped[dom.name()] = f"error: {mapped}"
+        return reading
+
+    def _read_guest(self, dom: Any, name: str, fields: dict[str, Any], out: Reading) -> None:
+        state = fields.get("state.state", libvirt.VIR_DOMAIN_RUNNING)
+        if state != libvirt.VIR_DOMAIN_RUNNING:
+            out.skipped[name] = _STATE_NAMES.get(state, f"state {state}")
+            return
+        uuid = dom.UUIDString()
+        info = self._info.get(uuid)
+        if info is None:
+            path, period = balloon_info_from_xml(dom.XMLDesc(0))
+            info = _DomainInfo(path, period_set=bool(period))
+            self._info[uuid] = info
+        if info.balloon_path is None:
+            out.skipped[name] = "no virtio balloon device"
+            return
+        if "balloon.current" not in fields:
+            fields = fields | _fields_from_memory_stats(dom)
+        if "balloon.current" not in fields or "balloon.maximum" not in fields:
+            out.skipped[name] = "balloon reports no size"
+            return
+        if not info.period_set:
+            try:
+                dom.setMemoryStatsPeriod(self.stats_period_s, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+                log.info("guest %s: statistics period set to %d s", name, self.stats_period_s)
+            except libvirt.libvirtError as err:
+                log.warning("guest %s: cannot set the statistics period: %s", name, err)
+            info.period_set = True
+        actual = int(fields["balloon.current"])
+        maximum = int(fields["balloon.maximum"])
+        rss = fields.get("balloon.rss")
+        if self.extended_stats == "qmp" and info.balloon_path:  # "" (no alias): no QMP
+            qmp = self._qmp_guest_stats(dom, name, info)
+            if qmp is not None:
+                last_update, stats = qmp
+                out.guests.append(
+                    RawGuest(name, uuid, actual, maximum, last_update, stats, "qmp", rss)
+                )
+                return
+        stats = {
+            qemu_name: int(fields[key]) * factor
+            for key, (qemu_name, factor) in _LIBVIRT_TO_QEMU.items()
+            if key in fields
+        }
+        last_update = int(fields.get("balloon.last-update", 0))
+        out.guests.append(RawGuest(name, uuid, actual, maximum, last_update, stats, "libvirt", rss))
+
+    def _qmp_guest_stats(
+        self, dom: Any, name: str, info: _DomainInfo
+    ) -> tuple[int, dict[str, object]] | None:
+        cmd = json.dumps(
+            {
+                "execute": "qom-get",
+                "arguments": {"path": info.balloon_path, "property": "guest-stats"},
+            }
+        )
+        try:
+            reply = json.loads(libvirt_qemu.qemuMonitorCommand(dom, cmd, 0))
+        except libvirt.libvirtError as err:
+            mapped = map_error(err)
+            if isinstance(mapped, TransientError | DomainGone):
+                raise
+            log.debug("guest %s: QMP guest-stats failed (%s); standard stats", name, mapped)
+            return None
+        except ValueError:
+            return None
+        if not info.tainted_logged:
+            log.info(
+                "guest %s: reading the 6.12 counters via QMP (libvirt logs it as "
+                "'tainted: custom-monitor'; set extended_stats = \"off\" to avoid)",
+                name,
+            )
+            info.tainted_logged = True
+        ret = reply.get("return") if isinstance(reply, dict) else None
+        if not isinstance(ret, dict) or not isinstance(ret.get("stats"), dict):
+            return None
+        last_update = ret.get("last-update", 0)
+        if not isinstance(last_update, int) or isinstance(last_update, bool):
+            last_update = 0
+        return last_update, dict(ret["stats"])
+
+    # --- acting ------------------------------------------------------------------------------
+    def set_balloon_kib(self, name: str, kib: int) -> None:
+        dom = self._domains.get(name)
+        try:
+            if dom is None:
+                dom = self._connect().lookupByName(name)
+            dom.setMemoryFlags(int(kib), libvirt.VIR_DOMAIN_AFFECT_LIVE)
+        except libvirt.libvirtError as err:
+            mapped = map_error(err)
+            if isinstance(mapped, TransientError):
+                self._drop_connection()
+            if isinstance(mapped, GuestError):
+                self.errors += 1
+            raise mapped from err

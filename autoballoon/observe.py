@@ -1,0 +1,80 @@
+"""Observe: the host's own memory state and every guest's sample for one tick.
+
+First stage of the pipeline. Reads /proc (under a configurable root, so tests can point it at a
+fixture tree) and asks the hypervisor for its guests; turns both into the pure core's
+``HostSample`` and ``GuestSample`` values. Guest statistics pass through
+``sanitize_guest_stats`` here: what a guest reports is untrusted, and problems are logged once per
+guest and kind, not every tick.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from autoballoon.core.samples import GuestSample, HostSample, sanitize_guest_stats
+from autoballoon.hypervisor import Hypervisor, Reading, parse_meminfo, parse_psi
+
+log = logging.getLogger(__name__)
+
+
+def read_host(t: float, proc: Path = Path("/proc")) -> HostSample:
+    """Host MemTotal/MemAvailable and memory PSI (absent PSI is fine: None)."""
+    info = parse_meminfo((proc / "meminfo").read_text())
+    try:
+        some, full = parse_psi((proc / "pressure" / "memory").read_text())
+    except OSError:
+        some = full = None
+    return HostSample(
+        t=t,
+        mem_total_kib=info.get("MemTotal", 0),
+        mem_available_kib=info.get("MemAvailable", info.get("MemFree", 0)),
+        psi_some_avg10=some,
+        psi_full_avg10=full,
+    )
+
+
+@dataclass
+class Observation:
+    host: HostSample
+    samples: dict[str, GuestSample]
+    skipped: dict[str, str]
+    sources: dict[str, str]
+    """Per guest: "qmp" (6.12 counters read through QEMU) or "libvirt" (standard stats only)."""
+    rss_kib: dict[str, int]
+
+
+@dataclass
+class Observer:
+    hypervisor: Hypervisor
+    proc: Path = Path("/proc")
+    _reported: set[tuple[str, str]] = field(default_factory=set)
+
+    def observe(self, t: float) -> Observation:
+        """Raises TransientError (from the hypervisor) when the host cannot be read at all."""
+        reading: Reading = self.hypervisor.read()
+        host = read_host(t, self.proc)
+        samples: dict[str, GuestSample] = {}
+        sources: dict[str, str] = {}
+        rss: dict[str, int] = {}
+        for g in reading.guests:
+            stats, problems = sanitize_guest_stats(g.stats)
+            for problem in problems:
+                key = (g.name, problem.split(":", 1)[0])
+                if key not in self._reported:
+                    self._reported.add(key)
+                    log.warning("guest %s reports garbage, ignored: %s", g.name, problem)
+            samples[g.name] = GuestSample(
+                name=g.name,
+                uuid=g.uuid,
+                t=t,
+                actual_kib=max(g.actual_kib, 0),
+                max_kib=max(g.max_kib, 0),
+                last_update=max(g.last_update, 0),
+                stats=stats,
+            )
+            sources[g.name] = g.source
+            if g.rss_kib is not None:
+                rss[g.name] = g.rss_kib
+        return Observation(host, samples, dict(reading.skipped), sources, rss)

@@ -1,0 +1,117 @@
+"""Sinks: what happens to a tick's report (logs, trace recording, status file, metrics).
+
+Sits after act. Each sink takes a ``TickReport`` and must not raise into the loop (the
+controller logs and ignores a failing sink). ``build_sinks`` wires the ones the config asks for.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from autoballoon.core.decide import Action
+from autoballoon.core.policy import MIB
+
+if TYPE_CHECKING:
+    from autoballoon.config import DaemonConfig
+    from autoballoon.daemon import Controller, Sink, TickReport
+
+log = logging.getLogger("autoballoon")
+
+
+class LogSink:
+    """One line per action (guest, class, from, to, reason) and per class change."""
+
+    def __init__(self) -> None:
+        self._classes: dict[str, str] = {}
+        self._sources: dict[str, str] = {}
+
+    def on_tick(self, report: TickReport, controller: Controller) -> None:
+        for d in report.decisions:
+            before = self._classes.get(d.guest)
+            if before != d.klass:
+                if before is not None:
+                    log.info(
+                        "guest %s: class %s -> %s (%s)",
+                        d.guest,
+                        before,
+                        d.klass,
+                        d.reason,
+                        extra={
+                            "fields": {
+                                "guest": d.guest,
+                                "class": str(d.klass),
+                                "previous_class": before,
+                            }
+                        },
+                    )
+                self._classes[d.guest] = d.klass
+            if d.action is Action.HOLD:
+                continue
+            result = report.results.get(d.guest, "")
+            verb = f"would {d.action}" if report.dry_run else str(d.action)
+            failed = "" if result in ("applied", "dry-run") else f" FAILED ({result})"
+            log.info(
+                "%sguest %s: %s %d -> %d MiB [%s] %s%s",
+                "[dry-run] " if report.dry_run else "",
+                d.guest,
+                verb,
+                d.current_kib // MIB,
+                d.target_kib // MIB,
+                d.klass,
+                d.reason,
+                failed,
+                extra={
+                    "fields": {
+                        "guest": d.guest,
+                        "action": str(d.action),
+                        "class": str(d.klass),
+                        "from_kib": d.current_kib,
+                        "to_kib": d.target_kib,
+                        "reason": d.reason,
+                        "result": result,
+                        "dry_run": report.dry_run,
+                    }
+                },
+            )
+        for name, source in report.sources.items():
+            if self._sources.get(name) != source:
+                if source != "qmp":
+                    log.info(
+                        "guest %s: no 6.12 pressure counters; controlled from standard "
+                        "balloon statistics",
+                        name,
+                    )
+                self._sources[name] = source
+        for name in set(self._classes) - set(report.samples) - set(report.skipped):
+            if report.error is None:
+                self._classes.pop(name, None)
+                self._sources.pop(name, None)
+
+    def close(self) -> None:
+        pass
+
+
+class TraceSink:
+    """`run --record FILE`: appends every tick to a trace (docs/trace-format.md)."""
+
+    def __init__(self, path: Path, interval_s: float) -> None:
+        from autoballoon.trace import TraceWriter
+
+        self.writer = TraceWriter(path, interval_s, socket.gethostname())
+
+    def on_tick(self, report: TickReport, controller: Controller) -> None:
+        if report.host is not None:
+            self.writer.write_tick(report.t, report.host, report.samples)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def build_sinks(config: DaemonConfig, *, dry_run: bool, record: Path | None) -> list[Sink]:
+    sinks: list[Sink] = [LogSink()]
+    if record is not None:
+        sinks.append(TraceSink(record, config.interval_s))
+    return sinks
