@@ -3,7 +3,7 @@
 # Kernel command line: ab.workload=COMP[+COMP...]   (default: idle)
 #   idle                 sits, with a little page cache (16 MiB loop device, read once)
 #   cache:MIB            MIB MiB of reclaimable page cache (loop device over a
-#                        file in the initramfs tmpfs, kept open, re-read every 5 s)
+#                        sparse file in the initramfs tmpfs, kept open, re-read every 5 s)
 #   steady|ramp|spike|thrash:...   anonymous memory, done by /bin/memload
 # Prints once per second on the console:
 #   ABREPORT up=<s> MemTotal=<kB> MemAvailable=<kB> MemFree=<kB> Cached=<kB>
@@ -26,6 +26,11 @@ for arg in $(cat /proc/cmdline); do
     case "$arg" in ab.workload=*) WL="${arg#ab.workload=}" ;; esac
 done
 echo "ABEVENT workload=$WL"
+if [ "$WL" = "probe" ]; then
+    # Used by the host to check that this accelerator really runs a guest.
+    echo "ABPROBE ok"
+    poweroff -f
+fi
 
 # Page cache: sum of cache:N components; idle gets 16 MiB read once.
 CACHE_MIB=0
@@ -38,8 +43,9 @@ for comp in $(echo "$WL" | tr '+' ' '); do
 done
 if [ "$CACHE_MIB" -gt 0 ]; then
     # tmpfs/shmem pages are not reclaimable without swap; the loop device's
-    # block-device cache over them is.
-    dd if=/dev/zero of=/cache.img bs=1M count="$CACHE_MIB" 2>/dev/null
+    # block-device cache over a file there is. The file is sparse: its holes
+    # read as zeros without using memory, so only the reclaimable cache counts.
+    truncate -s "${CACHE_MIB}M" /cache.img
     losetup /dev/loop0 /cache.img || echo "ABEVENT losetup failed"
     exec 3</dev/loop0
     (

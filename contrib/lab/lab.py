@@ -1,0 +1,461 @@
+"""The lab: tiny Linux 6.12 guests on real libvirt + QEMU with controlled memory behaviour.
+
+Not part of the product package. Guests are named ``ab-lab-*``; the lab never touches
+any other domain. See contrib/lab/README.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from xml.sax.saxutils import escape
+
+import libvirt
+import libvirt_qemu
+
+LAB_DIR = Path(__file__).resolve().parent
+CACHE_DIR = Path(os.environ.get("AB_LAB_CACHE", LAB_DIR / "cache"))
+PREFIX = "ab-lab-"
+DEFAULT_URI = os.environ.get("AB_LAB_URI", "qemu:///system")
+U64_ABSENT = 2**64 - 1
+NEW_STATS = (
+    "stat-oom-kills",
+    "stat-alloc-stalls",
+    "stat-async-scans",
+    "stat-direct-scans",
+    "stat-async-reclaims",
+    "stat-direct-reclaims",
+)
+REPORT_KEYS = (
+    "up",
+    "MemTotal",
+    "MemAvailable",
+    "MemFree",
+    "Cached",
+    "oom_kill",
+    "allocstall",
+    "pgscan_kswapd",
+    "pgscan_direct",
+    "pgsteal_kswapd",
+    "pgsteal_direct",
+    "memload_restarts",
+    "ws_mib",
+)
+_REPORT_RE = re.compile(r"ABREPORT((?: [A-Za-z_]+=[0-9.]+)+)")
+_WORKLOAD_RE = re.compile(
+    r"^(idle|cache:\d+|steady:\d+|thrash:\d+|ramp:\d+:\d+:\d+|spike:\d+:\d+:\d+(?::\d+)?)$"
+)
+
+
+class LabError(RuntimeError):
+    """The lab could not do what was asked (daemon unreachable, guest did not boot...)."""
+
+
+# --------------------------------------------------------------------------- image
+
+
+def build_image(quiet: bool = True) -> Path:
+    """Build (or reuse) the cached guest image; returns the cache dir with vmlinuz/initrd.img."""
+    proc = subprocess.run(
+        ["bash", str(LAB_DIR / "build-image.sh")],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "AB_LAB_CACHE": str(CACHE_DIR)},
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise LabError(f"build-image.sh failed:\n{proc.stderr}")
+    if not quiet and proc.stderr:
+        print(proc.stderr, end="")
+    return Path(proc.stdout.strip().splitlines()[-1])
+
+
+# ---------------------------------------------------------------- virtualisation type
+
+def _kvm_probe(timeout: float = 30.0) -> bool:
+    """Boot the lab kernel + initramfs under ``-accel kvm`` with ab.workload=probe.
+
+    True only if the guest prints "ABPROBE ok" (a /dev/kvm that exists but cannot
+    run ordinary guest code, as in some nested set-ups, fails or pauses).
+    """
+    qemu = shutil.which("qemu-system-x86_64")
+    if qemu is None or not os.path.exists("/dev/kvm"):
+        return False
+    image_dir = build_image()
+    with tempfile.TemporaryFile() as out:
+        cmd = [qemu, "-accel", "kvm", "-cpu", "host", "-machine", "q35", "-m", "128",
+               "-nodefaults", "-display", "none", "-no-reboot", "-serial", "stdio",
+               "-kernel", str(image_dir / "vmlinuz"), "-initrd", str(image_dir / "initrd.img"),
+               "-append", "console=ttyS0 panic=-1 quiet ab.workload=probe"]
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        ok = False
+        try:
+            while time.monotonic() < deadline:
+                out.seek(0)
+                text = out.read().decode(errors="replace")
+                if "ABPROBE ok" in text:
+                    ok = True
+                    break
+                if "KVM internal error" in text or proc.poll() is not None:
+                    break
+                time.sleep(0.2)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+        return ok
+
+
+def detect_virt_type() -> str:
+    """'kvm' if a KVM guest really runs here, else 'qemu' (TCG).
+
+    AB_LAB_VIRT_TYPE=kvm|qemu overrides. Otherwise, if /dev/kvm exists, a lab
+    guest is booted under ``-accel kvm``; the result is cached in cache/virt-type
+    (delete it to probe again).
+    """
+    forced = os.environ.get("AB_LAB_VIRT_TYPE", "").strip()
+    if forced:
+        if forced not in ("kvm", "qemu"):
+            raise LabError(f"AB_LAB_VIRT_TYPE must be kvm or qemu, not {forced!r}")
+        return forced
+    cached = CACHE_DIR / "virt-type"
+    if cached.exists():
+        value = cached.read_text().strip()
+        if value in ("kvm", "qemu"):
+            return value
+    value = "kvm" if _kvm_probe() else "qemu"
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    cached.write_text(value + "\n")
+    return value
+
+
+# --------------------------------------------------------------------------- guests
+
+
+@dataclass(frozen=True)
+class GuestSpec:
+    """A lab guest: ``name`` (prefixed with ab-lab- if needed), memory in MiB, workload.
+
+    workload: components joined by '+': idle, cache:MIB, steady:MIB, thrash:MIB,
+    ramp:FROM:TO:SECONDS, spike:BASE:PEAK:AT[:HOLD].
+    """
+
+    name: str
+    mem_mib: int = 512
+    workload: str = "idle"
+
+    def __post_init__(self) -> None:
+        if not 64 <= self.mem_mib <= 4096:
+            raise ValueError(f"mem_mib {self.mem_mib} out of range (64..4096; lab uses 256..1024)")
+        for comp in self.workload.split("+"):
+            if not _WORKLOAD_RE.match(comp):
+                raise ValueError(f"bad workload component {comp!r} in {self.workload!r}")
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", self.name):
+            raise ValueError(f"bad guest name {self.name!r}")
+
+    @property
+    def domain_name(self) -> str:
+        return self.name if self.name.startswith(PREFIX) else PREFIX + self.name
+
+    @classmethod
+    def parse(cls, text: str) -> GuestSpec:
+        """'name:mem_mib:workload' (workload may itself contain ':')."""
+        parts = text.split(":", 2)
+        if len(parts) < 2:
+            raise ValueError(f"expected name:mem_mib[:workload], got {text!r}")
+        return cls(parts[0], int(parts[1]), parts[2] if len(parts) > 2 else "idle")
+
+
+def parse_report(line: str) -> dict[str, float] | None:
+    """Parse one ABREPORT line (may be preceded by other console output)."""
+    m = _REPORT_RE.search(line)
+    if not m:
+        return None
+    out: dict[str, float] = {}
+    for tok in m.group(1).split():
+        key, _, val = tok.partition("=")
+        try:
+            out[key] = float(val) if key == "up" else int(val)
+        except ValueError:
+            return None
+    if any(k not in out for k in REPORT_KEYS):
+        return None  # interleaved with kernel output; skip
+    return out
+
+
+def domain_xml(spec: GuestSpec, virt_type: str, image_dir: Path, console: Path) -> str:
+    cmdline = f"console=ttyS0 panic=-1 quiet ab.workload={spec.workload}"
+    cpu = "<cpu mode='host-passthrough'/>" if virt_type == "kvm" else ""
+    return f"""<domain type='{virt_type}'>
+  <name>{escape(spec.domain_name)}</name>
+  <memory unit='MiB'>{spec.mem_mib}</memory>
+  <currentMemory unit='MiB'>{spec.mem_mib}</currentMemory>
+  <vcpu>1</vcpu>
+  <os>
+    <type arch='x86_64' machine='q35'>hvm</type>
+    <kernel>{escape(str(image_dir / "vmlinuz"))}</kernel>
+    <initrd>{escape(str(image_dir / "initrd.img"))}</initrd>
+    <cmdline>{escape(cmdline)}</cmdline>
+  </os>
+  <features><acpi/></features>
+  {cpu}
+  <on_poweroff>destroy</on_poweroff>
+  <on_reboot>destroy</on_reboot>
+  <on_crash>destroy</on_crash>
+  <devices>
+    <controller type='usb' model='none'/>
+    <serial type='file'>
+      <source path='{escape(str(console))}' append='off'/>
+      <target port='0'/>
+    </serial>
+    <memballoon model='virtio'>
+      <stats period='1'/>
+    </memballoon>
+  </devices>
+</domain>
+"""
+
+
+@dataclass
+class Guest:
+    """A running lab guest."""
+
+    spec: GuestSpec
+    dom: Any  # libvirt.virDomain
+    console_path: Path
+    _alias: str | None = field(default=None, repr=False)
+
+    @property
+    def name(self) -> str:
+        return str(self.dom.name())
+
+    # -- the guest's own truth (serial console)
+    def console_reports(self) -> list[dict[str, float]]:
+        """All ABREPORT lines so far, parsed (complete lines only)."""
+        try:
+            text = self.console_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return []
+        lines = text.split("\n")[:-1]  # last element is an unfinished line
+        return [r for r in map(parse_report, lines) if r is not None]
+
+    def latest_report(self) -> dict[str, float] | None:
+        reports = self.console_reports()
+        return reports[-1] if reports else None
+
+    def console_text(self) -> str:
+        try:
+            return self.console_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    # -- what the host sees through libvirt
+    def balloon_alias(self) -> str:
+        if self._alias is None:
+            root = ET.fromstring(self.dom.XMLDesc(0))
+            alias = root.find("./devices/memballoon/alias")
+            if alias is None or not alias.get("name"):
+                raise LabError(f"{self.name}: no memballoon alias in live XML (not running?)")
+            self._alias = alias.get("name")
+        return str(self._alias)
+
+    def qmp(self, execute: str, **arguments: Any) -> Any:
+        cmd: dict[str, Any] = {"execute": execute}
+        if arguments:
+            cmd["arguments"] = arguments
+        reply = json.loads(libvirt_qemu.qemuMonitorCommand(self.dom, json.dumps(cmd), 0))
+        if "error" in reply:
+            raise LabError(f"{self.name}: QMP {execute}: {reply['error']}")
+        return reply["return"]
+
+    def guest_stats(self) -> dict[str, Any]:
+        """QEMU's guest-stats: {'last-update': epoch_s, 'stats': {'stat-...': n}}."""
+        path = f"/machine/peripheral/{self.balloon_alias()}"
+        result = self.qmp("qom-get", path=path, property="guest-stats")
+        return dict(result)
+
+    def memory_stats(self) -> dict[str, int]:
+        """libvirt's memoryStats() (actual, rss, available... in KiB)."""
+        return {str(k): int(v) for k, v in self.dom.memoryStats().items()}
+
+    def balloon_actual_mib(self) -> float:
+        return self.memory_stats()["actual"] / 1024
+
+    def set_balloon_mib(self, mib: int) -> None:
+        """Set the balloon target (the guest's memory) live, in MiB."""
+        self.dom.setMemoryFlags(int(mib) * 1024, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+
+    def is_running(self) -> bool:
+        state, _ = self.dom.state()
+        return bool(state == libvirt.VIR_DOMAIN_RUNNING)
+
+    def wait_for(
+        self,
+        predicate: Callable[[Guest], bool],
+        timeout: float = 60.0,
+        interval: float = 0.5,
+        what: str = "condition",
+    ) -> None:
+        """Poll predicate(self) until true; LabError (with the console tail) on timeout."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if predicate(self):
+                return
+            if time.monotonic() > deadline:
+                tail = "\n".join(self.console_text().splitlines()[-15:])
+                raise LabError(f"{self.name}: timed out after {timeout:.0f}s waiting for {what}\n"
+                               f"console tail:\n{tail}")
+            time.sleep(interval)
+
+    def is_ready(self) -> bool:
+        if not self.is_running():
+            state = self.dom.state()
+            raise LabError(f"{self.name}: domain is not running (state {state}); "
+                           "if it is paused, KVM may not work here: try AB_LAB_VIRT_TYPE=qemu")
+        try:
+            stats = self.guest_stats()
+        except (libvirt.libvirtError, LabError):
+            return False
+        return bool(stats.get("last-update", 0) > 0) and self.latest_report() is not None
+
+
+class Lab:
+    """Lab guests on one libvirt connection."""
+
+    def __init__(self, uri: str = DEFAULT_URI, virt_type: str | None = None) -> None:
+        self.uri = uri
+        try:
+            self.conn = libvirt.open(uri)
+        except libvirt.libvirtError as exc:
+            raise LabError(
+                f"cannot connect to libvirt at {uri}: {exc}. "
+                "Run `make setup` (or `bash contrib/lab/setup-host.sh`) as root first."
+            ) from exc
+        self._virt_type = virt_type
+        self.guests: dict[str, Guest] = {}
+        self.console_dir = CACHE_DIR / "console"
+        self.boot_seconds: dict[str, float] = {}
+
+    @property
+    def virt_type(self) -> str:
+        if self._virt_type is None:
+            self._virt_type = detect_virt_type()
+        return self._virt_type
+
+    def _lab_domains(self) -> list[Any]:
+        return [d for d in self.conn.listAllDomains(0) if d.name().startswith(PREFIX)]
+
+    def _remove(self, dom: Any) -> None:
+        try:
+            if dom.isActive():
+                dom.destroy()
+        except libvirt.libvirtError:
+            pass
+        try:
+            dom.undefine()
+        except libvirt.libvirtError:
+            pass
+
+    def up(self, specs: Sequence[GuestSpec], timeout: float = 180.0) -> list[Guest]:
+        """Define and start guests, wait until each has balloon stats and an ABREPORT line."""
+        names = [s.domain_name for s in specs]
+        if len(set(names)) != len(names):
+            raise ValueError(f"duplicate guest names: {names}")
+        image_dir = build_image()
+        self.console_dir.mkdir(parents=True, exist_ok=True)
+        existing = {d.name(): d for d in self._lab_domains()}
+        started: list[tuple[Guest, float]] = []
+        for spec in specs:
+            if spec.domain_name in existing:
+                self._remove(existing[spec.domain_name])
+            console = self.console_dir / f"{spec.domain_name}.log"
+            console.unlink(missing_ok=True)
+            xml = domain_xml(spec, self.virt_type, image_dir, console)
+            t0 = time.monotonic()
+            dom = self.conn.defineXML(xml)
+            try:
+                dom.create()
+            except libvirt.libvirtError:
+                dom.undefine()
+                raise
+            guest = Guest(spec, dom, console)
+            self.guests[spec.domain_name] = guest
+            started.append((guest, t0))
+        for guest, t0 in started:
+            remaining = max(10.0, timeout - (time.monotonic() - t0))
+            guest.wait_for(Guest.is_ready, timeout=remaining, what="balloon stats + first ABREPORT")
+            self.boot_seconds[guest.name] = time.monotonic() - t0
+        return [g for g, _ in started]
+
+    def guest(self, name: str) -> Guest:
+        key = name if name.startswith(PREFIX) else PREFIX + name
+        if key not in self.guests:
+            dom = self.conn.lookupByName(key)
+            self.guests[key] = Guest(GuestSpec(key), dom, self.console_dir / f"{key}.log")
+        return self.guests[key]
+
+    def down(self, names: Iterable[str] | None = None) -> list[str]:
+        """Destroy and undefine ab-lab-* domains (all of them by default, also stale ones)."""
+        wanted = None if names is None else {
+            n if n.startswith(PREFIX) else PREFIX + n for n in names
+        }
+        removed = []
+        for dom in self._lab_domains():
+            name = dom.name()
+            if wanted is not None and name not in wanted:
+                continue
+            self._remove(dom)
+            self.guests.pop(name, None)
+            removed.append(name)
+        return removed
+
+    def status(self) -> list[dict[str, Any]]:
+        """One dict per ab-lab-* domain: name, state, memory, balloon, latest report."""
+        states = {
+            libvirt.VIR_DOMAIN_RUNNING: "running",
+            libvirt.VIR_DOMAIN_PAUSED: "paused",
+            libvirt.VIR_DOMAIN_SHUTOFF: "shut off",
+            libvirt.VIR_DOMAIN_CRASHED: "crashed",
+        }
+        out = []
+        for dom in self._lab_domains():
+            state, _ = dom.state()
+            info: dict[str, Any] = {"name": dom.name(), "state": states.get(state, str(state)),
+                                    "max_mib": dom.maxMemory() // 1024}
+            guest = self.guests.get(dom.name()) or Guest(
+                GuestSpec(dom.name()), dom, self.console_dir / f"{dom.name()}.log"
+            )
+            if state == libvirt.VIR_DOMAIN_RUNNING:
+                try:
+                    info["balloon_mib"] = guest.balloon_actual_mib()
+                    info["rss_mib"] = guest.memory_stats().get("rss", 0) / 1024
+                except libvirt.libvirtError:
+                    pass
+            info["report"] = guest.latest_report()
+            out.append(info)
+        return out
+
+    def close(self) -> None:
+        try:
+            self.conn.close()
+        except libvirt.libvirtError:
+            pass
+
+    def __enter__(self) -> Lab:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.down()
+        self.close()
