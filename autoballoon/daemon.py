@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from types import FrameType
 from typing import Any, Protocol
@@ -244,7 +244,7 @@ def run_daemon(
     """The `autoballoon run` command: returns the process exit code."""
     # Imported here: the scheduler and libvirt are the daemon's business, not the library's.
     from apscheduler.events import EVENT_JOB_MAX_INSTANCES, JobExecutionEvent
-    from apscheduler.schedulers.blocking import BlockingScheduler
+    from apscheduler.schedulers.background import BackgroundScheduler
 
     from autoballoon.libvirt_adapter import LibvirtHypervisor
     from autoballoon.sinks import build_sinks
@@ -292,15 +292,15 @@ def run_daemon(
         hypervisor.close()
         return 1 if report.error else 0
 
-    scheduler = BlockingScheduler()
-    stop_once = threading.Event()
+    # The scheduler runs ticks in its own thread; the main thread only waits for a stop
+    # request (signal or --duration), then lets the running tick finish.
+    scheduler = BackgroundScheduler()
+    stop_requested = threading.Event()
+    why_stopped = ["duration reached"]
 
-    def stop(signum: int | None = None, _frame: FrameType | None = None) -> None:
-        if not stop_once.is_set():
-            stop_once.set()
-            why = signal.Signals(signum).name if signum else "duration reached"
-            log.info("%s: stopping after the current tick", why)
-            scheduler.shutdown(wait=False)
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        why_stopped[0] = signal.Signals(signum).name
+        stop_requested.set()
 
     def overrun(_event: JobExecutionEvent) -> None:
         controller.overruns += 1
@@ -315,7 +315,7 @@ def run_daemon(
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGHUP, lambda *_: controller.request_reload())
-    logging.getLogger("apscheduler.scheduler").setLevel(logging.ERROR)
+    logging.getLogger("apscheduler").setLevel(logging.ERROR)
     scheduler.add_listener(overrun, EVENT_JOB_MAX_INSTANCES)
     scheduler.add_job(
         controller.tick,
@@ -327,9 +327,10 @@ def run_daemon(
         misfire_grace_time=None,
         next_run_time=datetime.now(),
     )
-    if duration_s:
-        scheduler.add_job(stop, "date", run_date=datetime.now() + timedelta(seconds=duration_s))
     scheduler.start()
+    stop_requested.wait(timeout=duration_s)
+    log.info("%s: stopping after the current tick", why_stopped[0])
+    scheduler.shutdown(wait=True)
     controller.finish()
     hypervisor.close()
     log.info("stopped after %d tick(s)", controller.ticks)

@@ -1,0 +1,186 @@
+"""The daemon live against real guests: each assertion checks what the guest itself reported.
+
+Guests (shared by every test here, booted once): an idle one, a ramp whose working set grows
+from 32 to 300 MiB, and a steady one holding 160 MiB. Order matters and is the file's order:
+the dry run sees fresh guests at their maximum; then one live run drives all three for about
+two minutes, and in its last part an operator squeezes the steady guest below its working set.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from autoballoon.core.classify import PRESSURE_CLASSES
+from autoballoon.core.decide import Action
+from contrib.lab import Guest, GuestSpec, Lab
+from tests.lab.conftest import LabUp
+from tests.lab.daemon_helpers import (
+    INTERVAL_S,
+    REPO,
+    Run,
+    direction_changes,
+    lab_policies,
+)
+
+pytestmark = pytest.mark.lab
+
+IDLE, RAMP, STEADY = "ab-lab-d-idle", "ab-lab-d-ramp", "ab-lab-d-steady"
+SPECS = [
+    GuestSpec(IDLE, 512, "idle"),
+    GuestSpec(RAMP, 512, "ramp:32:300:150"),
+    GuestSpec(STEADY, 384, "steady:160"),
+]
+LIVE_S = 110.0  # long enough for the idle guest to converge and stay put for a while
+SQUEEZE_MIB = 120  # below the steady guest's 160 MiB working set
+AFTER_SQUEEZE_S = 24.0
+
+
+@pytest.fixture(scope="module")
+def guests(lab_up: LabUp) -> dict[str, Guest]:
+    return {g.name: g for g in lab_up(SPECS)}
+
+
+def oom_kills(g: Guest) -> int:
+    report = g.latest_report()
+    assert report is not None, f"{g.name} sent no report"
+    return int(report["oom_kill"])
+
+
+def test_dry_run_changes_nothing_but_reports_decisions(
+    guests: dict[str, Guest], tmp_path: Path
+) -> None:
+    policies = tmp_path / "policies"
+    policies.mkdir(mode=0o755)
+    shutil.copy(REPO / "policies" / "presets" / "aggressive.toml", policies / "default.toml")
+    (policies / "default.toml").chmod(0o644)
+    before = {n: g.balloon_actual_mib() for n, g in guests.items()}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "autoballoon",
+            "run",
+            "--dry-run",
+            "--duration",
+            "30",
+            "--interval",
+            str(INTERVAL_S),
+            "--include",
+            "ab-lab-d-*",
+            "--policies",
+            str(policies),
+            "--log-format",
+            "json",
+            "--status-file",
+            str(tmp_path / "status.json"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=os.environ | {"PYTHONPATH": str(REPO)},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    after = {n: g.balloon_actual_mib() for n, g in guests.items()}
+    assert after == before, "a dry run must not change any balloon"
+    lines = [json.loads(x) for x in proc.stderr.splitlines() if x.startswith("{")]
+    would = [x for x in lines if x.get("dry_run") and x.get("action") == "inflate"]
+    assert any(x["guest"] == IDLE for x in would), "the idle guest would have been inflated"
+    assert all(x["result"] == "dry-run" for x in would)
+    assert all(x["to_kib"] < x["from_kib"] for x in would)
+
+
+@dataclass
+class LiveRun:
+    run: Run
+    oom_before: dict[str, int]
+    oom_after: dict[str, int]
+    memtotal_kib: dict[str, int]
+    squeeze_t: float
+    ws_peak_mib: dict[str, int]
+
+
+@pytest.fixture(scope="module")
+def live(guests: dict[str, Guest], lab: Lab) -> Iterator[LiveRun]:
+    for g in guests.values():  # every run starts from all guests at max
+        g.set_balloon_mib(g.spec.mem_mib)
+    time.sleep(2)
+    oom_before = {n: oom_kills(g) for n, g in guests.items()}
+    guests[RAMP].set_balloon_mib(192)  # the ramp guest starts small
+    with Run(list(guests), lab_policies()) as run:
+        time.sleep(LIVE_S)
+        squeeze_t = time.time()
+        guests[STEADY].set_balloon_mib(SQUEEZE_MIB)  # an operator's `virsh setmem`
+        time.sleep(AFTER_SQUEEZE_S)
+    assert not run.errors, run.errors
+    ws_peak = {n: max(int(r["ws_mib"]) for r in g.console_reports()) for n, g in guests.items()}
+    yield LiveRun(
+        run,
+        oom_before,
+        {n: oom_kills(g) for n, g in guests.items()},
+        {n: int(g.latest_report()["MemTotal"]) for n, g in guests.items()},  # type: ignore[index]
+        squeeze_t,
+        ws_peak,
+    )
+
+
+def test_idle_guest_is_inflated_to_its_floor_and_stays_put(live: LiveRun) -> None:
+    run = live.run
+    pre_squeeze = [d for d in run.decisions(IDLE) if d.t < live.squeeze_t]
+    changes = [d for d in pre_squeeze if d.action is not Action.HOLD]
+    assert changes and all(d.action is Action.INFLATE for d in changes)
+    floor_kib = pre_squeeze[-1].floor_kib
+    final_kib = pre_squeeze[-1].current_kib
+    # within one step (10 % of 512 MiB) of its floor, which is above its need + headroom
+    assert final_kib <= floor_kib + 52 * 1024, (final_kib, floor_kib)
+    # the guest itself sees the smaller memory
+    assert live.memtotal_kib[IDLE] < 200 * 1024
+    # converged, then stayed put: nothing changed in the last 30 s before the squeeze
+    assert all(d.t < live.squeeze_t - 30 for d in changes)
+    assert direction_changes(run.decisions(IDLE)) == 0
+
+
+def test_ramp_guest_is_deflated_as_it_grows_without_oom(live: LiveRun) -> None:
+    decisions = live.run.decisions(RAMP)
+    deflates = [d for d in decisions if d.action is Action.DEFLATE]
+    assert deflates, "the growing guest was given memory"
+    last = decisions[-1]
+    assert last.current_kib // 1024 > live.ws_peak_mib[RAMP], "it ends above its working set"
+    assert live.oom_after[RAMP] == live.oom_before[RAMP], "no OOM kill in the ramp guest"
+    assert live.oom_after[IDLE] == live.oom_before[IDLE]
+
+
+def test_steady_guest_is_inflated_without_harm(live: LiveRun) -> None:
+    pre = [d for d in live.run.decisions(STEADY) if d.t < live.squeeze_t]
+    assert any(d.action is Action.INFLATE for d in pre)
+    assert pre[-1].current_kib < 384 * 1024
+    assert direction_changes(pre) <= 1
+
+
+def test_operator_squeeze_into_pressure_is_deflated_within_two_ticks(live: LiveRun) -> None:
+    after = [d for d in live.run.decisions(STEADY) if d.t >= live.squeeze_t]
+    squeezed = next(
+        (
+            d
+            for d in after
+            if d.current_kib <= (SQUEEZE_MIB + 40) * 1024
+            or d.klass in PRESSURE_CLASSES
+            or d.action is Action.DEFLATE
+        ),
+        None,
+    )
+    assert squeezed is not None, [f"{d.klass} {d.current_kib // 1024} {d.reason}" for d in after]
+    rescue = next((d for d in after if d.action is Action.DEFLATE), None)
+    assert rescue is not None, [f"{d.klass} {d.current_kib // 1024} {d.reason}" for d in after]
+    assert rescue.t - squeezed.t <= 2 * INTERVAL_S + 0.5, (squeezed, rescue)
+    assert rescue.target_kib > rescue.current_kib

@@ -1,0 +1,71 @@
+"""Daemon config: the shipped example states the defaults; bad values name file and field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from autoballoon.cli import main
+from autoballoon.config import DaemonConfig, load_config
+from autoballoon.policyfiles import PolicyFileError
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_shipped_example_config_states_the_defaults() -> None:
+    assert load_config(REPO / "contrib" / "autoballoon.toml", {}) == DaemonConfig()
+
+
+def test_cli_flags_override_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text("[daemon]\ninterval_s = 10\nuri = 'test:///default'\n")
+    cfg = load_config(path, {"interval_s": 2.0, "uri": None})
+    assert (cfg.interval_s, cfg.uri) == (2.0, "test:///default")
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("[daemon]\ninterval_s = 0\n", "interval_s"),
+        ("[daemon]\nextended_stats = 'maybe'\n", "extended_stats"),
+        ("[daemon]\nintervall_s = 3\n", "intervall_s"),
+        ("[demon]\n", "unknown table"),
+    ],
+)
+def test_bad_config_names_file_and_field(tmp_path: Path, text: str, needle: str) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    with pytest.raises(PolicyFileError, match=needle) as err:
+        load_config(path, {})
+    assert str(path) in str(err.value)
+
+
+def test_run_refuses_bad_config_with_exit_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text("[daemon]\nlog_format = 'xml'\n")
+    assert main(["run", "--config", str(path)]) == 1
+    assert "log_format" in capsys.readouterr().err
+
+
+def test_run_refuses_invalid_policy(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    policies = tmp_path / "p"
+    policies.mkdir()
+    (policies / "default.toml").write_text("[policy]\nfloor_mib = -1\n")
+    code = main(
+        [
+            "run",
+            "--uri",
+            "test:///default",
+            "--policies",
+            str(policies),
+            "--no-strict-modes",
+            "--once",
+            "--status-file",
+            str(tmp_path / "s.json"),
+        ]
+    )
+    assert code == 1
+    assert "floor_mib" in capsys.readouterr().err
