@@ -9,6 +9,7 @@ was reclaimed and whether any guest suffered, from the guests' own counters.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import signal
@@ -93,10 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     def sample_sizes() -> None:
         while not stop.wait(2.0):
             for g in guests:
-                try:
+                with contextlib.suppress(Exception):  # a guest going away: skip the sample
                     sizes[g.name].append(g.balloon_actual_mib())
-                except Exception:
-                    pass
 
     sampler = threading.Thread(target=sample_sizes, daemon=True)
     sampler.start()
