@@ -111,7 +111,10 @@ class TraceSink:
 
 
 def build_sinks(config: DaemonConfig, *, dry_run: bool, record: Path | None) -> list[Sink]:
-    sinks: list[Sink] = [LogSink()]
+    """The log always; the status file always; a trace with ``--record``."""
+    from autoballoon.status import StatusSink
+
+    sinks: list[Sink] = [LogSink(), StatusSink(config.status_file)]
     if record is not None:
         sinks.append(TraceSink(record, config.interval_s))
     return sinks
