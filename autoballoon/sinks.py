@@ -111,10 +111,14 @@ class TraceSink:
 
 
 def build_sinks(config: DaemonConfig, *, dry_run: bool, record: Path | None) -> list[Sink]:
-    """The log always; the status file always; a trace with ``--record``."""
+    """The log always; the status file always; metrics when ``metrics_port`` is set; a trace
+    with ``--record``."""
+    from autoballoon.metrics import MetricsSink
     from autoballoon.status import StatusSink
 
     sinks: list[Sink] = [LogSink(), StatusSink(config.status_file)]
+    if config.metrics_port:
+        sinks.append(MetricsSink(config.metrics_address, config.metrics_port))
     if record is not None:
         sinks.append(TraceSink(record, config.interval_s))
     return sinks
