@@ -1,0 +1,92 @@
+"""The daemon's logs as an operator (or a log shipper) reads them: the real `autoballoon run`.
+
+`run --once` on libvirt's test driver takes two readings and acts: the test domain's decades-old
+statistics make it deflate, which the log sink reports as one action line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from .helpers import ROOT, URI
+
+
+def run_once(tmp: Path, *args: str, env: dict[str, str] | None = None) -> list[str]:
+    policies = tmp / "policies"
+    policies.mkdir(exist_ok=True)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "autoballoon",
+            "run",
+            "--once",
+            "--uri",
+            URI,
+            "--interval",
+            "0.5",
+            "--policies",
+            str(policies),
+            "--no-strict-modes",
+            "--status-file",
+            str(tmp / "status.json"),
+            *args,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == ""  # logs go to stderr only
+    lines = done.stderr.splitlines()
+    assert lines
+    return lines
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "JOURNAL_STREAM"}
+    return env | extra
+
+
+def test_json_format_is_one_object_per_line_with_the_action_fields(tmp_path: Path) -> None:
+    lines = run_once(tmp_path, "--log-format", "json", env=clean_env())
+    docs = [json.loads(line) for line in lines]  # every line, not only the action lines
+    for d in docs:
+        assert {"ts", "time", "level", "logger", "msg"} <= set(d)
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", d["time"])
+    actions = [d for d in docs if "action" in d]
+    assert len(actions) == 1  # the second reading holds (cooldown)
+    (a,) = actions
+    assert a["level"] == "info"
+    assert a["guest"] == "test"
+    assert a["action"] == "deflate"
+    assert a["class"] == "unknown"
+    assert a["from_kib"] == 2097152 and isinstance(a["to_kib"], int) and a["to_kib"] > 2097152
+    assert "stale" in a["reason"]
+    assert a["result"] == "applied" and a["dry_run"] is False
+    assert a["msg"].startswith(f"guest test: deflate 2048 -> {a['to_kib'] // 1024} MiB [unknown]")
+
+
+def test_dry_run_json_says_would(tmp_path: Path) -> None:
+    docs = [json.loads(x) for x in run_once(tmp_path, "--log-format", "json", "--dry-run")]
+    (a,) = (d for d in docs if "action" in d)
+    assert a["dry_run"] is True and a["result"] == "dry-run"
+    assert a["msg"].startswith("[dry-run] guest test: would deflate 2048 ->")
+
+
+def test_human_format_has_a_time_on_a_terminal_and_none_under_systemd(tmp_path: Path) -> None:
+    plain = run_once(tmp_path, env=clean_env())
+    assert all(re.match(r"\d\d:\d\d:\d\d (INFO|WARNING|ERROR) ", line) for line in plain), plain
+    assert any("guest test: deflate 2048 ->" in line for line in plain)
+
+    journal = run_once(tmp_path, env=clean_env(JOURNAL_STREAM="8:12345"))
+    # journald stamps each line itself; ours would be a second, less precise one.
+    assert all(re.match(r"(INFO|WARNING|ERROR) ", line) for line in journal), journal
+    assert any(line.startswith("INFO guest test: deflate 2048 ->") for line in journal)
