@@ -34,8 +34,8 @@ never be seen as ``oom``; the low-water rule in decide() is its main protection.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from enum import StrEnum
+from typing import NamedTuple
 
 from autoballoon.core.policy import GuestPolicy
 from autoballoon.core.rates import Rates, baseline, compute_rates
@@ -67,8 +67,7 @@ class Basis(StrEnum):
     """Not classified (no usable statistics)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Classification:
+class Classification(NamedTuple):
     klass: PressureClass
     reason: str
     basis: Basis
@@ -86,12 +85,14 @@ def classify(
     policy: GuestPolicy,
     now: float,
     since_t: float | None = None,
+    clean: bool = False,
 ) -> Classification:
     """Classify the newest sample of ``history`` (oldest first).
 
     Rates are measured from the sample at the start of the policy's rate window, or from the
     last sample before ``since_t`` (the controller's own latest change) when that is later: the
-    evidence that caused a change is not counted again after it.
+    evidence that caused a change is not counted again after it. ``clean=True`` promises the
+    history holds no counter reset (decide() restarts histories at reboots), saving a scan.
     """
     if not history:
         return Classification(PressureClass.UNKNOWN, "no sample yet", Basis.NONE)
@@ -110,7 +111,7 @@ def classify(
     cutoff = now - policy.rate_window_s
     if since_t is not None:
         cutoff = max(cutoff, since_t)
-    base = baseline(history, cutoff)
+    base = baseline(history, cutoff, clean)
     rates = None if base is None else compute_rates(base, newest)
     if rates is None:
         return Classification(PressureClass.UNKNOWN, "need two samples for rates", Basis.NONE)

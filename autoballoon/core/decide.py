@@ -34,6 +34,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from typing import NamedTuple
 
 from autoballoon.core.classify import Basis, Classification, PressureClass, classify
 from autoballoon.core.policy import MIB, GuestPolicy, PolicySet
@@ -77,9 +78,12 @@ class Decision:
     available_kib: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class GuestState:
-    """What the engine remembers about a guest between ticks."""
+class GuestState(NamedTuple):
+    """What the engine remembers about a guest between ticks.
+
+    A NamedTuple rather than a frozen dataclass: it is copied with a change or two for every
+    guest on every tick, and ``_replace`` on a tuple is several times cheaper.
+    """
 
     history: tuple[GuestSample, ...] = ()
     klass: PressureClass = PressureClass.UNKNOWN
@@ -101,8 +105,7 @@ class EngineState:
     guests: dict[str, GuestState] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
-class _Proposal:
+class _Proposal(NamedTuple):
     decision: Decision
     state: GuestState
     spare_kib: int = 0
@@ -120,11 +123,14 @@ def _append(
         prev = history[-1]
         if sample.t <= prev.t:
             history = history[:-1]  # same instant read twice: keep the newer reading
-        elif any(
-            name in prev.stats and name in sample.stats and sample.stats[name] < prev.stats[name]
-            for name in CUMULATIVE_STATS
-        ):
-            return (sample,), True
+        else:
+            before, now = prev.stats, sample.stats
+            for name in CUMULATIVE_STATS:
+                a = before.get(name)
+                if a is not None:
+                    b = now.get(name)
+                    if b is not None and b < a:
+                        return (sample,), True
     horizon = sample.t - keep_s
     kept = [s for s in history if s.t >= horizon]
     # keep one sample older than the horizon: it is the baseline of the window's rates.
@@ -184,13 +190,13 @@ def _propose(
     keep_s = p.rate_window_s + p.stuck_after_s
     history, rebooted = _append(gs.history, sample, keep_s)
     if rebooted:
-        gs = replace(gs, stuck_floor_kib=None, stuck_until=None)
+        gs = gs._replace(stuck_floor_kib=None, stuck_until=None)
     prev = history[-2] if len(history) > 1 else None
-    c = classify(history, p, now, since_t=gs.last_change_t)
+    c = classify(history, p, now, since_t=gs.last_change_t, clean=True)
     none_since = gs.none_since if c.klass is PressureClass.NONE else None
     if c.klass is PressureClass.NONE and none_since is None:
         none_since = now
-    gs = replace(gs, history=history, klass=c.klass, none_since=none_since, last_seen_t=now)
+    gs = gs._replace(history=history, klass=c.klass, none_since=none_since, last_seen_t=now)
 
     cur = sample.actual_kib
     hi = p.max_kib(sample.max_kib)
@@ -208,7 +214,7 @@ def _propose(
         ours = gs.last_target_kib
         toward_ours = ours is not None and abs(cur - ours) < abs(prev.actual_kib - ours)
         if not toward_ours and (ours is None or abs(cur - ours) > tol):
-            gs = replace(gs, external_until=now + p.external_hold_s, last_target_kib=cur)
+            gs = gs._replace(external_until=now + p.external_hold_s, last_target_kib=cur)
     external = gs.external_until is not None and now < gs.external_until
 
     since_change = None if gs.last_change_t is None else now - gs.last_change_t
@@ -227,8 +233,7 @@ def _propose(
             return hold(f"observe mode, would {verb} to {target // MIB} MiB: {reason}")
         direction = 1 if target > cur else -1
         flips = gs.direction_changes + (1 if gs.last_change_dir == -direction else 0)
-        new = replace(
-            gs,
+        new = gs._replace(
             last_change_t=now,
             last_change_dir=direction,
             last_target_kib=target,
@@ -263,7 +268,7 @@ def _propose(
         wanted = gs.last_target_kib
         target = min(hi, cur + step("medium"))
         # change() reads gs when called: the stuck floor goes into the state it records.
-        gs = replace(gs, stuck_floor_kib=target, stuck_until=now + p.pressure_block_s)
+        gs = gs._replace(stuck_floor_kib=target, stuck_until=now + p.pressure_block_s)
         return change(
             target,
             f"inflation stalled at {cur // MIB} MiB (target {wanted // MIB} MiB "
@@ -343,8 +348,8 @@ def _take(prop: _Proposal, amount: int, now: float, why: str) -> _Proposal:
     )
     gs = prop.state
     flips = gs.direction_changes + (1 if gs.last_change_dir == 1 else 0)
-    state = replace(
-        gs, last_change_t=now, last_change_dir=-1, last_target_kib=target, direction_changes=flips
+    state = gs._replace(
+        last_change_t=now, last_change_dir=-1, last_target_kib=target, direction_changes=flips
     )
     clamped = "host-need" if amount < prop.spare_kib else prop.spare_limit
     return _Proposal(
@@ -371,7 +376,7 @@ def step(
         except ValueError as err:
             c = Classification(PressureClass.UNKNOWN, "policy error", Basis.NONE)
             d = _hold(sample, c, f"left alone: {err}", 0, sample.max_kib)
-            proposals[name] = _Proposal(d, replace(gs, last_seen_t=now))
+            proposals[name] = _Proposal(d, gs._replace(last_seen_t=now))
             continue
         resolved[name] = p
         proposals[name] = _propose(sample, gs, p, now, open_loop)
@@ -390,8 +395,8 @@ def step(
             tol = max(p.min_change_mib * MIB, MIB)
             if need < tol:
                 reason = "none: spare memory, but the host is above its reserve (on-demand)"
-                proposals[name] = replace(
-                    prop, decision=replace(prop.decision, reason=reason), spare_kib=0
+                proposals[name] = prop._replace(
+                    decision=replace(prop.decision, reason=reason), spare_kib=0
                 )
                 continue
             amount = min(prop.spare_kib, need)

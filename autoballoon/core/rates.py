@@ -8,7 +8,7 @@ and no negative rate is ever produced.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from autoballoon.core.samples import (
     CUMULATIVE_STATS,
@@ -27,8 +27,7 @@ from autoballoon.core.samples import (
 MIB_BYTES = 1024 * 1024
 
 
-@dataclass(frozen=True, slots=True)
-class Rates:
+class Rates(NamedTuple):
     """Counter changes between two samples; None where either end lacks the statistic."""
 
     span_s: float
@@ -60,20 +59,22 @@ def reset_index(history: Sequence[GuestSample]) -> int:
     return start
 
 
-def baseline(history: Sequence[GuestSample], cutoff_t: float) -> GuestSample | None:
+def baseline(
+    history: Sequence[GuestSample], cutoff_t: float, clean: bool = False
+) -> GuestSample | None:
     """The sample to measure from: the latest one taken at or before ``cutoff_t``.
 
     Falls back to the oldest usable sample when none is that old. Samples before the latest
-    counter reset are never used. None when fewer than two usable samples exist.
+    counter reset are never used (``clean=True``: the caller guarantees there is none). None
+    when fewer than two usable samples exist.
     """
-    usable = history[reset_index(history) :]
+    usable = history if clean else history[reset_index(history) :]
     if len(usable) < 2:
         return None
-    chosen = usable[0]
-    for sample in usable[:-1]:
+    for sample in reversed(usable[:-1]):
         if sample.t <= cutoff_t:
-            chosen = sample
-    return chosen
+            return sample
+    return usable[0]
 
 
 def compute_rates(old: GuestSample, new: GuestSample) -> Rates | None:
@@ -81,28 +82,41 @@ def compute_rates(old: GuestSample, new: GuestSample) -> Rates | None:
     span = new.t - old.t
     if span <= 0:
         return None
-
-    def delta(name: str) -> int | None:
-        a, b = old.stats.get(name), new.stats.get(name)
-        if a is None or b is None:
-            return None
-        return max(b - a, 0)
+    a, b = old.stats, new.stats
+    d: dict[str, int] = {}
+    for name in _RATE_STATS:
+        x, y = a.get(name), b.get(name)
+        if x is not None and y is not None:
+            d[name] = y - x if y > x else 0
 
     def per_s(name: str, scale: float = 1.0) -> float | None:
-        d = delta(name)
-        return None if d is None else d / scale / span
+        v = d.get(name)
+        return None if v is None else v / scale / span
 
     return Rates(
         span_s=span,
-        oom_kills=delta(STAT_OOM_KILLS),
-        alloc_stalls=delta(STAT_ALLOC_STALLS),
+        oom_kills=d.get(STAT_OOM_KILLS),
+        alloc_stalls=d.get(STAT_ALLOC_STALLS),
         alloc_stalls_per_s=per_s(STAT_ALLOC_STALLS),
         async_scan_mib_per_s=per_s(STAT_ASYNC_SCANS, MIB_BYTES),
         direct_scan_mib_per_s=per_s(STAT_DIRECT_SCANS, MIB_BYTES),
         async_reclaim_mib_per_s=per_s(STAT_ASYNC_RECLAIMS, MIB_BYTES),
         direct_reclaim_mib_per_s=per_s(STAT_DIRECT_RECLAIMS, MIB_BYTES),
-        direct_scan_bytes=delta(STAT_DIRECT_SCANS),
+        direct_scan_bytes=d.get(STAT_DIRECT_SCANS),
         swap_in_mib_per_s=per_s(STAT_SWAP_IN, MIB_BYTES),
         swap_out_mib_per_s=per_s(STAT_SWAP_OUT, MIB_BYTES),
         major_faults_per_s=per_s(STAT_MAJOR_FAULTS),
     )
+
+
+_RATE_STATS = (
+    STAT_OOM_KILLS,
+    STAT_ALLOC_STALLS,
+    STAT_ASYNC_SCANS,
+    STAT_DIRECT_SCANS,
+    STAT_ASYNC_RECLAIMS,
+    STAT_DIRECT_RECLAIMS,
+    STAT_SWAP_IN,
+    STAT_SWAP_OUT,
+    STAT_MAJOR_FAULTS,
+)

@@ -62,6 +62,7 @@ EXTENDED_STATS = (
 """The six counters Linux 6.12 added (virtio tags 10-15); all cumulative since guest boot."""
 
 KNOWN_STATS = frozenset(STANDARD_STATS + EXTENDED_STATS)
+_EXTENDED_SET = frozenset(EXTENDED_STATS)
 
 CUMULATIVE_STATS = frozenset(
     (STAT_SWAP_IN, STAT_SWAP_OUT, STAT_MAJOR_FAULTS, STAT_MINOR_FAULTS, *EXTENDED_STATS)
@@ -102,7 +103,7 @@ class GuestSample:
     @property
     def has_extended(self) -> bool:
         """True when the guest sends the 6.12 pressure counters (tags 10-15)."""
-        return all(name in self.stats for name in EXTENDED_STATS)
+        return self.stats.keys() >= _EXTENDED_SET
 
     @property
     def available_kib(self) -> int | None:

@@ -1,0 +1,93 @@
+"""Benchmark: CPU cost of the pure core (classify + decide) per tick, by number of guests.
+
+Synthetic guests with realistic 6.12 statistics, a mix of calm, growing and pressured ones, run
+through ``autoballoon.core.decide.step`` for a number of ticks. Prints a Markdown table of CPU
+time per tick and per guest. Run: `python -m benchmarks.bench_core [--out FILE]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import random
+import time
+from pathlib import Path
+
+from autoballoon.core.decide import EngineState, step
+from autoballoon.core.policy import GuestPolicy, PolicySet
+from autoballoon.core.samples import EXTENDED_STATS, GuestSample, HostSample
+
+MIB = 1 << 20
+SIZES = (10, 100, 1000, 5000)
+
+
+def make_guests(n: int, seed: int = 1) -> list[dict[str, float]]:
+    rng = random.Random(seed)
+    return [
+        {
+            "max_mib": rng.choice([512, 1024, 2048, 4096, 8192]),
+            "used": rng.uniform(0.1, 0.95),
+            "pressure": rng.random() < 0.1,
+        }
+        for _ in range(n)
+    ]
+
+
+def tick_samples(guests: list[dict[str, float]], t: float, i: int) -> dict[str, GuestSample]:
+    out = {}
+    for k, g in enumerate(guests):
+        max_kib = int(g["max_mib"] * 1024)
+        stats = dict.fromkeys(EXTENDED_STATS, 0)
+        if g["pressure"]:
+            stats |= {
+                "stat-alloc-stalls": 3 * i,
+                "stat-direct-scans": 4 * MIB * i,
+                "stat-direct-reclaims": MIB * i,
+            }
+        stats["stat-available-memory"] = int(max_kib * 1024 * (1 - g["used"]))
+        name = f"vm-{k:05d}"
+        out[name] = GuestSample(name, name, t, max_kib, max_kib, int(t), stats)
+    return out
+
+
+def bench(n: int, ticks: int) -> tuple[float, float]:
+    guests = make_guests(n)
+    policies = PolicySet(GuestPolicy(mode="proactive"))
+    host = HostSample(0, 256 << 20, 64 << 20)
+    state = EngineState()
+    inputs = [tick_samples(guests, 1000.0 + 5 * i, i) for i in range(ticks)]
+    cpu = []
+    for i, samples in enumerate(inputs):
+        t0 = time.process_time()
+        _, state = step(1000.0 + 5 * i, host, samples, state, policies)
+        cpu.append(time.process_time() - t0)
+    steady = sorted(cpu[2:])  # the first ticks build histories and policy caches
+    median = steady[len(steady) // 2]
+    return median, max(steady)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--ticks", type=int, default=20)
+    ap.add_argument("--out", type=Path, help="also write the Markdown table here")
+    args = ap.parse_args()
+    lines = [
+        f"Core cost (classify + decide), {args.ticks} ticks, CPU time, median tick; "
+        f"{platform.processor() or platform.machine()}, {time.strftime('%Y-%m-%d')}",
+        "",
+        "| guests | per tick (ms) | worst tick (ms) | per guest (us) |",
+        "|---:|---:|---:|---:|",
+    ]
+    for n in SIZES:
+        median, worst = bench(n, args.ticks)
+        lines.append(f"| {n} | {median * 1e3:.1f} | {worst * 1e3:.1f} | {median / n * 1e6:.1f} |")
+        print(lines[-1], flush=True)
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
