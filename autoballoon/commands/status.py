@@ -33,9 +33,11 @@ available memory and PSI, and the daemon's own health (mode, ticks, libvirt erro
 The daemon rewrites its status file at every tick (--status-file; default from the [daemon]
 table of --config, else {DaemonConfig().status_file}). It is readable by root only.
 
-Exit status: {EXIT_RUNNING} running; {EXIT_NOT_RUNNING} not running (no file, stopped, or its \
-process is gone); {EXIT_STALE} stale (the process is alive but has not ticked for much longer \
-than its interval); {EXIT_UNREADABLE} the file cannot be read.
+Exit status:
+  {EXIT_RUNNING}  running
+  {EXIT_NOT_RUNNING}  not running: no status file, the daemon stopped, or its process is gone
+  {EXIT_STALE}  stale: the process is alive but has not ticked for much longer than its interval
+  {EXIT_UNREADABLE}  the status file cannot be read (permission, or not a status file)
 """
 
 
