@@ -1,0 +1,419 @@
+"""Traces: what the host and its guests reported, tick by tick, as JSON Lines on disk.
+
+Sits beside the observer: the daemon writes a trace (``TraceWriter``) from the same samples it
+feeds the engine; ``autoballoon replay`` reads one back (``read_trace``) and feeds the recorded
+samples through the unchanged engine. The format is a public contract, documented in
+``docs/trace-format.md``; change it only with a new version number.
+
+Reading is streaming: one line in memory at a time, whatever the file's size. A trace is input
+from disk, so every structural problem is a ``TraceError`` naming the file and the line. Guest
+statistics inside a well-formed line are a different matter: the guest controls them, so they
+pass through ``sanitize_guest_stats`` exactly as in the live daemon, and garbage values are
+dropped (and counted), never fatal.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import math
+import os
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from autoballoon.core.samples import GuestSample, HostSample, sanitize_guest_stats
+
+FORMAT = "autoballoon-trace"
+VERSION = 1
+
+MAX_LINE_BYTES = 16 * 1024 * 1024
+"""A longer line is an error, not an allocation: a tick of a thousand guests is about 1 MiB."""
+
+MAX_PROBLEMS_KEPT = 20
+"""Dropped-statistic messages kept for the report; the rest are only counted."""
+
+
+class TraceError(ValueError):
+    """A trace that cannot be read (or appended to); the message names the file and line."""
+
+    def __init__(self, path: Path | str, line_no: int | None, message: str) -> None:
+        self.path = str(path)
+        self.line_no = line_no
+        self.detail = message
+        where = f"{path}: line {line_no}" if line_no is not None else f"{path}"
+        super().__init__(f"{where}: {message}")
+
+
+@dataclass(frozen=True)
+class Tick:
+    """One recorded tick: the host's sample and every guest's, all taken at ``t``."""
+
+    t: float
+    host: HostSample
+    samples: dict[str, GuestSample]
+
+
+class _Bad(Exception):
+    """A problem in one line; ``TraceReader`` adds the file name and line number."""
+
+
+# --- validation helpers: small and explicit, because every line of a huge file goes through them
+
+
+def _get(obj: Mapping[str, Any], key: str, where: str) -> Any:
+    try:
+        return obj[key]
+    except KeyError:
+        raise _Bad(f"{where}missing required key {key!r}") from None
+
+
+def _kib(obj: Mapping[str, Any], key: str, where: str) -> int:
+    value = _get(obj, key, where)
+    if type(value) is not int or value < 0:
+        raise _Bad(f"{where}{key!r} must be a non-negative integer, not {_show(value)}")
+    return value
+
+
+def _number(value: Any, key: str, where: str, nullable: bool = False) -> float | None:
+    if value is None and nullable:
+        return None
+    if (type(value) is int or type(value) is float) and math.isfinite(value):
+        return float(value)
+    kind = "a number or null" if nullable else "a number"
+    raise _Bad(f"{where}{key!r} must be {kind}, not {_show(value)}")
+
+
+def _show(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"boolean {json.dumps(value)}"
+    if isinstance(value, str):
+        text = value if len(value) <= 40 else value[:37] + "..."
+        return f"string {json.dumps(text)}"
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return "an array"
+    return f"{type(value).__name__} {value!r}"
+
+
+def _no_constants(name: str) -> float:
+    raise _Bad(f"{name} is not a JSON number")
+
+
+def _loads(raw: bytes) -> Any:
+    try:
+        return json.loads(raw, parse_constant=_no_constants)
+    except json.JSONDecodeError as err:
+        raise _Bad(f"not valid JSON: {err.msg} (column {err.colno})") from None
+    except UnicodeDecodeError:
+        raise _Bad("not UTF-8 text") from None
+    except RecursionError:
+        raise _Bad("JSON nested too deeply") from None
+
+
+def parse_header(obj: Any) -> dict[str, Any]:
+    """Check a decoded header line; returns it (extra keys included) or raises ``_Bad``."""
+    if not isinstance(obj, dict):
+        raise _Bad(f"the first line must be the trace header (an object), not {_show(obj)}")
+    fmt = obj.get("format")
+    if fmt != FORMAT:
+        raise _Bad(
+            f'not an autoballoon trace: the header\'s "format" is {_show(fmt)}, expected "{FORMAT}"'
+        )
+    version = _get(obj, "version", "header: ")
+    if type(version) is not int:
+        raise _Bad(f"header: 'version' must be an integer, not {_show(version)}")
+    if version != VERSION:
+        raise _Bad(
+            f"trace format version {version} is not supported (this autoballoon reads "
+            f"version {VERSION}); replay it with the autoballoon that recorded it"
+        )
+    host = _get(obj, "host", "header: ")
+    if not isinstance(host, str):
+        raise _Bad(f"header: 'host' must be a string, not {_show(host)}")
+    interval = _number(_get(obj, "interval_s", "header: "), "interval_s", "header: ")
+    if interval is None or not interval > 0:
+        raise _Bad(f"header: 'interval_s' must be positive, not {interval}")
+    _number(_get(obj, "started", "header: "), "started", "header: ")
+    return obj
+
+
+def parse_tick(obj: Any) -> tuple[Tick, list[str]]:
+    """Check a decoded tick line and build its samples; also returns dropped-stat problems."""
+    if not isinstance(obj, dict):
+        raise _Bad(f"a tick must be an object, not {_show(obj)}")
+    t = _number(_get(obj, "t", ""), "t", "")
+    assert t is not None
+    h = _get(obj, "host", "")
+    if not isinstance(h, dict):
+        raise _Bad(f"'host' must be an object, not {_show(h)}")
+    host = HostSample(
+        t,
+        _kib(h, "mem_total_kib", "host: "),
+        _kib(h, "mem_available_kib", "host: "),
+        _number(_get(h, "psi_some_avg10", "host: "), "psi_some_avg10", "host: ", True),
+        _number(_get(h, "psi_full_avg10", "host: "), "psi_full_avg10", "host: ", True),
+    )
+    guests = _get(obj, "guests", "")
+    if not isinstance(guests, dict):
+        raise _Bad(f"'guests' must be an object keyed by domain name, not {_show(guests)}")
+    samples: dict[str, GuestSample] = {}
+    problems: list[str] = []
+    for name, g in guests.items():
+        where = f"guest {name!r}: "
+        if not isinstance(g, dict):
+            raise _Bad(f"{where}must be an object, not {_show(g)}")
+        uuid = _get(g, "uuid", where)
+        if not isinstance(uuid, str):
+            raise _Bad(f"{where}'uuid' must be a string, not {_show(uuid)}")
+        raw_stats = _get(g, "stats", where)
+        if not isinstance(raw_stats, dict):
+            raise _Bad(f"{where}'stats' must be an object, not {_show(raw_stats)}")
+        stats, dropped = sanitize_guest_stats(raw_stats)
+        if dropped:
+            problems.extend(f"{where}{p}" for p in dropped)
+        samples[name] = GuestSample(
+            name=name,
+            uuid=uuid,
+            t=t,
+            actual_kib=_kib(g, "actual_kib", where),
+            max_kib=_kib(g, "max_kib", where),
+            last_update=_kib(g, "last_update", where),
+            stats=stats,
+        )
+    return Tick(t, host, samples), problems
+
+
+class TraceReader:
+    """A trace opened for reading: ``header`` at once, then the ticks, one line at a time.
+
+    Besides being an iterator of ``Tick``, it tells how far it got (``position`` of ``size``
+    bytes, for a progress indicator) and what guest statistics it dropped (``problem_count``,
+    the first few in ``problems``). A final line cut short by a crash (no newline at the end,
+    not valid JSON) is skipped and reported in ``problems``; anywhere else it is an error.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.line_no = 0
+        self.problems: list[str] = []
+        self.problem_count = 0
+        self.last_t: float | None = None
+        self._last_line_open = False
+        try:
+            self._raw: IO[bytes] = open(path, "rb")  # noqa: SIM115 (closed by close())
+            self.size = os.fstat(self._raw.fileno()).st_size
+            self._fh: IO[bytes] | gzip.GzipFile = self._raw
+            if path.suffix == ".gz":
+                self._fh = gzip.GzipFile(fileobj=self._raw, mode="rb")
+        except OSError as err:
+            raise TraceError(path, None, f"cannot read: {err.strerror or err}") from None
+        try:
+            line = self._next_line()
+            if line is None:
+                raise TraceError(path, 1, "empty file: expected the trace header")
+            try:
+                self.header = parse_header(_loads(line))
+            except _Bad as err:
+                raise TraceError(path, self.line_no, str(err)) from None
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def position(self) -> int:
+        """Bytes of the file consumed so far (of the compressed file for ``.gz``)."""
+        try:
+            return self._raw.tell()
+        except (OSError, ValueError):
+            return self.size
+
+    def _next_line(self) -> bytes | None:
+        """The next non-blank line, or None at the end of the file."""
+        while True:
+            try:
+                raw = self._fh.readline(MAX_LINE_BYTES + 1)
+            except (OSError, EOFError, gzip.BadGzipFile) as err:
+                raise TraceError(self.path, self.line_no + 1, f"cannot read: {err}") from None
+            if not raw:
+                return None
+            self.line_no += 1
+            if not raw.endswith(b"\n"):
+                if len(raw) > MAX_LINE_BYTES:
+                    raise TraceError(
+                        self.path, self.line_no, f"line longer than {MAX_LINE_BYTES} bytes"
+                    )
+                self._last_line_open = True
+            if raw.strip():
+                return raw
+
+    def __iter__(self) -> TraceReader:
+        return self
+
+    def __next__(self) -> Tick:
+        line = self._next_line()
+        if line is None:
+            self.close()
+            raise StopIteration
+        try:
+            tick, dropped = parse_tick(_loads(line))
+        except _Bad as err:
+            if self._last_line_open and str(err).startswith("not valid JSON"):
+                self._note(f"line {self.line_no}: incomplete last line ignored")
+                self.close()
+                raise StopIteration from None
+            self.close()
+            raise TraceError(self.path, self.line_no, str(err)) from None
+        if self.last_t is not None and tick.t < self.last_t:
+            self.close()
+            raise TraceError(
+                self.path,
+                self.line_no,
+                f"'t' goes backwards ({tick.t} after {self.last_t}); ticks must be in time order",
+            )
+        self.last_t = tick.t
+        for p in dropped:
+            self._note(f"line {self.line_no}: {p}")
+        return tick
+
+    def _note(self, problem: str) -> None:
+        self.problem_count += 1
+        if len(self.problems) < MAX_PROBLEMS_KEPT:
+            self.problems.append(problem)
+
+    def close(self) -> None:
+        self._fh.close()
+        self._raw.close()
+
+    def __enter__(self) -> TraceReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def read_trace(path: Path) -> tuple[dict[str, Any], Iterator[Tick]]:
+    """The header (checked) and the ticks, read lazily; raises ``TraceError`` on bad input."""
+    reader = TraceReader(path)
+    return reader.header, reader
+
+
+# --- writing ------------------------------------------------------------------------------
+
+
+def _finite(x: float | None) -> float | None:
+    return x if x is not None and math.isfinite(x) else None
+
+
+def tick_record(t: float, host: HostSample, samples: Mapping[str, GuestSample]) -> dict[str, Any]:
+    """The JSON object of one tick line (the inverse of ``parse_tick``)."""
+    return {
+        "t": t,
+        "host": {
+            "mem_total_kib": host.mem_total_kib,
+            "mem_available_kib": host.mem_available_kib,
+            "psi_some_avg10": _finite(host.psi_some_avg10),
+            "psi_full_avg10": _finite(host.psi_full_avg10),
+        },
+        "guests": {
+            name: {
+                "uuid": s.uuid,
+                "max_kib": s.max_kib,
+                "actual_kib": s.actual_kib,
+                "last_update": s.last_update,
+                "stats": dict(sorted(s.stats.items())),
+            }
+            for name, s in samples.items()
+        },
+    }
+
+
+def _dumps(obj: Mapping[str, Any]) -> bytes:
+    return (json.dumps(obj, separators=(",", ":"), allow_nan=False) + "\n").encode()
+
+
+class TraceWriter:
+    """Appends ticks to a trace file, one flushed line per tick.
+
+    A new or empty file gets the header first. An existing file must already be a version-1
+    trace (anything else is refused untouched, so a mistyped path never clobbers a file); a last
+    line cut short by a crash is cut off before appending, so the file stays readable.
+    """
+
+    def __init__(
+        self, path: Path, interval_s: float, hostname: str, extra: dict[str, Any] | None = None
+    ) -> None:
+        self.path = path
+        try:
+            self._fh: io.BufferedWriter | None = open(path, "ab")  # noqa: SIM115
+        except OSError as err:
+            raise TraceError(
+                path, None, f"cannot open for writing: {err.strerror or err}"
+            ) from None
+        try:
+            if self._fh.seek(0, os.SEEK_END) == 0:
+                header = dict(extra or {}) | {
+                    "format": FORMAT,
+                    "version": VERSION,
+                    "host": hostname,
+                    "interval_s": float(interval_s),
+                    "started": time.time(),
+                }
+                self._write(_dumps(header))
+            else:
+                self._check_existing()
+        except BaseException:
+            self.close()
+            raise
+
+    def _check_existing(self) -> None:
+        with open(self.path, "rb") as fh:
+            first = fh.readline(MAX_LINE_BYTES + 1)
+            try:
+                if not first.endswith(b"\n"):
+                    raise _Bad("the first line is not a complete trace header")
+                parse_header(_loads(first))
+            except _Bad as err:
+                raise TraceError(self.path, 1, f"refusing to append: {err}") from None
+            # Find the end of the last complete line: a crash may have left half a line.
+            end = fh.seek(0, os.SEEK_END)
+            pos, keep = end, None
+            while pos > 0 and keep is None:
+                step = min(pos, 65536)
+                pos -= step
+                fh.seek(pos)
+                chunk = fh.read(step)
+                nl = chunk.rfind(b"\n")
+                if nl >= 0:
+                    keep = pos + nl + 1
+        if keep is not None and keep < end:
+            assert self._fh is not None
+            os.ftruncate(self._fh.fileno(), keep)
+            self._fh.seek(0, os.SEEK_END)
+
+    def _write(self, data: bytes) -> None:
+        if self._fh is None:
+            raise ValueError(f"{self.path}: trace writer is closed")
+        self._fh.write(data)
+        self._fh.flush()
+
+    def write_tick(self, t: float, host: HostSample, samples: Mapping[str, GuestSample]) -> None:
+        """Append one tick; the line is complete on disk (flushed) when this returns."""
+        self._write(_dumps(tick_record(t, host, samples)))
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+    def __enter__(self) -> TraceWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
