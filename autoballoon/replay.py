@@ -1,0 +1,200 @@
+"""Replay: a recorded trace through the production engine, and what it would have done.
+
+Sits after ``autoballoon.trace`` (which reads the ticks) and calls the pure core's
+``decide.step`` once per tick, unchanged, with ``open_loop=True``: the balloon never follows the
+replayed decisions, so every tick's ``actual_kib`` is the trace's own. The engine therefore
+answers "given what the guests really showed, what would this policy have decided at each
+tick?", not "where would the balloon have ended up": a closed loop would have changed what the
+guests showed.
+
+Nothing here reads a clock, prints or touches libvirt; the same ticks and policies always give
+the same decisions and the same summary (the determinism ``replay --json`` promises).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from autoballoon.core.classify import PRESSURE_CLASSES, PressureClass
+from autoballoon.core.decide import Action, Decision, EngineState, step
+from autoballoon.core.policy import MIB, PolicySet
+from autoballoon.core.samples import GuestSample
+from autoballoon.trace import Tick
+
+ACTIONS = tuple(str(a) for a in Action)
+_PRESSURE = frozenset(str(k) for k in PRESSURE_CLASSES)
+
+
+@dataclass
+class Steps:
+    """A step function kept as its change points only: memory grows with changes, not ticks."""
+
+    t: list[float] = field(default_factory=list)
+    v: list[Any] = field(default_factory=list)
+
+    def add(self, t: float, value: Any) -> None:
+        if not self.v or self.v[-1] != value:
+            self.t.append(t)
+            self.v.append(value)
+
+
+@dataclass
+class GuestSeries:
+    """What ``--plot`` draws for one guest: balloon size, standing target, pressure class."""
+
+    actual_kib: Steps = field(default_factory=Steps)
+    target_kib: Steps = field(default_factory=Steps)
+    klass: Steps = field(default_factory=Steps)
+    end_t: float = 0.0
+
+
+@dataclass
+class GuestReport:
+    """Running totals for one guest; ``as_dict`` turns them into the summary's figures."""
+
+    ticks: int = 0
+    classes: dict[str, int] = field(default_factory=dict)
+    actions: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ACTIONS, 0))
+    reclaimable_kib_sum: int = 0
+    reclaimed_kib_sum: int = 0
+    pressure_ticks_inflated: int = 0
+    direction_changes: int = 0
+    last_direction: int = 0
+    standing_target_kib: int | None = None
+    """The last target the policy set; None before its first change (then: the trace's actual)."""
+
+    def as_dict(self) -> dict[str, Any]:
+        n = max(self.ticks, 1)
+        return {
+            "ticks": self.ticks,
+            "classes": dict(sorted(self.classes.items())),
+            "actions": dict(self.actions),
+            "reclaimable_mib": round(self.reclaimable_kib_sum / n / MIB, 1),
+            "reclaimed_mib": round(self.reclaimed_kib_sum / n / MIB, 1),
+            "pressure_ticks_inflated": self.pressure_ticks_inflated,
+            "direction_changes": self.direction_changes,
+        }
+
+
+def reclaimable_kib(
+    sample: GuestSample, d: Decision, headroom_mib: int, headroom_ratio: float
+) -> int:
+    """How far below its maximum the guest could have been at this tick and kept its headroom.
+
+    The guest uses ``actual - available``; the smallest balloon that leaves it the policy's
+    headroom (``max(headroom_mib, headroom_ratio * size)``) is the larger of ``used +
+    headroom_mib`` and ``used / (1 - headroom_ratio)``, and never below the floor. Unknown when
+    the guest reports no available memory: counted as 0.
+    """
+    if d.available_kib is None:
+        return 0
+    used = max(sample.actual_kib - d.available_kib, 0)
+    smallest = used + headroom_mib * MIB
+    if headroom_ratio > 0:
+        smallest = max(smallest, math.ceil(used / (1 - headroom_ratio)))
+    smallest = max(smallest, d.floor_kib)
+    return max(sample.max_kib - smallest, 0)
+
+
+def decision_record(d: Decision) -> dict[str, Any]:
+    """One ``replay --json`` line: the engine's decision for one guest at one tick."""
+    return {
+        "t": d.t,
+        "guest": d.guest,
+        "class": str(d.klass),
+        "action": str(d.action),
+        "current_kib": d.current_kib,
+        "target_kib": d.target_kib,
+        "reason": d.reason,
+    }
+
+
+class Replayer:
+    """Feeds ticks through ``decide.step`` (open loop) and keeps per-guest totals.
+
+    ``keep_series`` also keeps what ``--plot`` needs, as change points (see ``Steps``).
+    """
+
+    def __init__(self, policies: PolicySet, keep_series: bool = False) -> None:
+        self.policies = policies
+        self.state = EngineState()
+        self.reports: dict[str, GuestReport] = {}
+        self.series: dict[str, GuestSeries] | None = {} if keep_series else None
+        self.ticks = 0
+        self.first_t: float | None = None
+        self.last_t: float | None = None
+
+    def feed(self, tick: Tick) -> list[Decision]:
+        """One tick through the engine; the decisions, sorted by guest name."""
+        decisions, self.state = step(
+            tick.t, tick.host, tick.samples, self.state, self.policies, open_loop=True
+        )
+        self.ticks += 1
+        if self.first_t is None:
+            self.first_t = tick.t
+        self.last_t = tick.t
+        decisions.sort(key=lambda d: d.guest)
+        for d in decisions:
+            self._account(tick.samples[d.guest], d)
+        return decisions
+
+    def _account(self, sample: GuestSample, d: Decision) -> None:
+        r = self.reports.get(d.guest)
+        if r is None:
+            r = self.reports[d.guest] = GuestReport()
+        klass = str(d.klass)
+        action = str(d.action)
+        r.ticks += 1
+        r.classes[klass] = r.classes.get(klass, 0) + 1
+        r.actions[action] += 1
+        if d.action is not Action.HOLD:
+            direction = 1 if d.action is Action.DEFLATE else -1
+            if r.last_direction == -direction:
+                r.direction_changes += 1
+            r.last_direction = direction
+            r.standing_target_kib = d.target_kib
+        target = sample.actual_kib if r.standing_target_kib is None else r.standing_target_kib
+        r.reclaimed_kib_sum += max(sample.max_kib - target, 0)
+        if klass in _PRESSURE and target < sample.max_kib:
+            r.pressure_ticks_inflated += 1
+        try:
+            p = self.policies.resolve_cached(d.guest, sample.uuid)
+        except ValueError:
+            pass  # the engine left the guest alone; nothing is reclaimable under no policy
+        else:
+            r.reclaimable_kib_sum += reclaimable_kib(sample, d, p.headroom_mib, p.headroom_ratio)
+        if self.series is not None:
+            s = self.series.get(d.guest)
+            if s is None:
+                s = self.series[d.guest] = GuestSeries()
+            s.actual_kib.add(d.t, sample.actual_kib)
+            s.target_kib.add(d.t, target)
+            s.klass.add(d.t, klass)
+            s.end_t = d.t
+
+    def summary(self) -> dict[str, Any]:
+        """The whole replay's figures, per guest (sorted by name)."""
+        duration = 0.0
+        if self.first_t is not None and self.last_t is not None:
+            duration = self.last_t - self.first_t
+        return {
+            "ticks": self.ticks,
+            "duration_s": round(duration, 3),
+            "guests": {name: self.reports[name].as_dict() for name in sorted(self.reports)},
+        }
+
+
+def replay(ticks: Iterable[Tick], policies: PolicySet) -> dict[str, Any]:
+    """Replay every tick under ``policies``; the summary (see ``Replayer.summary``)."""
+    r = Replayer(policies)
+    for tick in ticks:
+        r.feed(tick)
+    return r.summary()
+
+
+def is_pressure(klass: str | PressureClass) -> bool:
+    """True for the classes that block inflation (and count as pressure in the summary)."""
+    return str(klass) in _PRESSURE

@@ -1,0 +1,407 @@
+"""`autoballoon replay`: recorded traces through the production engine, via the CLI.
+
+The fixtures are under tests/fixtures/: synthetic-*.jsonl are hand-made (see make_synthetic.py);
+lab-*.jsonl are recordings of real lab guests and are used by the same tests when present.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from autoballoon.cli import main
+from autoballoon.commands.replay import Progress
+from autoballoon.core.classify import Basis, PressureClass
+from autoballoon.core.decide import Action, Decision
+from autoballoon.core.samples import GuestSample
+from autoballoon.replay import reclaimable_kib
+from autoballoon.trace import TraceReader
+from tests.factories import sample
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+OOM_TRACES = ("synthetic-oom.jsonl", "lab-oom.jsonl")
+IDLE_TRACES = ("synthetic-idle.jsonl", "lab-idle.jsonl")
+ALL_TRACES = sorted({*OOM_TRACES, *IDLE_TRACES, "synthetic-mixed.jsonl"})
+
+
+def fixture(name: str) -> Path:
+    path = FIXTURES / name
+    if not path.exists():
+        pytest.skip(f"{name} not recorded yet (tests/fixtures/{name})")
+    return path
+
+
+@pytest.fixture
+def policies(tmp_path: Path) -> dict[str, Path]:
+    """One policy directory per mode, everything else the built-in defaults."""
+    out = {}
+    for mode in ("observe", "on-demand", "proactive"):
+        d = tmp_path / "policies" / mode
+        d.mkdir(parents=True)
+        (d / "default.toml").write_text(f'[policy]\nmode = "{mode}"\n')
+        out[mode] = d
+    return out
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(["replay", *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def replay_json(
+    capsys: pytest.CaptureFixture[str], trace: Path, policy_dir: Path, *extra: str
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    code, out, err = run_cli(capsys, str(trace), "--policies", str(policy_dir), "--json", *extra)
+    assert code == 0, err
+    lines = [json.loads(line) for line in out.splitlines()]
+    *ticks, last = lines
+    return ticks, last["summary"]
+
+
+def by_guest(records: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = {}
+    for r in records:
+        out.setdefault(r["guest"], []).append(r)
+    return out
+
+
+# --- scenarios --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", OOM_TRACES)
+@pytest.mark.parametrize("mode", ["on-demand", "proactive"])
+def test_an_oom_is_answered_by_one_deflate_and_no_inflation_after_it(
+    capsys: pytest.CaptureFixture[str], policies: dict[str, Path], name: str, mode: str
+) -> None:
+    records, summary = replay_json(capsys, fixture(name), policies[mode])
+    for guest, recs in by_guest(records).items():
+        ooms = [i for i, r in enumerate(recs) if r["class"] == "oom"]
+        if not ooms:
+            continue
+        first = recs[ooms[0]]
+        assert first["action"] == "deflate", first
+        assert first["target_kib"] > first["current_kib"]
+        assert "OOM kill" in first["reason"]
+        after = recs[ooms[0] + 1 :]
+        assert not [r for r in after if r["action"] == "inflate"], "inflated after an OOM"
+        assert summary["guests"][guest]["actions"]["deflate"] >= 1
+        break
+    else:
+        pytest.fail(f"no guest in {name} is ever classified oom")
+
+
+@pytest.mark.parametrize("name", IDLE_TRACES)
+def test_an_idle_guest_is_none_and_inflated_under_proactive(
+    capsys: pytest.CaptureFixture[str], policies: dict[str, Path], name: str
+) -> None:
+    records, summary = replay_json(capsys, fixture(name), policies["proactive"])
+    for guest, recs in by_guest(records).items():
+        classes = {r["class"] for r in recs}
+        assert classes <= {"none", "unknown"}, classes
+        assert summary["guests"][guest]["classes"]["none"] >= len(recs) - 2
+        inflates = [r for r in recs if r["action"] == "inflate"]
+        assert inflates, f"{guest} never inflated"
+        assert all(r["target_kib"] < r["current_kib"] for r in inflates)
+        assert not [r for r in recs if r["action"] == "deflate"]
+        assert summary["guests"][guest]["reclaimed_mib"] > 0
+
+
+def test_an_idle_guest_on_a_host_with_plenty_is_left_alone_on_demand(
+    capsys: pytest.CaptureFixture[str], policies: dict[str, Path]
+) -> None:
+    records, _ = replay_json(capsys, fixture("synthetic-idle.jsonl"), policies["on-demand"])
+    assert {r["action"] for r in records} == {"hold"}
+    assert any("host is above its reserve" in r["reason"] for r in records)
+
+
+@pytest.mark.parametrize("name", ALL_TRACES)
+def test_observe_mode_only_ever_holds(
+    capsys: pytest.CaptureFixture[str], policies: dict[str, Path], name: str
+) -> None:
+    records, summary = replay_json(capsys, fixture(name), policies["observe"])
+    assert records
+    assert {r["action"] for r in records} == {"hold"}
+    assert all(r["target_kib"] == r["current_kib"] for r in records)
+    for g in summary["guests"].values():
+        assert g["actions"]["inflate"] == g["actions"]["deflate"] == 0
+        assert g["direction_changes"] == 0
+
+
+def test_on_demand_takes_only_while_the_host_is_short(
+    capsys: pytest.CaptureFixture[str], policies: dict[str, Path]
+) -> None:
+    path = fixture("synthetic-mixed.jsonl")
+    short = {
+        t.t for t in TraceReader(path) if t.host.mem_available_kib < 0.2 * t.host.mem_total_kib
+    }
+    records, _ = replay_json(capsys, path, policies["on-demand"])
+    inflates = [r for r in records if r["action"] == "inflate"]
+    assert inflates
+    assert all(r["t"] in short for r in inflates)
+    proactive, _ = replay_json(capsys, path, policies["proactive"])
+    assert len([r for r in proactive if r["action"] == "inflate"]) > len(inflates)
+
+
+def test_a_guest_without_the_6_12_counters_is_classified_from_standard_stats(
+    capsys: pytest.CaptureFixture[str], policies: dict[str, Path]
+) -> None:
+    records, _ = replay_json(capsys, fixture("synthetic-mixed.jsonl"), policies["proactive"])
+    legacy = by_guest(records)["legacy-1"]
+    assert {r["class"] for r in legacy} == {"unknown", "none"}
+    assert [r for r in legacy if r["action"] == "inflate"]
+
+
+def test_garbage_stats_warn_on_stderr_but_the_replay_succeeds(
+    capsys: pytest.CaptureFixture[str], policies: dict[str, Path]
+) -> None:
+    path = fixture("synthetic-mixed.jsonl")
+    code, out, err = run_cli(capsys, str(path), "--policies", str(policies["on-demand"]))
+    assert code == 0
+    assert "warning:" in err and "stat-swap-in: not an integer" in err
+    assert "line 35" in err
+    assert "warning" not in out
+
+
+# --- output contract --------------------------------------------------------------------
+
+
+def test_json_lines_have_the_documented_keys_and_a_summary_last(
+    capsys: pytest.CaptureFixture[str], policies: dict[str, Path]
+) -> None:
+    path = fixture("synthetic-mixed.jsonl")
+    records, summary = replay_json(capsys, path, policies["proactive"])
+    keys = {"t", "guest", "class", "action", "current_kib", "target_kib", "reason"}
+    assert all(set(r) == keys for r in records)
+    assert set(summary["guests"]) == {"db-1", "legacy-1", "web-2"}
+    for guest, recs in by_guest(records).items():
+        s = summary["guests"][guest]
+        assert s["ticks"] == len(recs) == sum(s["classes"].values())
+        assert s["actions"] == {a: sum(r["action"] == a for r in recs) for a in s["actions"]}
+    assert summary["ticks"] == 90 and summary["host"] == "lab-synthetic"
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        pytest.param(("--json",), id="json"),
+        pytest.param((), id="table"),
+        pytest.param(("--json", "--guest", "web-*"), id="json-one-guest"),
+    ],
+)
+def test_same_trace_and_policy_give_byte_identical_output(
+    capsys: pytest.CaptureFixture[str], policies: dict[str, Path], extra: tuple[str, ...]
+) -> None:
+    path = str(fixture("synthetic-mixed.jsonl"))
+    args = (path, "--policies", str(policies["proactive"]), *extra)
+    first = run_cli(capsys, *args)
+    second = run_cli(capsys, *args)
+    assert first[0] == 0
+    assert first[1].encode() == second[1].encode()
+    assert first[1]
+
+
+def test_compare_shows_both_policy_sets_side_by_side(
+    capsys: pytest.CaptureFixture[str], policies: dict[str, Path]
+) -> None:
+    path = str(fixture("synthetic-mixed.jsonl"))
+    a, b = str(policies["on-demand"]), str(policies["proactive"])
+    code, out, _ = run_cli(capsys, path, "--compare", a, b)
+    assert code == 0
+    assert f"A: {a}" in out and f"B: {b}" in out
+    assert "web-2" in out and "reclaimed MiB" in out
+
+    code, out, _ = run_cli(capsys, path, "--compare", a, b, "--json")
+    *lines, last = [json.loads(x) for x in out.splitlines()]
+    assert code == 0
+    assert all(set(r) == {"t", "guest", "current_kib", "a", "b"} for r in lines)
+    summary = last["summary"]
+    assert summary["a"]["policies"] == a and summary["b"]["policies"] == b
+    web_a, web_b = summary["a"]["guests"]["web-2"], summary["b"]["guests"]["web-2"]
+    assert web_b["actions"]["inflate"] > web_a["actions"]["inflate"]
+
+
+def test_compare_and_policies_together_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str], policies: dict[str, Path]
+) -> None:
+    p = str(policies["observe"])
+    with pytest.raises(SystemExit) as info:
+        main(["replay", "x.jsonl", "--policies", p, "--compare", p, p])
+    assert info.value.code == 2
+
+
+def test_the_table_names_every_guest_and_its_classes(
+    capsys: pytest.CaptureFixture[str], policies: dict[str, Path]
+) -> None:
+    path = str(fixture("synthetic-oom.jsonl"))
+    code, out, err = run_cli(capsys, path, "--policies", str(policies["on-demand"]))
+    assert code == 0 and err == ""
+    assert "web-1" in out and "oom 1" in out and "reclaimable MiB" in out
+
+
+# --- bad input: a clear message naming the file and line, exit 1, no traceback ------------
+
+
+def write_bad_trace(tmp_path: Path, bad_line: str) -> Path:
+    good = (FIXTURES / "synthetic-idle.jsonl").read_text().splitlines()[:4]
+    path = tmp_path / "bad.jsonl"
+    path.write_text("\n".join([*good, bad_line, *good[1:2]]) + "\n")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("bad_line", "words"),
+    [
+        pytest.param('{"t": 1764133210.0, "host": ', "not valid JSON", id="bad-json"),
+        pytest.param(
+            '{"t": 1764133210.0, "host": {"mem_total_kib": "24G", "mem_available_kib": 1,'
+            ' "psi_some_avg10": null, "psi_full_avg10": null}, "guests": {}}',
+            "'mem_total_kib' must be a non-negative integer",
+            id="wrong-type",
+        ),  # fmt: skip
+        pytest.param(
+            '{"t": 1764133210.0, "guests": {}}', "missing required key 'host'", id="missing-key"
+        ),  # fmt: skip
+    ],
+)
+@pytest.mark.parametrize("json_out", [False, True])
+def test_a_malformed_line_is_an_error_naming_it(
+    capsys: pytest.CaptureFixture[str], policies: dict[str, Path], tmp_path: Path,
+    bad_line: str, words: str, json_out: bool,
+) -> None:  # fmt: skip
+    path = write_bad_trace(tmp_path, bad_line)
+    extra = ("--json",) if json_out else ()
+    code, _, err = run_cli(capsys, str(path), "--policies", str(policies["proactive"]), *extra)
+    assert code == 1
+    assert err.startswith(f"error: {path}: line 5: ")
+    assert words in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("header", "words"),
+    [
+        (
+            '{"format": "autoballoon-trace", "version": 9, "host": "h", "interval_s": 1, '
+            '"started": 0}',
+            "version 9 is not supported",
+        ),  # fmt: skip
+        ('{"format": "prometheus", "version": 1}', "not an autoballoon trace"),
+        ('{"t": 1764133210.0, "host": {}, "guests": {}}', "not an autoballoon trace"),
+    ],
+)
+def test_a_wrong_header_is_an_error_naming_line_1(
+    capsys: pytest.CaptureFixture[str], policies: dict[str, Path], tmp_path: Path,
+    header: str, words: str,
+) -> None:  # fmt: skip
+    path = tmp_path / "t.jsonl"
+    path.write_text(header + "\n")
+    code, out, err = run_cli(capsys, str(path), "--policies", str(policies["observe"]))
+    assert (code, out) == (1, "")
+    assert err.startswith(f"error: {path}: line 1: ") and words in err
+
+
+def test_a_missing_trace_is_an_error(
+    capsys: pytest.CaptureFixture[str], policies: dict[str, Path], tmp_path: Path
+) -> None:
+    code, _, err = run_cli(capsys, str(tmp_path / "nope.jsonl"), "--policies",
+                           str(policies["observe"]))  # fmt: skip
+    assert code == 1 and "nope.jsonl: cannot read" in err
+
+
+def test_a_bad_policy_directory_is_an_error(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    d = tmp_path / "pol"
+    d.mkdir()
+    (d / "default.toml").write_text('[policy]\nmode = "yolo"\n')
+    path = str(FIXTURES / "synthetic-idle.jsonl")
+    code, out, err = run_cli(capsys, path, "--policies", str(d))
+    assert (code, out) == (1, "")
+    assert "default.toml" in err and "mode" in err
+
+
+def test_strict_modes_apply_unless_switched_off(
+    capsys: pytest.CaptureFixture[str], policies: dict[str, Path]
+) -> None:
+    d = policies["observe"]
+    d.chmod(0o777)
+    path = str(FIXTURES / "synthetic-idle.jsonl")
+    code, _, err = run_cli(capsys, path, "--policies", str(d))
+    assert code == 1 and "writable by group or others" in err
+    code, _, _ = run_cli(capsys, path, "--policies", str(d), "--no-strict-modes")
+    assert code == 0
+
+
+# --- plot and progress ------------------------------------------------------------------
+
+
+def test_plot_writes_a_png(
+    capsys: pytest.CaptureFixture[str], policies: dict[str, Path], tmp_path: Path
+) -> None:
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "replay.png"
+    path = str(fixture("synthetic-mixed.jsonl"))
+    code, _, err = run_cli(
+        capsys, path, "--compare", str(policies["on-demand"]), str(policies["proactive"]),
+        "--plot", str(out),
+    )  # fmt: skip
+    assert code == 0, err
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_without_matplotlib_says_what_to_install(
+    capsys: pytest.CaptureFixture[str], policies: dict[str, Path], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    path = str(FIXTURES / "synthetic-idle.jsonl")
+    code, out, err = run_cli(capsys, path, "--policies", str(policies["observe"]),
+                             "--plot", str(tmp_path / "x.png"))  # fmt: skip
+    assert (code, out) == (1, "")
+    assert "install autoballoon[plot]" in err
+
+
+def test_no_progress_indicator_when_stderr_is_not_a_terminal(
+    capsys: pytest.CaptureFixture[str], policies: dict[str, Path]
+) -> None:
+    path = str(FIXTURES / "synthetic-idle.jsonl")
+    code, _, err = run_cli(capsys, path, "--policies", str(policies["observe"]))
+    assert code == 0 and err == ""
+
+
+def test_progress_draws_a_bar_and_clears_it() -> None:
+    reader = TraceReader(FIXTURES / "synthetic-idle.jsonl")
+    stream = io.StringIO()
+    progress = Progress(reader, stream, enabled=True)
+    for _ in reader:
+        progress.next_draw = 0.0
+        progress.tick()
+    progress.finish()
+    text = stream.getvalue()
+    assert "100%" in text and text.endswith("\r")
+
+
+# --- the summary's arithmetic -----------------------------------------------------------
+
+
+def hold_decision(s: GuestSample, floor_mib: int) -> Decision:
+    return Decision(
+        s.name, s.t, s.actual_kib, s.actual_kib, Action.HOLD, PressureClass.NONE, Basis.EXTENDED,
+        "", floor_kib=floor_mib * 1024, available_kib=s.available_kib,
+    )  # fmt: skip
+
+
+def test_reclaimable_is_max_minus_the_smallest_size_that_keeps_the_headroom() -> None:
+    s = sample(0.0, actual_mib=1024, max_mib=1024, avail_mib=824)  # uses 200 MiB
+    # smallest = max(200 + 64, 200 / 0.85 = 235.3) = 264 MiB, above the 256 MiB floor
+    d = hold_decision(s, floor_mib=256)
+    assert reclaimable_kib(s, d, headroom_mib=64, headroom_ratio=0.15) == (1024 - 264) * 1024
+    # a 300 MiB floor wins
+    d = hold_decision(s, floor_mib=300)
+    assert reclaimable_kib(s, d, headroom_mib=64, headroom_ratio=0.15) == (1024 - 300) * 1024
