@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Histogram, ProcessCollector, start_http_server
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -293,6 +293,7 @@ class MetricsSink:
             registry=self.registry,
         )
         self.registry.register(_SnapshotCollector(self))
+        ProcessCollector(registry=self.registry)  # the daemon's own memory, CPU, open files
         self.server: WSGIServer | None = None
         self.url: str | None = None
         if port:

@@ -53,6 +53,7 @@ EXPECTED_TYPES = {
     "autoballoon_guest_extended_stats": "gauge",
     "autoballoon_guest_swap_in_bytes_total": "counter",
     "autoballoon_guest_major_faults_total": "counter",
+    "process_resident_memory_bytes": "gauge",
 }
 
 
