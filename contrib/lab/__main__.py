@@ -7,7 +7,15 @@ import json
 import sys
 import time
 
-from contrib.lab.lab import DEFAULT_URI, NEW_STATS, U64_ABSENT, GuestSpec, Lab, LabError, build_image
+from contrib.lab.lab import (
+    DEFAULT_URI,
+    NEW_STATS,
+    U64_ABSENT,
+    GuestSpec,
+    Lab,
+    LabError,
+    build_image,
+)
 
 DEFAULT_GUESTS = (
     "idle:256:idle",

@@ -6,7 +6,7 @@
 #                        sparse file in the initramfs tmpfs, kept open, re-read every 5 s)
 #   steady|ramp|spike|thrash:...   anonymous memory, done by /bin/memload
 # Prints once per second on the console:
-#   ABREPORT up=<s> MemTotal=<kB> MemAvailable=<kB> MemFree=<kB> Cached=<kB>
+#   ABREPORT up=<s> MemTotal=<kB> MemAvailable=<kB> MemFree=<kB> Buffers=<kB> Cached=<kB>
 #     oom_kill=<n> allocstall=<n> pgscan_kswapd=<n> pgscan_direct=<n>
 #     pgsteal_kswapd=<n> pgsteal_direct=<n> memload_restarts=<n> ws_mib=<MiB>
 /bin/busybox mkdir -p /proc /sys /dev /run /tmp /sbin /usr/bin /usr/sbin
@@ -81,8 +81,8 @@ while :; do
         { v[$1] = $2 }
         END {
             stall = v["allocstall_dma"] + v["allocstall_dma32"] + v["allocstall_normal"] + v["allocstall_movable"]
-            printf "ABREPORT up=%s MemTotal=%d MemAvailable=%d MemFree=%d Cached=%d oom_kill=%.0f allocstall=%.0f pgscan_kswapd=%.0f pgscan_direct=%.0f pgsteal_kswapd=%.0f pgsteal_direct=%.0f memload_restarts=%d ws_mib=%d\n",
-                up, m["MemTotal"], m["MemAvailable"], m["MemFree"], m["Cached"], v["oom_kill"], stall,
+            printf "ABREPORT up=%s MemTotal=%d MemAvailable=%d MemFree=%d Buffers=%d Cached=%d oom_kill=%.0f allocstall=%.0f pgscan_kswapd=%.0f pgscan_direct=%.0f pgsteal_kswapd=%.0f pgsteal_direct=%.0f memload_restarts=%d ws_mib=%d\n",
+                up, m["MemTotal"], m["MemAvailable"], m["MemFree"], m["Buffers"], m["Cached"], v["oom_kill"], stall,
                 v["pgscan_kswapd"], v["pgscan_direct"], v["pgsteal_kswapd"], v["pgsteal_direct"], rs, ws
         }' /proc/meminfo /proc/vmstat
     sleep 1

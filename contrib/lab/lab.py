@@ -6,6 +6,7 @@ any other domain. See contrib/lab/README.md.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -15,7 +16,7 @@ import tempfile
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape
@@ -41,6 +42,7 @@ REPORT_KEYS = (
     "MemTotal",
     "MemAvailable",
     "MemFree",
+    "Buffers",
     "Cached",
     "oom_kill",
     "allocstall",
@@ -228,14 +230,27 @@ def domain_xml(spec: GuestSpec, virt_type: str, image_dir: Path, console: Path) 
 """
 
 
-@dataclass
 class Guest:
-    """A running lab guest."""
+    """A running lab guest (survives a libvirtd restart: the domain is looked up again)."""
 
-    spec: GuestSpec
-    dom: Any  # libvirt.virDomain
-    console_path: Path
-    _alias: str | None = field(default=None, repr=False)
+    def __init__(self, spec: GuestSpec, dom: Any, console_path: Path,
+                 lab: Lab | None = None) -> None:
+        self.spec = spec
+        self._dom = dom  # libvirt.virDomain
+        self.console_path = console_path
+        self._lab = lab
+        self._alias: str | None = None
+
+    def __repr__(self) -> str:
+        return f"Guest({self.spec!r}, console={str(self.console_path)!r})"
+
+    @property
+    def dom(self) -> Any:
+        """The libvirt.virDomain, re-looked-up if the lab had to reconnect."""
+        if self._lab is not None and self._dom.connect() is not self._lab.conn:
+            self._dom = self._lab.conn.lookupByName(self.spec.domain_name)
+            self._alias = None
+        return self._dom
 
     @property
     def name(self) -> str:
@@ -336,17 +351,31 @@ class Lab:
 
     def __init__(self, uri: str = DEFAULT_URI, virt_type: str | None = None) -> None:
         self.uri = uri
-        try:
-            self.conn = libvirt.open(uri)
-        except libvirt.libvirtError as exc:
-            raise LabError(
-                f"cannot connect to libvirt at {uri}: {exc}. "
-                "Run `make setup` (or `bash contrib/lab/setup-host.sh`) as root first."
-            ) from exc
+        self._conn = self._open()
         self._virt_type = virt_type
         self.guests: dict[str, Guest] = {}
         self.console_dir = CACHE_DIR / "console"
         self.boot_seconds: dict[str, float] = {}
+
+    def _open(self) -> Any:
+        try:
+            return libvirt.open(self.uri)
+        except libvirt.libvirtError as exc:
+            raise LabError(
+                f"cannot connect to libvirt at {self.uri}: {exc}. "
+                "Run `make setup` (or `bash contrib/lab/setup-host.sh`) as root first."
+            ) from exc
+
+    @property
+    def conn(self) -> Any:
+        """The libvirt connection; reopened if libvirtd went away in between."""
+        try:
+            alive = bool(self._conn.isAlive())
+        except libvirt.libvirtError:
+            alive = False
+        if not alive:
+            self._conn = self._open()
+        return self._conn
 
     @property
     def virt_type(self) -> str:
@@ -363,10 +392,8 @@ class Lab:
                 dom.destroy()
         except libvirt.libvirtError:
             pass
-        try:
+        with contextlib.suppress(libvirt.libvirtError):
             dom.undefine()
-        except libvirt.libvirtError:
-            pass
 
     def up(self, specs: Sequence[GuestSpec], timeout: float = 180.0) -> list[Guest]:
         """Define and start guests, wait until each has balloon stats and an ABREPORT line."""
@@ -390,7 +417,7 @@ class Lab:
             except libvirt.libvirtError:
                 dom.undefine()
                 raise
-            guest = Guest(spec, dom, console)
+            guest = Guest(spec, dom, console, self)
             self.guests[spec.domain_name] = guest
             started.append((guest, t0))
         for guest, t0 in started:
@@ -403,7 +430,7 @@ class Lab:
         key = name if name.startswith(PREFIX) else PREFIX + name
         if key not in self.guests:
             dom = self.conn.lookupByName(key)
-            self.guests[key] = Guest(GuestSpec(key), dom, self.console_dir / f"{key}.log")
+            self.guests[key] = Guest(GuestSpec(key), dom, self.console_dir / f"{key}.log", self)
         return self.guests[key]
 
     def down(self, names: Iterable[str] | None = None) -> list[str]:
@@ -435,7 +462,7 @@ class Lab:
             info: dict[str, Any] = {"name": dom.name(), "state": states.get(state, str(state)),
                                     "max_mib": dom.maxMemory() // 1024}
             guest = self.guests.get(dom.name()) or Guest(
-                GuestSpec(dom.name()), dom, self.console_dir / f"{dom.name()}.log"
+                GuestSpec(dom.name()), dom, self.console_dir / f"{dom.name()}.log", self
             )
             if state == libvirt.VIR_DOMAIN_RUNNING:
                 try:
@@ -448,10 +475,8 @@ class Lab:
         return out
 
     def close(self) -> None:
-        try:
-            self.conn.close()
-        except libvirt.libvirtError:
-            pass
+        with contextlib.suppress(libvirt.libvirtError):
+            self._conn.close()
 
     def __enter__(self) -> Lab:
         return self
