@@ -66,7 +66,7 @@ class Reading:
 
 class Hypervisor(Protocol):
     def read(self) -> Reading:
-        """Read every running, in-scope guest. Raises TransientError when the host is unreachable."""
+        """Read every running, in-scope guest; TransientError when the host is unreachable."""
         ...
 
     def set_balloon_kib(self, name: str, kib: int) -> None:

@@ -15,6 +15,7 @@ statistics for that tick.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import json
 import logging
@@ -204,6 +205,8 @@ class LibvirtHypervisor:
         self._info: dict[str, _DomainInfo] = {}
         self._events_ok = True
         self._ever_connected = False
+        self._lifecycle_id: int | None = None
+        self._close_registered = False
         try:
             _start_event_loop()
         except libvirt.libvirtError as err:  # events are a nicety; polling still works
@@ -253,18 +256,29 @@ class LibvirtHypervisor:
         ]
         for what, call in steps:
             try:
-                call()
+                result = call()
+                if what == "lifecycle events":
+                    self._lifecycle_id = int(result)  # type: ignore[call-overload]
+                elif what == "close events":
+                    self._close_registered = True
             except libvirt.libvirtError as err:
                 log.debug("%s unavailable on %s: %s", what, self.uri, err)
 
     def _drop_connection(self) -> None:
+        """Forget the connection; unregister callbacks first so that it can really close."""
         conn, self._conn = self._conn, None
         self._domains.clear()
-        if conn is not None:
-            try:
-                conn.close()
-            except libvirt.libvirtError:
-                pass
+        if conn is None:
+            return
+        if self._lifecycle_id is not None:
+            with contextlib.suppress(libvirt.libvirtError):
+                conn.domainEventDeregisterAny(self._lifecycle_id)
+        if self._close_registered:
+            with contextlib.suppress(libvirt.libvirtError):
+                conn.unregisterCloseCallback()
+        self._lifecycle_id, self._close_registered = None, False
+        with contextlib.suppress(libvirt.libvirtError):
+            conn.close()
 
     def _on_close(self, _conn: Any, reason: int, _opaque: Any) -> None:
         log.warning("libvirt connection closed (reason %d); will reconnect", reason)

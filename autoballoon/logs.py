@@ -1,8 +1,10 @@
 """Logging set-up: human lines by default, JSON lines for machines, journald-friendly.
 
-Under systemd (JOURNAL_STREAM set) human lines carry no timestamp: the journal adds its own.
-Structured fields passed as ``extra={"fields": {...}}`` appear as keys in JSON output and as
-``key=value`` in human output.
+Under systemd (stderr is the journal: JOURNAL_STREAM names its device:inode) human lines carry
+no timestamp, since the journal adds its own, and start with a syslog priority prefix (``<4>``)
+so that `journalctl -p warning` finds warnings. Structured fields passed as
+``extra={"fields": {...}}`` appear as extra keys in JSON output (never replacing ts, level or
+msg); human lines already say the same in words.
 """
 
 from __future__ import annotations
@@ -25,18 +27,41 @@ class JsonFormatter(logging.Formatter):
         }
         fields = getattr(record, "fields", None)
         if isinstance(fields, dict):
-            doc.update(fields)
+            doc.update({k: v for k, v in fields.items() if k not in doc})
         if record.exc_info:
             doc["exception"] = self.formatException(record.exc_info)
         return json.dumps(doc, sort_keys=True, default=str)
+
+
+_SYSLOG_PRIORITY = {"CRITICAL": 2, "ERROR": 3, "WARNING": 4, "INFO": 6, "DEBUG": 7}
+
+
+class JournalFormatter(logging.Formatter):
+    """`<priority>LEVEL message`: systemd reads the prefix as the line's priority."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        prio = _SYSLOG_PRIORITY.get(record.levelname, 6)
+        return f"<{prio}>{record.levelname} {super().format(record)}"
+
+
+def stderr_is_journal() -> bool:
+    """True when stderr is the stream systemd connected to the journal (not just inherited)."""
+    want = os.environ.get("JOURNAL_STREAM", "")
+    if not want:
+        return False
+    try:
+        st = os.fstat(sys.stderr.fileno())
+    except (OSError, ValueError):
+        return False
+    return want == f"{st.st_dev}:{st.st_ino}"
 
 
 def setup_logging(fmt: str = "human", level: str = "info") -> None:
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
-    elif os.environ.get("JOURNAL_STREAM"):
-        handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    elif stderr_is_journal():
+        handler.setFormatter(JournalFormatter("%(message)s"))
     else:
         handler.setFormatter(
             logging.Formatter("%(asctime)s %(levelname)-7s %(message)s", "%H:%M:%S")

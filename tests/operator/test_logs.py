@@ -86,7 +86,41 @@ def test_human_format_has_a_time_on_a_terminal_and_none_under_systemd(tmp_path: 
     assert all(re.match(r"\d\d:\d\d:\d\d (INFO|WARNING|ERROR) ", line) for line in plain), plain
     assert any("guest test: deflate 2048 ->" in line for line in plain)
 
-    journal = run_once(tmp_path, env=clean_env(JOURNAL_STREAM="8:12345"))
-    # journald stamps each line itself; ours would be a second, less precise one.
-    assert all(re.match(r"(INFO|WARNING|ERROR) ", line) for line in journal), journal
-    assert any(line.startswith("INFO guest test: deflate 2048 ->") for line in journal)
+    # Under systemd, stderr *is* the journal stream whose device:inode JOURNAL_STREAM names.
+    log_file = tmp_path / "journal.txt"
+    with log_file.open("w") as fh:
+        st = os.fstat(fh.fileno())
+        env = clean_env(JOURNAL_STREAM=f"{st.st_dev}:{st.st_ino}")
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "autoballoon",
+                "run",
+                "--once",
+                "--uri",
+                URI,
+                "--interval",
+                "0.5",
+                "--policies",
+                str(tmp_path / "policies"),
+                "--no-strict-modes",
+                "--status-file",
+                str(tmp_path / "status.json"),
+            ],
+            cwd=ROOT,
+            stderr=fh,
+            stdout=subprocess.DEVNULL,
+            timeout=60,
+            env=env,
+        )
+    assert done.returncode == 0
+    journal = log_file.read_text().splitlines()
+    # journald stamps each line itself; ours would be a second, less precise one. The <N>
+    # prefix is the syslog priority journald files the line under.
+    assert all(re.match(r"<[3467]>(INFO|WARNING|ERROR) ", line) for line in journal), journal
+    assert any(line.startswith("<6>INFO guest test: deflate 2048 ->") for line in journal)
+
+    # an inherited JOURNAL_STREAM that is not our stderr is ignored (time stamps stay)
+    inherited = run_once(tmp_path, env=clean_env(JOURNAL_STREAM="8:12345"))
+    assert all(re.match(r"\d\d:\d\d:\d\d (INFO|WARNING|ERROR) ", x) for x in inherited)
