@@ -14,12 +14,23 @@ say() { printf 'lab-image: %s\n' "$*" >&2; }
 die() { printf 'lab-image: ERROR: %s\n' "$*" >&2; exit 1; }
 mkdir -p "$KDIR"
 
+# Other distributions: AB_LAB_KERNEL_ROOT=/ (or an unpacked kernel package) with
+# lib/modules/<release>/ and boot/vmlinuz-<release> or lib/modules/<release>/vmlinuz;
+# AB_LAB_KERNEL_RELEASE picks the release (default: the newest there). Needs >= 6.12.
+KROOT_OVERRIDE="${AB_LAB_KERNEL_ROOT:-}"
+
 # --- kernel package: linux-image-6.12-cloud-amd64 depends on the concrete one ---
 META=linux-image-6.12-cloud-amd64
 kpkg_name() {
     apt-cache depends "$META" 2>/dev/null | sed -n 's/^ *Depends: \(linux-image-6\.12\.[^ ]*-cloud-amd64\)$/\1/p' | grep -v unsigned | head -1
 }
+if [ -n "$KROOT_OVERRIDE" ]; then
+    KREL="${AB_LAB_KERNEL_RELEASE:-$(ls "$KROOT_OVERRIDE/lib/modules" | sort -V | tail -1)}"
+    KPKG="local-$KREL"
+    KVER_PKG="$(stat -c %Y "$KROOT_OVERRIDE/lib/modules/$KREL")"
+else
 KPKG="$(kpkg_name || true)"
+fi
 if [ -z "$KPKG" ]; then
     if [ "$(id -u)" -eq 0 ]; then
         say "apt-get update (kernel package $META unknown)"
@@ -33,8 +44,8 @@ if [ -z "$KPKG" ]; then
     [ -n "$KPKG" ] || die "cannot find the $META package (apt lists missing? run setup-host.sh)"
     say "apt does not know $META; using cached $KPKG"
 fi
-KVER_PKG="$(apt-cache policy "$KPKG" 2>/dev/null | sed -n 's/^ *Candidate: //p')"
-[ -n "$KVER_PKG" ] && [ "$KVER_PKG" != "(none)" ] || KVER_PKG="$(cat "$KDIR/version" 2>/dev/null || echo unknown)"
+[ -n "$KROOT_OVERRIDE" ] || KVER_PKG="$(apt-cache policy "$KPKG" 2>/dev/null | sed -n 's/^ *Candidate: //p')"
+[ -n "${KVER_PKG:-}" ] && [ "$KVER_PKG" != "(none)" ] || KVER_PKG="$(cat "$KDIR/version" 2>/dev/null || echo unknown)"
 
 KEY="$( { sha256sum "$HERE/init.sh" "$HERE/memload.c" "$HERE/build-image.sh" | awk '{print $1}'; echo "$KPKG $KVER_PKG"; } | sha256sum | cut -c1-16)"
 if [ -f "$CACHE/image.key" ] && [ "$(cat "$CACHE/image.key")" = "$KEY" ] \
@@ -45,7 +56,9 @@ if [ -f "$CACHE/image.key" ] && [ "$(cat "$CACHE/image.key")" = "$KEY" ] \
 fi
 
 # --- fetch and unpack the kernel (only when its package changed) ---
-if [ "$(cat "$KDIR/package" 2>/dev/null || true) $(cat "$KDIR/version" 2>/dev/null || true)" != "$KPKG $KVER_PKG" ] \
+if [ -n "$KROOT_OVERRIDE" ]; then
+    KSRC="$KROOT_OVERRIDE"
+elif [ "$(cat "$KDIR/package" 2>/dev/null || true) $(cat "$KDIR/version" 2>/dev/null || true)" != "$KPKG $KVER_PKG" ] \
    || [ ! -d "$KDIR/root/boot" ]; then
     say "downloading $KPKG $KVER_PKG"
     rm -rf "$KDIR" && mkdir -p "$KDIR/root"
@@ -56,7 +69,10 @@ if [ "$(cat "$KDIR/package" 2>/dev/null || true) $(cat "$KDIR/version" 2>/dev/nu
     echo "$KPKG" >"$KDIR/package"
     echo "$KVER_PKG" >"$KDIR/version"
 fi
-KREL="$(ls "$KDIR/root/lib/modules" | head -1)"
+if [ -z "$KROOT_OVERRIDE" ]; then
+    KSRC="$KDIR/root"
+    KREL="$(ls "$KDIR/root/lib/modules" | head -1)"
+fi
 [ -n "$KREL" ] || die "no modules in $KPKG"
 
 say "building initramfs for $KREL"
@@ -71,7 +87,7 @@ install -m 0755 "$HERE/init.sh" "$R/init"
 gcc -static -O2 -Wall -Wextra -o "$R/bin/memload" "$HERE/memload.c"
 strip "$R/bin/memload" 2>/dev/null || true
 for m in virtio_balloon loop; do
-    ko="$(find "$KDIR/root/lib/modules/$KREL" -name "$m.ko*" | head -1)"
+    ko="$(find "$KSRC/lib/modules/$KREL" -name "$m.ko*" | head -1)"
     [ -n "$ko" ] || die "module $m not found in $KPKG"
     case "$ko" in
         *.xz) xz -dc "$ko" >"$R/lib/modules/$m.ko" ;;
@@ -81,7 +97,12 @@ for m in virtio_balloon loop; do
 done
 (cd "$R" && find . | cpio -o -H newc --quiet | gzip -1) >"$CACHE/initrd.img.tmp"
 mv "$CACHE/initrd.img.tmp" "$CACHE/initrd.img"
-cp "$KDIR/root/boot/vmlinuz-$KREL" "$CACHE/vmlinuz"
+if [ -f "$KSRC/boot/vmlinuz-$KREL" ]; then
+    cp "$KSRC/boot/vmlinuz-$KREL" "$CACHE/vmlinuz.tmp"
+else
+    cp "$KSRC/lib/modules/$KREL/vmlinuz" "$CACHE/vmlinuz.tmp"
+fi
+mv "$CACHE/vmlinuz.tmp" "$CACHE/vmlinuz"
 echo "$KREL" >"$CACHE/kernel-release"
 echo "$KEY" >"$CACHE/image.key"
 say "image ready: $KREL, initrd $(du -k "$CACHE/initrd.img" | cut -f1) KiB (key $KEY)"
