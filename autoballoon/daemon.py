@@ -240,8 +240,12 @@ def run_daemon(
     duration_s: float | None = None,
     config_path: Path | None = None,
     cli_overrides: Mapping[str, Any] | None = None,
+    hypervisor: Hypervisor | None = None,
 ) -> int:
-    """The `autoballoon run` command: returns the process exit code."""
+    """The `autoballoon run` command: returns the process exit code.
+
+    ``hypervisor`` replaces the libvirt connection the config describes (fault-injection tests).
+    """
     # Imported here: the scheduler and libvirt are the daemon's business, not the library's.
     from apscheduler.events import EVENT_JOB_MAX_INSTANCES, JobExecutionEvent
     from apscheduler.schedulers.background import BackgroundScheduler
@@ -265,7 +269,7 @@ def run_daemon(
         policies.default.mode,
         len(policies.layers),
     )
-    hypervisor = LibvirtHypervisor(
+    hypervisor = hypervisor or LibvirtHypervisor(
         config.uri,
         extended_stats=config.extended_stats,
         stats_period_s=config.stats_period_s,
@@ -273,7 +277,11 @@ def run_daemon(
         exclude=config.exclude,
         retry_for_s=config.libvirt_retry_s,
     )
-    sinks = build_sinks(config, dry_run=dry_run, record=record)
+    try:
+        sinks = build_sinks(config, dry_run=dry_run, record=record)
+    except (ValueError, OSError) as err:  # e.g. --record names a file that is not a trace
+        log.error("refusing to start: %s", err)
+        return 1
     controller = Controller(
         config,
         hypervisor,

@@ -101,10 +101,17 @@ class TraceSink:
         from autoballoon.trace import TraceWriter
 
         self.writer = TraceWriter(path, interval_s, socket.gethostname())
+        self._last_t = float("-inf")
 
     def on_tick(self, report: TickReport, controller: Controller) -> None:
-        if report.host is not None:
-            self.writer.write_tick(report.t, report.host, report.samples)
+        if report.host is None:
+            return
+        if report.t < self._last_t:
+            # Traces go forward in time; a host clock stepping back would make it unreadable.
+            log.warning("clock went back %.1f s: tick not recorded", self._last_t - report.t)
+            return
+        self._last_t = report.t
+        self.writer.write_tick(report.t, report.host, report.samples)
 
     def close(self) -> None:
         self.writer.close()
