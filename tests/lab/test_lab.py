@@ -105,14 +105,15 @@ def test_pressure_raises_stalls_scans_and_reclaims(guests: dict[str, Guest]) -> 
     try:
         wait_until(lambda: all(new_stats(g)[k] > before[k] for k in keys), 90,
                    "stalls, scans and reclaims to rise", diag=diag(g))
-        after, rep1 = new_stats(g), report(g)
+        after = new_stats(g)
     finally:
         g.set_balloon_mib(PRESS.mem_mib)
     print(f"\npressure: {before} -> {after}")
-    # The guest's own /proc/vmstat agrees that it stalled and reclaimed.
-    assert rep1["allocstall"] > rep0["allocstall"]
-    assert rep1["pgscan_direct"] > rep0["pgscan_direct"]
-    assert rep1["pgsteal_direct"] > rep0["pgsteal_direct"]
+    # The guest's own /proc/vmstat agrees that it stalled and reclaimed (the console
+    # report can lag QEMU's stats by a second).
+    wait_until(lambda: all(report(g)[k] > rep0[k]
+                           for k in ("allocstall", "pgscan_direct", "pgsteal_direct")),
+               10, "console allocstall/pgscan_direct/pgsteal_direct", diag=diag(g))
 
 
 def test_cache_guest_async_scans_and_reclaims(guests: dict[str, Guest]) -> None:
@@ -125,12 +126,14 @@ def test_cache_guest_async_scans_and_reclaims(guests: dict[str, Guest]) -> None:
                             and new_stats(g)["stat-async-reclaims"]
                             > before["stat-async-reclaims"]),
                    60, "async scans and reclaims to rise", diag=diag(g))
-        after, rep1 = new_stats(g), report(g)
+        after = new_stats(g)
+        # The guest saw kswapd scan and its loop-device cache ("Buffers") shrink.
+        wait_until(lambda: (report(g)["pgscan_kswapd"] > rep0["pgscan_kswapd"]
+                            and report(g)["Buffers"] < rep0["Buffers"]),
+                   10, "console pgscan_kswapd up and Buffers down", diag=diag(g))
     finally:
         g.set_balloon_mib(CACHE.mem_mib)
     print(f"\ncache: {before} -> {after}")
-    assert rep1["pgscan_kswapd"] > rep0["pgscan_kswapd"]
-    assert rep1["Buffers"] < rep0["Buffers"]  # loop-device cache is block-device "Buffers"
     assert after["stat-oom-kills"] == 0
 
 
