@@ -5,6 +5,7 @@
 #   cache:MIB            MIB MiB of reclaimable page cache (loop device over a
 #                        sparse file in the initramfs tmpfs, kept open, re-read every 5 s)
 #   steady|ramp|spike|thrash:...   anonymous memory, done by /bin/memload
+#   noballoon            do not load virtio_balloon (a guest without the driver)
 # Prints once per second on the console:
 #   ABREPORT up=<s> MemTotal=<kB> MemAvailable=<kB> MemFree=<kB> Buffers=<kB> Cached=<kB>
 #     oom_kill=<n> allocstall=<n> pgscan_kswapd=<n> pgscan_direct=<n>
@@ -18,14 +19,17 @@ mount -t tmpfs -o size=8m run /run
 # init, the reporter and the cache reader must never be the OOM victim.
 echo -1000 > /proc/self/oom_score_adj
 
-insmod /lib/modules/virtio_balloon.ko || echo "ABEVENT insmod virtio_balloon failed"
-insmod /lib/modules/loop.ko || echo "ABEVENT insmod loop failed"
-
 WL=idle
 for arg in $(cat /proc/cmdline); do
     case "$arg" in ab.workload=*) WL="${arg#ab.workload=}" ;; esac
 done
 echo "ABEVENT workload=$WL"
+
+case "+$WL+" in
+    *+noballoon+*) echo "ABEVENT virtio_balloon not loaded (noballoon)" ;;
+    *) insmod /lib/modules/virtio_balloon.ko || echo "ABEVENT insmod virtio_balloon failed" ;;
+esac
+insmod /lib/modules/loop.ko || echo "ABEVENT insmod loop failed"
 if [ "$WL" = "probe" ]; then
     # Used by the host to check that this accelerator really runs a guest.
     echo "ABPROBE ok"

@@ -55,7 +55,7 @@ REPORT_KEYS = (
 )
 _REPORT_RE = re.compile(r"ABREPORT((?: [A-Za-z_]+=[0-9.]+)+)")
 _WORKLOAD_RE = re.compile(
-    r"^(idle|cache:\d+|steady:\d+|thrash:\d+|ramp:\d+:\d+:\d+|spike:\d+:\d+:\d+(?::\d+)?)$"
+    r"^(idle|noballoon|cache:\d+|steady:\d+|thrash:\d+|ramp:\d+:\d+:\d+|spike:\d+:\d+:\d+(?::\d+)?)$"
 )
 
 
@@ -151,7 +151,8 @@ class GuestSpec:
     """A lab guest: ``name`` (prefixed with ab-lab- if needed), memory in MiB, workload.
 
     workload: components joined by '+': idle, cache:MIB, steady:MIB, thrash:MIB,
-    ramp:FROM:TO:SECONDS, spike:BASE:PEAK:AT[:HOLD].
+    ramp:FROM:TO:SECONDS, spike:BASE:PEAK:AT[:HOLD]; noballoon = do not load the
+    guest's virtio_balloon driver (the guest never reports stats).
     """
 
     name: str
@@ -214,7 +215,7 @@ def domain_xml(spec: GuestSpec, virt_type: str, image_dir: Path, console: Path) 
   <features><acpi/></features>
   {cpu}
   <on_poweroff>destroy</on_poweroff>
-  <on_reboot>destroy</on_reboot>
+  <on_reboot>restart</on_reboot>
   <on_crash>destroy</on_crash>
   <devices>
     <controller type='usb' model='none'/>
@@ -377,6 +378,10 @@ class Lab:
             self._conn = self._open()
         return self._conn
 
+    @conn.setter
+    def conn(self, value: Any) -> None:
+        self._conn = value
+
     @property
     def virt_type(self) -> str:
         if self._virt_type is None:
@@ -422,7 +427,9 @@ class Lab:
             started.append((guest, t0))
         for guest, t0 in started:
             remaining = max(10.0, timeout - (time.monotonic() - t0))
-            guest.wait_for(Guest.is_ready, timeout=remaining, what="balloon stats + first ABREPORT")
+            ready = Guest.is_ready if "noballoon" not in guest.spec.workload.split("+") else (
+                lambda g: g.is_running() and g.latest_report() is not None)
+            guest.wait_for(ready, timeout=remaining, what="balloon stats + first ABREPORT")
             self.boot_seconds[guest.name] = time.monotonic() - t0
         return [g for g, _ in started]
 

@@ -5,8 +5,8 @@
  *   memload WORKLOAD [STATUS_FILE]
  *
  * WORKLOAD is the guest's `ab.workload=` value: components joined by '+'.
- * memload handles the anonymous ones and ignores the rest (idle, cache:N are
- * done by /init):
+ * memload handles the anonymous ones and ignores the rest (idle, cache:N,
+ * noballoon are done by /init):
  *   steady:MIB                  hold and keep touching MIB MiB
  *   ramp:FROM:TO:SECONDS        grow linearly from FROM to TO MiB, then hold
  *   spike:BASE:PEAK:AT[:HOLD]   BASE MiB, PEAK MiB from AT s after boot
@@ -71,7 +71,7 @@ static void parse(char *spec)
         } else if (n >= 2 && !strcmp(name, "thrash")) {
             c.kind = THRASH;
         } else {
-            if (strcmp(name, "idle") && strcmp(name, "cache"))
+            if (strcmp(name, "idle") && strcmp(name, "cache") && strcmp(name, "noballoon"))
                 fprintf(stderr, "memload: ignoring unknown component '%s'\n", tok);
             continue;
         }
