@@ -253,6 +253,17 @@ def run_daemon(
     from autoballoon.libvirt_adapter import LibvirtHypervisor
     from autoballoon.sinks import build_sinks
 
+    # Signals first: a SIGTERM during start-up is a clean stop too, never a kill.
+    stop_requested = threading.Event()
+    why_stopped = ["duration reached"]
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        why_stopped[0] = signal.Signals(signum).name
+        stop_requested.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until there is something to reload
     log.info(
         "starting%s with %s",
         " (dry-run: nothing will be changed)" if dry_run else "",
@@ -303,12 +314,6 @@ def run_daemon(
     # The scheduler runs ticks in its own thread; the main thread only waits for a stop
     # request (signal or --duration), then lets the running tick finish.
     scheduler = BackgroundScheduler()
-    stop_requested = threading.Event()
-    why_stopped = ["duration reached"]
-
-    def stop(signum: int, _frame: FrameType | None) -> None:
-        why_stopped[0] = signal.Signals(signum).name
-        stop_requested.set()
 
     def overrun(_event: JobExecutionEvent) -> None:
         controller.overruns += 1
@@ -320,8 +325,6 @@ def run_daemon(
                 controller.overruns,
             )
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGHUP, lambda *_: controller.request_reload())
     logging.getLogger("apscheduler").setLevel(logging.ERROR)
     scheduler.add_listener(overrun, EVENT_JOB_MAX_INSTANCES)
@@ -335,10 +338,11 @@ def run_daemon(
         misfire_grace_time=None,
         next_run_time=datetime.now(),
     )
-    scheduler.start()
-    stop_requested.wait(timeout=duration_s)
-    log.info("%s: stopping after the current tick", why_stopped[0])
-    scheduler.shutdown(wait=True)
+    if not stop_requested.is_set():
+        scheduler.start()
+        stop_requested.wait(timeout=duration_s)
+        log.info("%s: stopping after the current tick", why_stopped[0])
+        scheduler.shutdown(wait=True)
     controller.finish()
     hypervisor.close()
     log.info("stopped after %d tick(s)", controller.ticks)
