@@ -114,3 +114,28 @@ def test_tick_survives_unreachable_libvirt(tmp_path: Path) -> None:
     ctl = controller(hv, False, tmp_path)
     report = ctl.tick()
     assert report.error and report.decisions == [] and ctl.failed_ticks == 1
+
+
+def test_reload_keeps_the_last_good_policies_on_error(
+    hv: LibvirtHypervisor, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    policies = tmp_path / "pol"
+    policies.mkdir(mode=0o755)
+    default = policies / "default.toml"
+    default.write_text("[policy]\nmode = 'proactive'\n")
+    default.chmod(0o644)
+    config_file = tmp_path / "autoballoon.toml"
+    config_file.write_text(f"[daemon]\nuri = '{URI}'\npolicy_dir = '{policies}'\n")
+    ctl = controller(hv, False, tmp_path)
+    ctl.config_path = config_file
+    assert ctl.reload() and ctl.policies.default.mode == "proactive"
+    default.write_text("[policy]\nmode = 'greedy'\n")
+    ctl.request_reload()  # what SIGHUP does: the reload happens at the next tick
+    ctl.tick()
+    assert ctl.policies.default.mode == "proactive", "kept the last good policies"
+    assert "reload failed, keeping the last good" in caplog.text and "mode" in caplog.text
+    default.write_text("[policy]\nmode = 'observe'\n")
+    ctl.request_reload()
+    report = ctl.tick()
+    assert ctl.policies.default.mode == "observe"
+    assert all(d.action.value == "hold" for d in report.decisions)
