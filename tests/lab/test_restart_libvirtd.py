@@ -57,7 +57,11 @@ def test_controller_survives_libvirtd_restart(lab: Lab, lab_up: LabUp) -> None:
         time.sleep(16)
         before = len(run.reports)
         kill_t = time.time()
-        restart_libvirtd(down_s=6.0)
+        try:
+            restart_libvirtd(down_s=6.0)
+        finally:
+            lab.conn = libvirt.open(lab.uri)  # the lab's own connection died with libvirtd
+            lab.guests.clear()
         back_t = time.time()
         time.sleep(24)
     assert not run.errors, run.errors
@@ -65,7 +69,11 @@ def test_controller_survives_libvirtd_restart(lab: Lab, lab_up: LabUp) -> None:
     after = [r for r in run.reports if r.t > back_t + 2]
     assert before >= 4
     assert during, "ticks kept coming while libvirtd was down"
-    assert all(r.error and not r.decisions for r in during), "no decision on stale data"
+    # No decision on stale data: a tick that started during the outage either failed without
+    # deciding, or kept retrying and read fresh data once libvirtd was back.
+    for r in during:
+        assert (r.error and not r.decisions) or r.t + r.duration_s >= back_t - 1.0, r
+    assert any(r.error for r in during), "the outage was noticed"
     assert run.hv.reconnects >= 1
     assert after and all(r.error is None for r in after[1:]), "control resumed"
     assert any(d.guest == NAME for r in after for d in r.decisions)
@@ -74,7 +82,5 @@ def test_controller_survives_libvirtd_restart(lab: Lab, lab_up: LabUp) -> None:
         assert d.action is Action.INFLATE
         assert d.current_kib - d.target_kib <= int(0.10 * 512 * 1024) + 1024
     # the guest itself kept running through it
-    lab.conn = libvirt.open(lab.uri)  # the lab's own connection died with libvirtd
-    lab.guests.clear()
     assert lab.guest(NAME).dom.isActive()
     assert guest.spec.name == NAME
