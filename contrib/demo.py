@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import os
 import shutil
 import signal
@@ -23,6 +24,7 @@ from pathlib import Path
 from contrib.lab import Guest, GuestSpec, Lab, LabError
 
 REPO = Path(__file__).resolve().parents[1]
+LOCK = Path(os.environ.get("AB_LAB_LOCK", "/tmp/ab-lab.lock"))
 GUESTS = [
     GuestSpec("ab-lab-demo-idle", 512, "idle+cache:48"),
     GuestSpec("ab-lab-demo-steady", 512, "steady:200"),
@@ -49,6 +51,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = ap.parse_args(argv)
 
+    lock = LOCK.open("a")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        print(f"== waiting for the lab ({LOCK}: tests or benchmarks are using it)...", flush=True)
+        fcntl.flock(lock, fcntl.LOCK_EX)
     print(f"== booting {len(GUESTS)} lab guests (TCG: about 10 s)...", flush=True)
     try:
         lab = Lab()
@@ -100,6 +108,20 @@ def main(argv: list[str] | None = None) -> int:
     sampler = threading.Thread(target=sample_sizes, daemon=True)
     sampler.start()
     env = os.environ | {"PYTHONPATH": str(REPO)}
+
+    def show_status() -> None:
+        status = [
+            sys.executable,
+            "-m",
+            "autoballoon",
+            "status",
+            "--status-file",
+            str(work / "status.json"),
+        ]
+        out = subprocess.run(status, cwd=REPO, env=env, capture_output=True, text=True)
+        print("\n== `autoballoon status` near the end of the run:\n" + out.stdout, flush=True)
+
+    threading.Timer(max(args.duration - 12, 1), show_status).start()
     daemon = subprocess.Popen(cmd, cwd=REPO, env=env)
     try:
         code = daemon.wait(timeout=args.duration + 120)
