@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 venv: host $(STAMP)
 
 lint: venv
-	$(VENV)/bin/ruff check autoballoon tests contrib
+	$(VENV)/bin/ruff check autoballoon tests contrib benchmarks
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
