@@ -108,40 +108,23 @@ class Controller:
         started = time.monotonic()
         try:
             obs = self.observer.observe(t)
-        except TransientError as err:
-            self.failed_ticks += 1
-            log.error("libvirt unreachable (%s): tick skipped, no decision made", err)
-            return self._publish(
-                TickReport(
-                    t,
-                    time.monotonic() - started,
-                    self.dry_run,
-                    None,
-                    {},
-                    [],
-                    {},
-                    {},
-                    {},
-                    error=str(err),
-                )
-            )
         except (HypervisorError, OSError) as err:
             self.failed_ticks += 1
-            log.error("cannot observe the host (%s): tick skipped", err)
-            return self._publish(
-                TickReport(
-                    t,
-                    time.monotonic() - started,
-                    self.dry_run,
-                    None,
-                    {},
-                    [],
-                    {},
-                    {},
-                    {},
-                    error=str(err),
-                )
+            what = "libvirt unreachable" if isinstance(err, TransientError) else "cannot observe"
+            log.error("%s (%s): tick skipped, no decision made", what, err)
+            failed = TickReport(
+                t,
+                time.monotonic() - started,
+                self.dry_run,
+                None,
+                {},
+                [],
+                {},
+                {},
+                {},
+                error=str(err),
             )
+            return self._publish(failed)
         decisions, self.state = step(
             t, obs.host, obs.samples, self.state, self.policies, open_loop=self.dry_run
         )

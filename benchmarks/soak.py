@@ -14,7 +14,6 @@ import argparse
 import fcntl
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -22,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from contrib.lab import GuestSpec, Lab
+from contrib.lab import GuestSpec, Lab, preset_policy_dir
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -70,10 +69,7 @@ def main() -> int:
         guests = lab.up(GUESTS)
         start = {g.name: g.latest_report() or {} for g in guests}
         work = Path(tempfile.mkdtemp(prefix="ab-soak-"))
-        policies = work / "policies"
-        policies.mkdir(mode=0o755)
-        shutil.copy(REPO / "policies" / "presets" / "aggressive.toml", policies / "default.toml")
-        (policies / "default.toml").chmod(0o644)
+        policies = preset_policy_dir(work)
         log_path = work / "daemon.log"
         cmd = [
             sys.executable,

@@ -21,7 +21,7 @@ import threading
 import time
 from pathlib import Path
 
-from contrib.lab import Guest, GuestSpec, Lab, LabError
+from contrib.lab import Guest, GuestSpec, Lab, LabError, preset_policy_dir
 
 REPO = Path(__file__).resolve().parents[1]
 LOCK = Path(os.environ.get("AB_LAB_LOCK", "/tmp/ab-lab.lock"))
@@ -71,10 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     start_rss = {g.name: rss_mib(g) for g in guests}
 
     work = Path(tempfile.mkdtemp(prefix="autoballoon-demo-"))
-    policies = work / "policies"
-    policies.mkdir(mode=0o755)
-    shutil.copy(REPO / "policies" / "presets" / "aggressive.toml", policies / "default.toml")
-    (policies / "default.toml").chmod(0o644)
+    policies = preset_policy_dir(work)
     args.record.parent.mkdir(parents=True, exist_ok=True)
     args.record.unlink(missing_ok=True)
     cmd = [

@@ -11,6 +11,7 @@ from contrib.lab.lab import (
     build_image,
     detect_virt_type,
     parse_report,
+    preset_policy_dir,
 )
 
 __all__ = [
@@ -24,4 +25,5 @@ __all__ = [
     "build_image",
     "detect_virt_type",
     "parse_report",
+    "preset_policy_dir",
 ]

@@ -59,6 +59,20 @@ _WORKLOAD_RE = re.compile(
 )
 
 
+def preset_policy_dir(parent: Path, preset: str = "aggressive") -> Path:
+    """A policy directory under ``parent`` whose default.toml is a shipped preset.
+
+    The lab's demos, soak and tests use the aggressive preset (proactive mode, short stability
+    and cooldown) so that things happen within minutes. Modes pass the daemon's strict checks.
+    """
+    policies = parent / "policies"
+    policies.mkdir(mode=0o755, exist_ok=True)
+    default = policies / "default.toml"
+    shutil.copy(LAB_DIR.parent.parent / "policies" / "presets" / f"{preset}.toml", default)
+    default.chmod(0o644)
+    return policies
+
+
 class LabError(RuntimeError):
     """The lab could not do what was asked (daemon unreachable, guest did not boot...)."""
 

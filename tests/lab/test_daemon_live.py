@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -22,7 +21,7 @@ import pytest
 
 from autoballoon.core.classify import PRESSURE_CLASSES
 from autoballoon.core.decide import Action
-from contrib.lab import Guest, GuestSpec, Lab
+from contrib.lab import Guest, GuestSpec, Lab, preset_policy_dir
 from tests.lab.conftest import LabUp
 from tests.lab.daemon_helpers import (
     INTERVAL_S,
@@ -59,10 +58,7 @@ def oom_kills(g: Guest) -> int:
 def test_dry_run_changes_nothing_but_reports_decisions(
     guests: dict[str, Guest], tmp_path: Path
 ) -> None:
-    policies = tmp_path / "policies"
-    policies.mkdir(mode=0o755)
-    shutil.copy(REPO / "policies" / "presets" / "aggressive.toml", policies / "default.toml")
-    (policies / "default.toml").chmod(0o644)
+    policies = preset_policy_dir(tmp_path)
     before = {n: g.balloon_actual_mib() for n, g in guests.items()}
     proc = subprocess.run(
         [

@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -24,7 +23,7 @@ import pytest
 
 from autoballoon.core.classify import Basis, PressureClass
 from autoballoon.core.decide import Action
-from contrib.lab import Guest, GuestSpec, Lab
+from contrib.lab import Guest, GuestSpec, Lab, preset_policy_dir
 from tests.lab.conftest import LabUp, wait_until
 from tests.lab.daemon_helpers import INTERVAL_S, REPO, Run, lab_policies
 
@@ -107,11 +106,7 @@ def test_standard_stats_only_is_controlled_and_marked(guests: dict[str, Guest]) 
 
 
 def start_daemon(tmp: Path, names: str, *extra: str) -> subprocess.Popen[str]:
-    policies = tmp / "policies"
-    if not policies.exists():
-        policies.mkdir(mode=0o755)
-        shutil.copy(REPO / "policies" / "presets" / "aggressive.toml", policies / "default.toml")
-        (policies / "default.toml").chmod(0o644)
+    policies = preset_policy_dir(tmp)
     cmd = [
         sys.executable,
         "-m",
