@@ -171,6 +171,16 @@ def _fields_from_memory_stats(dom: Any) -> dict[str, Any]:
     return fields
 
 
+def _job_running(dom: Any) -> bool:
+    try:
+        job = dom.jobInfo()[0]
+    except libvirt.libvirtError as err:
+        if err.get_error_code() == libvirt.VIR_ERR_NO_SUPPORT:
+            return False  # drivers without jobs (the test driver) cannot be migrating
+        raise
+    return job not in (libvirt.VIR_DOMAIN_JOB_NONE, libvirt.VIR_DOMAIN_JOB_COMPLETED)
+
+
 def _log_retry(state: RetryCallState) -> None:
     err = state.outcome.exception() if state.outcome else None
     wait = state.next_action.sleep if state.next_action else 0
@@ -343,7 +353,11 @@ class LibvirtHypervisor:
     def _read_guest(self, dom: Any, name: str, fields: dict[str, Any], out: Reading) -> None:
         state = fields.get("state.state", libvirt.VIR_DOMAIN_RUNNING)
         if state != libvirt.VIR_DOMAIN_RUNNING:
-            out.skipped[name] = _STATE_NAMES.get(state, f"state {state}")
+            reason = fields.get("state.reason")
+            if state == libvirt.VIR_DOMAIN_PAUSED and reason == libvirt.VIR_DOMAIN_PAUSED_MIGRATION:
+                out.skipped[name] = "migrating"
+            else:
+                out.skipped[name] = _STATE_NAMES.get(state, f"state {state}")
             return
         uuid = dom.UUIDString()
         info = self._info.get(uuid)
@@ -425,6 +439,10 @@ class LibvirtHypervisor:
         try:
             if dom is None:
                 dom = self._connect().lookupByName(name)
+            # A running domain being migrated (or under another job) keeps state "running":
+            # ask for its job only now, when about to act, not for every guest every tick.
+            if _job_running(dom):
+                raise GuestError("a job (migration, save, dump) is running; not resized now")
             dom.setMemoryFlags(int(kib), libvirt.VIR_DOMAIN_AFFECT_LIVE)
         except libvirt.libvirtError as err:
             mapped = map_error(err)
