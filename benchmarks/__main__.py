@@ -1,0 +1,148 @@
+"""Run every benchmark and write benchmarks/results/*.md (+ lab.png).
+
+    python -m benchmarks [--quick] [--only core,replay,adapter,footprint,lab] [--out DIR]
+    make bench
+
+In order: core (CPU of classify + decide by guest count), replay (one hour of 100 synthetic
+guests through `autoballoon replay`), adapter (libvirt / QMP / setter cost per guest on the lab),
+footprint (the daemon's RSS and CPU while it manages lab guests, 5 minutes), lab (reclaimed memory
+versus harm, three scenarios x three modes on real guests, about 25 minutes). About 35 minutes in
+all; ``--quick`` is a smoke run of every part (about 8 minutes) whose numbers mean little.
+
+Each benchmark runs as its own process. Every one of them holds the shared lab lock
+(/tmp/ab-lab.lock) while it runs: those with lab guests take it themselves, core and replay (CPU
+heavy, and measured) are wrapped here. Do not wrap this command in `flock` yourself: it would
+wait for itself (or set AB_LAB_LOCK_HELD=1 if you must).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks.bench_lab import REPO, RESULTS, header, lab_lock, say
+
+ORDER = ("core", "replay", "adapter", "footprint", "lab")
+
+
+def run_core(out: Path, quick: bool) -> int:
+    with tempfile.TemporaryDirectory() as tmp, lab_lock("bench_core"):
+        table = Path(tmp) / "core.md"
+        cmd = [sys.executable, "-m", "benchmarks.bench_core", "--out", str(table)]
+        if quick:
+            cmd += ["--ticks", "5"]
+        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=False)
+        body = table.read_text() if table.exists() else proc.stdout
+    text = (
+        header("Core cost: classify + decide per tick")
+        + "\n`python -m benchmarks.bench_core`: synthetic guests (10 % of them under pressure) "
+        "through `autoballoon.core.decide.step`, proactive mode, CPU time per tick (median "
+        "after two warm-up ticks).\n\n" + body
+    )
+    if proc.returncode:
+        text += f"\nexit code {proc.returncode}:\n```\n{proc.stderr[-2000:]}\n```\n"
+    (out / "core.md").write_text(text)
+    print(text)
+    return proc.returncode
+
+
+def run_replay(out: Path, quick: bool) -> int:
+    args = ["--guests", "20", "--seconds", "600"] if quick else []
+    with lab_lock("bench_replay"):
+        proc = subprocess.run(
+            [sys.executable, "-m", "benchmarks.bench_replay", *args],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
+    m = re.search(
+        r"exit (\d+), wall ([\d.]+) s, CPU ([\d.]+) s, peak RSS (\d+) MiB, ([\d,]+) guest-ticks/s",
+        proc.stdout,
+    )
+    t = re.search(r"trace: (\d+) guests x (\d+) ticks, (\d+) MiB", proc.stdout)
+    text = header("Replay: a synthetic trace through `autoballoon replay`") + (
+        "\n`python -m benchmarks.bench_replay "
+        + " ".join(args)
+        + "`: a generated trace (idle guests, page-cache churn, workloads that grow and shrink, "
+        "occasional stalls and OOM kills, a few guests without the 6.12 counters) replayed by "
+        "`autoballoon replay` in a child process (proactive policy).\n\n"
+    )
+    if m and t:
+        guests, ticks, size = t.groups()
+        text += (
+            "| guests | ticks (1 s) | trace MiB | wall s | CPU s | peak RSS MiB | guest-ticks/s |\n"
+            "|---:|---:|---:|---:|---:|---:|---:|\n"
+            f"| {guests} | {ticks} | {size} | {m[2]} | {m[3]} | {m[4]} | {m[5]} |\n\n"
+            f"One hour of this host is replayed in {float(m[2]):.0f} s: a replay of a recorded "
+            "day takes minutes.\n\n"
+        )
+    text += "```\n" + "\n".join(lines) + "\n```\n"
+    if proc.returncode:
+        text += f"\nexit code {proc.returncode}:\n```\n{proc.stderr[-2000:]}\n```\n"
+    (out / "replay.md").write_text(text)
+    print(text)
+    return proc.returncode
+
+
+def run_module(name: str, out: Path, quick: bool) -> int:
+    cmd = [sys.executable, "-m", f"benchmarks.bench_{name}", "--out", str(out)]
+    if quick:
+        cmd.append("--quick")
+    return subprocess.run(cmd, cwd=REPO, check=False).returncode
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="smoke run of every benchmark")
+    ap.add_argument("--only", default=",".join(ORDER), help="comma-separated subset")
+    ap.add_argument("--out", type=Path, default=RESULTS)
+    args = ap.parse_args(argv)
+    wanted = [b for b in args.only.split(",") if b]
+    unknown = set(wanted) - set(ORDER)
+    if unknown:
+        ap.error(f"unknown benchmark(s) {sorted(unknown)}; choose from {', '.join(ORDER)}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    rows = []
+    for name in ORDER:
+        if name not in wanted:
+            continue
+        say(f"=== {name}")
+        t0 = time.monotonic()
+        try:
+            if name == "core":
+                code = run_core(args.out, args.quick)
+            elif name == "replay":
+                code = run_replay(args.out, args.quick)
+            else:
+                code = run_module(name, args.out, args.quick)
+        except Exception as err:  # one broken benchmark must not stop the others
+            say(f"{name} failed: {err!r}")
+            code = -1
+        rows.append((name, code, time.monotonic() - t0))
+        say(f"=== {name}: exit {code} after {(time.monotonic() - t0) / 60:.1f} min")
+    total = time.monotonic() - started
+    files = {"core": "core.md", "replay": "replay.md", "adapter": "adapter.md",
+             "footprint": "footprint.md", "lab": "lab.md"}
+    text = header("Benchmark runs") + (
+        f"\n`python -m benchmarks{' --quick' if args.quick else ''}`: total wall time "
+        f"{total / 60:.1f} min.\n\n| benchmark | result | exit code | wall time |\n"
+        "|---|---|---:|---:|\n"
+        + "".join(f"| {n} | [{files[n]}]({files[n]}) | {c} | {w / 60:.1f} min |\n"
+                  for n, c, w in rows)
+    )
+    (args.out / "index.md").write_text(text)
+    print(text)
+    return 0 if all(c == 0 for _, c, _ in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
