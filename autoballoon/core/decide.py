@@ -14,7 +14,9 @@ gives it back):
    a guest we hold below its maximum give back a medium step (a guest too busy to report may be
    thrashing).
 2. ``cgroup-stall`` and ``reclaim-struggling`` hold: more memory does not cure a limit inside the
-   guest, and a struggling kswapd means there is nothing spare; neither is ever inflated.
+   guest, and a struggling kswapd means there is nothing spare; neither is ever inflated. A
+   ``cgroup-stall`` guest whose available memory is under its headroom is short all the same
+   and gets the medium step.
 3. Take slowly. A guest is an inflation candidate only in class ``none`` held for ``stable_s``,
    outside the cooldown after any change, outside ``pressure_block_s`` after a rescue, outside
    an operator's hold, and with available memory above its headroom. The step is at most
@@ -290,6 +292,17 @@ def _propose(
         return change(
             cur + step("medium"),
             f"{c.klass}: available {available // MIB} MiB below low water {low_water // MIB} MiB",
+            rescue=True,
+        )
+
+    if c.klass is PressureClass.CGROUP_STALL and available < p.headroom_kib(cur) and cur < hi:
+        # The matrix reads stalls without direct reclaim as a limit inside the guest; it is
+        # silent on the guest's own MemAvailable. Seen in the lab: a small guest short of
+        # memory stalls with little direct scanning too. Short is short: give memory back.
+        return change(
+            cur + step("medium"),
+            f"{c.klass}: {c.reason}; but only {available // MIB} MiB available, under the "
+            f"headroom {p.headroom_kib(cur) // MIB} MiB",
             rescue=True,
         )
 

@@ -162,6 +162,17 @@ def test_cgroup_stall_and_struggling_hold(counters: dict[str, float]) -> None:
             assert d.action is Action.HOLD, d.reason
 
 
+def test_cgroup_stall_in_a_guest_short_of_memory_is_given_memory() -> None:
+    g = Guest(actual_mib=300, used_mib=250)  # 50 MiB available: above low water, under headroom
+    state = EngineState()
+    for i in range(3):
+        now = 1000.0 + 2 * i
+        g.counters = {"stalls": 10 * i, "dscan_mib": 0.2 * i}
+        (d,), state = step(now, HOST_OK, {"vm": g.read(now)}, state, PROACTIVE)
+    assert d.klass is PressureClass.CGROUP_STALL
+    assert d.action is Action.DEFLATE and "under the headroom" in d.reason
+
+
 def test_observe_mode_never_acts_but_says_what_it_would_do() -> None:
     obs = PolicySet(GuestPolicy(mode="observe"))
     starved, idle = Guest(name="a", actual_mib=300, used_mib=290), Guest(name="b", used_mib=50)
