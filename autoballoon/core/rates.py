@@ -88,24 +88,24 @@ def compute_rates(old: GuestSample, new: GuestSample) -> Rates | None:
         x, y = a.get(name), b.get(name)
         if x is not None and y is not None:
             d[name] = y - x if y > x else 0
-
-    def per_s(name: str, scale: float = 1.0) -> float | None:
-        v = d.get(name)
-        return None if v is None else v / scale / span
-
+    per_s, mib_per_s = 1.0 / span, 1.0 / span / MIB_BYTES
+    get = d.get
+    stalls, ascan, dscan = get(STAT_ALLOC_STALLS), get(STAT_ASYNC_SCANS), get(STAT_DIRECT_SCANS)
+    arclm, drclm = get(STAT_ASYNC_RECLAIMS), get(STAT_DIRECT_RECLAIMS)
+    swin, swout, majflt = get(STAT_SWAP_IN), get(STAT_SWAP_OUT), get(STAT_MAJOR_FAULTS)
     return Rates(
         span_s=span,
-        oom_kills=d.get(STAT_OOM_KILLS),
-        alloc_stalls=d.get(STAT_ALLOC_STALLS),
-        alloc_stalls_per_s=per_s(STAT_ALLOC_STALLS),
-        async_scan_mib_per_s=per_s(STAT_ASYNC_SCANS, MIB_BYTES),
-        direct_scan_mib_per_s=per_s(STAT_DIRECT_SCANS, MIB_BYTES),
-        async_reclaim_mib_per_s=per_s(STAT_ASYNC_RECLAIMS, MIB_BYTES),
-        direct_reclaim_mib_per_s=per_s(STAT_DIRECT_RECLAIMS, MIB_BYTES),
-        direct_scan_bytes=d.get(STAT_DIRECT_SCANS),
-        swap_in_mib_per_s=per_s(STAT_SWAP_IN, MIB_BYTES),
-        swap_out_mib_per_s=per_s(STAT_SWAP_OUT, MIB_BYTES),
-        major_faults_per_s=per_s(STAT_MAJOR_FAULTS),
+        oom_kills=get(STAT_OOM_KILLS),
+        alloc_stalls=stalls,
+        alloc_stalls_per_s=None if stalls is None else stalls * per_s,
+        async_scan_mib_per_s=None if ascan is None else ascan * mib_per_s,
+        direct_scan_mib_per_s=None if dscan is None else dscan * mib_per_s,
+        async_reclaim_mib_per_s=None if arclm is None else arclm * mib_per_s,
+        direct_reclaim_mib_per_s=None if drclm is None else drclm * mib_per_s,
+        direct_scan_bytes=dscan,
+        swap_in_mib_per_s=None if swin is None else swin * mib_per_s,
+        swap_out_mib_per_s=None if swout is None else swout * mib_per_s,
+        major_faults_per_s=None if majflt is None else majflt * per_s,
     )
 
 
