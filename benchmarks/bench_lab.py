@@ -87,6 +87,8 @@ def say(msg: str) -> None:
 
 # ------------------------------------------------------------------------ shared helpers
 _lock_depth = 0
+lock_waited_s = 0.0
+"""Seconds this process spent waiting for the lab lock (reported apart from run times)."""
 
 
 @contextlib.contextmanager
@@ -96,7 +98,7 @@ def lab_lock(what: str, path: Path = LOCK_PATH) -> Iterator[None]:
     AB_LAB_LOCK_HELD=1 says the caller already holds it (e.g. `flock /tmp/ab-lab.lock ...`
     around this process): locking again from here would wait for ever.
     """
-    global _lock_depth
+    global _lock_depth, lock_waited_s
     if _lock_depth or os.environ.get("AB_LAB_LOCK_HELD") == "1":
         _lock_depth += 1
         try:
@@ -112,7 +114,13 @@ def lab_lock(what: str, path: Path = LOCK_PATH) -> Iterator[None]:
             say(f"waiting for the lab lock {path} ({what}); someone else is using the lab")
             waited = time.monotonic()
             fcntl.flock(fd, fcntl.LOCK_EX)
-            say(f"got the lab lock after {time.monotonic() - waited:.0f} s")
+            waited = time.monotonic() - waited
+            lock_waited_s += waited
+            say(f"got the lab lock after {waited:.0f} s")
+            wait_log = os.environ.get("AB_BENCH_WAIT_LOG")
+            if wait_log:
+                with open(wait_log, "a") as fh:
+                    fh.write(f"{waited:.1f}\n")
         held = time.monotonic()
         _lock_depth = 1
         try:
@@ -636,6 +644,12 @@ def _pct(a: float | None, b: float | None) -> str:
     return f"{100 * a / b:.0f} %"
 
 
+def _waited(seconds: float | None) -> str:
+    if not seconds:
+        return ""
+    return f", of which {seconds / 60:.1f} min waiting for the shared lab lock"
+
+
 def _sum(values: Iterable[float | None]) -> str:
     vals = list(values)
     if any(v is None for v in vals):
@@ -740,7 +754,8 @@ def render(raw: Mapping[str, Any], res: Mapping[tuple[str, str], Mapping[str, An
         f"cooldown {p.cooldown_s:g} s, step {p.inflate_step_ratio:.0%} of max). The "
         f"default policy is on-demand and takes nothing while the host has more than 20 % "
         f"available, which this 24 GiB host always has."
-        + (f" Whole benchmark wall time: {total_s / 60:.1f} min." if total_s else ""),
+        + (f" Whole benchmark wall time: {total_s / 60:.1f} min"
+           f"{_waited(raw.get('lock_wait_s'))}." if total_s else ""),
         "",
         "Modes: " + "; ".join(f"`{m}` = {MODES[m]}" for m in modes) + ". In `none` the "
         "controller runs in observe mode: it reads and classifies, never resizes.",
@@ -970,6 +985,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         lab.close()
     raw["wall_s"] = time.monotonic() - started
+    raw["lock_wait_s"] = lock_waited_s
     raw_path.write_text(json.dumps(raw))
     write_outputs(raw, args.out)
     say(f"bench_lab done in {raw['wall_s'] / 60:.1f} min; raw data {raw_path}")
