@@ -293,7 +293,9 @@ def render(res: dict[str, Any], demo: dict[str, Any], core_s: float, others: lis
     lines += [
         f"At {big} guests, " + "; ".join(verdict) + ". Linear extrapolation from "
         f"{n} guests of ours and {n_all} running domains, measured under TCG on 2 cores shared "
-        "with the guests' vCPUs (and with other engineers' lab guests); libvirtd was not "
+        "with the guests' vCPUs"
+        + (" (and with other people's lab guests)" if others else "")
+        + "; libvirtd was not "
         f"measured with {big} domains and a KVM host was not measured. The daemon's default "
         "interval is 5 s, where either fits.",
         "",
@@ -339,24 +341,21 @@ def main(argv: list[str] | None = None) -> int:
     specs = [GuestSpec(f"{GUEST_PREFIX}ad-{i:02d}", 128, "idle") for i in range(args.guests)]
     names = [s.domain_name for s in specs]
     core_s = core_cost_per_guest_s()
-    lab = Lab()
-    try:
-        with lab_lock("bench_adapter"):
+    with lab_lock("bench_adapter"):
+        lab = Lab()  # connected under the lock: libvirtd may have been restarted before
+        try:
             lab.down(names)
             say(f"booting {len(specs)} idle guests")
             lab.up(specs)
             time.sleep(3)
-            try:
-                others = other_domains(lab.conn)
-                res = measure(names, lab.conn, args.reps)
-                say("overrun demonstration (autoballoon run, read() slowed down)")
-                demo = overrun_demo(names[0], 0.5, 1.3, 6.0 if args.quick else 10.0)
-                demo |= {"interval": 0.5, "delay": 1.3,
-                         "duration": 6.0 if args.quick else 10.0}
-            finally:
-                lab.down(names)
-    finally:
-        lab.close()
+            others = other_domains(lab.conn)
+            res = measure(names, lab.conn, args.reps)
+            say("overrun demonstration (autoballoon run, read() slowed down)")
+            demo = overrun_demo(names[0], 0.5, 1.3, 6.0 if args.quick else 10.0)
+            demo |= {"interval": 0.5, "delay": 1.3, "duration": 6.0 if args.quick else 10.0}
+        finally:
+            lab.down(names)
+            lab.close()
     args.out.mkdir(parents=True, exist_ok=True)
     text = render(res, demo, core_s, others, args.quick)
     (args.out / "adapter.md").write_text(text)

@@ -30,6 +30,7 @@ from benchmarks.bench_lab import (
     PRESET,
     REPO,
     RESULTS,
+    down_fresh,
     header,
     lab_lock,
     other_domains,
@@ -192,21 +193,19 @@ def main(argv: list[str] | None = None) -> int:
 
     specs = [GuestSpec(f"{GUEST_PREFIX}fp-{n}", m, w) for n, m, w in GUESTS]
     names = [x.domain_name for x in specs]
-    lab = Lab()
-    try:
-        with lab_lock("bench_footprint"), tempfile.TemporaryDirectory(prefix="bench-fp-") as tmp:
+    with lab_lock("bench_footprint"), tempfile.TemporaryDirectory(prefix="bench-fp-") as tmp:
+        lab = Lab()  # connected under the lock: libvirtd may have been restarted before
+        try:
             lab.down(names)
             say(f"booting {len(specs)} guests")
             lab.up(specs)
-            try:
-                others = other_domains(lab.conn)
-                say(f"autoballoon run for {args.minutes:g} min (interval {args.interval:g} s)")
-                r = run(args.minutes, args.interval, f"{GUEST_PREFIX}fp-*", Path(tmp))
-                others = sorted(set(others) | set(other_domains(lab.conn)))
-            finally:
-                lab.down(names)
-    finally:
-        lab.close()
+            others = other_domains(lab.conn)
+            say(f"autoballoon run for {args.minutes:g} min (interval {args.interval:g} s)")
+            r = run(args.minutes, args.interval, f"{GUEST_PREFIX}fp-*", Path(tmp))
+            others = sorted(set(others) | set(other_domains(lab.conn)))
+        finally:
+            lab.close()
+            down_fresh(names)  # a new connection: libvirtd may have restarted during the run
     if not r["samples"]:
         print("the daemon exited before it could be sampled:\n" + "\n".join(r["stderr"]))
         return 1

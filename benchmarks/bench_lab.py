@@ -184,6 +184,17 @@ def other_domains(conn: Any, own_prefix: str = GUEST_PREFIX) -> list[str]:
     return sorted(d.name() for d in doms if not d.name().startswith(own_prefix))
 
 
+def down_fresh(names: Sequence[str]) -> None:
+    """Destroy our guests over a new connection (the old one may have died with libvirtd)."""
+    from contrib.lab import Lab
+
+    lab = Lab()
+    try:
+        lab.down(list(names))
+    finally:
+        lab.close()
+
+
 def aggressive_policies(**overrides: object) -> PolicySet:
     policy, host = load_default(PRESET)
     return PolicySet(GuestPolicy.model_validate(policy.model_dump() | overrides), host)
@@ -428,6 +439,33 @@ def run_one(lab: Any, sc: Scenario, mode: str, interval_s: float) -> dict[str, A
         "errors": errors,
         "valid": not vanished and len(ticks) > 0 and failed <= 0.1 * len(ticks),
     }
+
+
+def run_retrying(sc: Scenario, mode: str, interval_s: float) -> dict[str, Any]:
+    """run_one on a fresh libvirt connection; once more if libvirt failed under it (someone
+    restarting libvirtd) or the run lost guests or ticks."""
+    import libvirt
+
+    from contrib.lab import Lab, LabError
+
+    for attempt in (1, 2):
+        lab = Lab()
+        try:
+            run = run_one(lab, sc, mode, interval_s)
+        except (libvirt.libvirtError, LabError) as err:
+            if attempt == 2:
+                raise
+            say(f"  run failed ({err}); once more")
+            with contextlib.suppress(libvirt.libvirtError, LabError):
+                down_fresh([g.spec(sc.name).domain_name for g in sc.guests])
+            time.sleep(5)
+            continue
+        finally:
+            lab.close()
+        if run["valid"] or attempt == 2:
+            return run
+        say(f"  run invalid ({'; '.join(run['errors'])}); once more")
+    raise AssertionError("unreachable")
 
 
 # ------------------------------------------------------------------------------ analysis
@@ -942,8 +980,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.analyze_only:
         write_outputs(json.loads(args.analyze_only.read_text()), args.out)
         return 0
-    from contrib.lab import Lab
-
     wanted = args.scenarios.split(",")
     modes = [m for m in args.modes.split(",") if m]
     unknown = set(modes) - set(MODES)
@@ -961,29 +997,22 @@ def main(argv: list[str] | None = None) -> int:
         "runs": [],
     }
     started = time.monotonic()
-    lab = Lab()
-    try:
-        for sc in chosen:
-            with lab_lock(f"bench_lab {sc.name}"):
-                for mode in modes:
-                    say(f"{sc.name} / {mode}: booting {len(sc.guests)} guest(s), then "
-                        f"{sc.duration_s:.0f} s")
-                    run = run_one(lab, sc, mode, args.interval)
-                    if not run["valid"]:
-                        say(f"  run invalid ({'; '.join(run['errors'])}); once more")
-                        run = run_one(lab, sc, mode, args.interval)
-                    raw["runs"].append(run)
-                    res = analyze_run(run, next((r for r in raw["runs"] if r["scenario"] ==
-                                                 sc.name and r["mode"] == "none"), None))
-                    for name, g in res.items():
-                        say(f"  {short(name):14} reclaimed avg {_f(g['reclaimed_avg_mib'])} "
-                            f"MiB (2nd half {_f(g['reclaimed_2nd_mib'])}, oracle "
-                            f"{_f(g['oracle_mib'])}), final {_f(g['final_mib'])} MiB, "
-                            f"oom {g['oom_kills']}, stalls {g['stalls']}, "
-                            f"flips {g['direction_changes']}")
-                    raw_path.write_text(json.dumps(raw))
-    finally:
-        lab.close()
+    for sc in chosen:
+        with lab_lock(f"bench_lab {sc.name}"):
+            for mode in modes:
+                say(f"{sc.name} / {mode}: booting {len(sc.guests)} guest(s), then "
+                    f"{sc.duration_s:.0f} s")
+                run = run_retrying(sc, mode, args.interval)
+                raw["runs"].append(run)
+                res = analyze_run(run, next((r for r in raw["runs"] if r["scenario"] ==
+                                             sc.name and r["mode"] == "none"), None))
+                for name, g in res.items():
+                    say(f"  {short(name):14} reclaimed avg {_f(g['reclaimed_avg_mib'])} "
+                        f"MiB (2nd half {_f(g['reclaimed_2nd_mib'])}, oracle "
+                        f"{_f(g['oracle_mib'])}), final {_f(g['final_mib'])} MiB, "
+                        f"oom {g['oom_kills']}, stalls {g['stalls']}, "
+                        f"flips {g['direction_changes']}")
+                raw_path.write_text(json.dumps(raw))
     raw["wall_s"] = time.monotonic() - started
     raw["lock_wait_s"] = lock_waited_s
     raw_path.write_text(json.dumps(raw))
