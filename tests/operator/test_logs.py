@@ -16,32 +16,20 @@ from pathlib import Path
 from .helpers import ROOT, URI
 
 
-def run_once(tmp: Path, *args: str, env: dict[str, str] | None = None) -> list[str]:
+def once_cmd(tmp: Path, *args: str) -> list[str]:
+    """`autoballoon run --once` on the test driver, with a policy dir and status file in tmp."""
     policies = tmp / "policies"
     policies.mkdir(exist_ok=True)
+    return [
+        sys.executable, "-m", "autoballoon", "run", "--once", "--uri", URI, "--interval", "0.5",
+        "--policies", str(policies), "--no-strict-modes", "--status-file",
+        str(tmp / "status.json"), *args,
+    ]
+
+
+def run_once(tmp: Path, *args: str, env: dict[str, str] | None = None) -> list[str]:
     done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "autoballoon",
-            "run",
-            "--once",
-            "--uri",
-            URI,
-            "--interval",
-            "0.5",
-            "--policies",
-            str(policies),
-            "--no-strict-modes",
-            "--status-file",
-            str(tmp / "status.json"),
-            *args,
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
+        once_cmd(tmp, *args), cwd=ROOT, capture_output=True, text=True, timeout=60, env=env
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout == ""  # logs go to stderr only
@@ -92,22 +80,7 @@ def test_human_format_has_a_time_on_a_terminal_and_none_under_systemd(tmp_path: 
         st = os.fstat(fh.fileno())
         env = clean_env(JOURNAL_STREAM=f"{st.st_dev}:{st.st_ino}")
         done = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "autoballoon",
-                "run",
-                "--once",
-                "--uri",
-                URI,
-                "--interval",
-                "0.5",
-                "--policies",
-                str(tmp_path / "policies"),
-                "--no-strict-modes",
-                "--status-file",
-                str(tmp_path / "status.json"),
-            ],
+            once_cmd(tmp_path),
             cwd=ROOT,
             stderr=fh,
             stdout=subprocess.DEVNULL,

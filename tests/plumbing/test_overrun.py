@@ -37,15 +37,20 @@ class SlowHypervisor(LibvirtHypervisor):
                 self.active -= 1
 
 
-def test_slow_ticks_neither_overlap_nor_pile_up(tmp_path: Path) -> None:
-    hv = SlowHypervisor()
-    config = DaemonConfig(
+def fast_config(tmp_path: Path) -> DaemonConfig:
+    """Ticks due every 0.5 s on the test driver, policies and status file in tmp_path."""
+    return DaemonConfig(
         uri="test:///default",
         interval_s=0.5,
         policy_dir=tmp_path,
         strict_modes=False,
         status_file=tmp_path / "status.json",
     )
+
+
+def test_slow_ticks_neither_overlap_nor_pile_up(tmp_path: Path) -> None:
+    hv = SlowHypervisor()
+    config = fast_config(tmp_path)
     started = time.monotonic()
     code = run_daemon(config, duration_s=9.0, hypervisor=hv)
     elapsed = time.monotonic() - started
@@ -58,13 +63,7 @@ def test_slow_ticks_neither_overlap_nor_pile_up(tmp_path: Path) -> None:
 
 def test_sigterm_stops_after_the_current_tick(tmp_path: Path) -> None:
     hv = SlowHypervisor()
-    config = DaemonConfig(
-        uri="test:///default",
-        interval_s=0.5,
-        policy_dir=tmp_path,
-        strict_modes=False,
-        status_file=tmp_path / "status.json",
-    )
+    config = fast_config(tmp_path)
     threading.Timer(1.0, lambda: os.kill(os.getpid(), signal.SIGTERM)).start()
     previous = signal.getsignal(signal.SIGTERM)
     try:
