@@ -6,8 +6,8 @@
 In order: core (CPU of classify + decide by guest count), replay (one hour of 100 synthetic
 guests through `autoballoon replay`), adapter (libvirt / QMP / setter cost per guest on the lab),
 footprint (the daemon's RSS and CPU while it manages lab guests, 5 minutes), lab (reclaimed memory
-versus harm, three scenarios x three modes on real guests, about 25 minutes). About 35 minutes in
-all; ``--quick`` is a smoke run of every part (about 8 minutes) whose numbers mean little.
+versus harm, three scenarios x three modes on real guests, about 23 minutes). About 30 minutes in
+all; ``--quick`` is a smoke run of every part (about 6 minutes) whose numbers mean little.
 
 Each benchmark runs as its own process. Every one of them holds the shared lab lock
 (/tmp/ab-lab.lock) while it runs: those with lab guests take it themselves, core and replay (CPU
