@@ -22,8 +22,9 @@ from typing import Any, Protocol
 from autoballoon.act import Actuator, DryRunActuator, LiveActuator
 from autoballoon.config import DaemonConfig, load_config
 from autoballoon.core.decide import Action, Decision, EngineState, step
-from autoballoon.core.policy import MIB, PolicySet
+from autoballoon.core.policy import PolicySet
 from autoballoon.core.samples import GuestSample, HostSample
+from autoballoon.core.units import KIB_PER_MIB
 from autoballoon.hypervisor import Hypervisor, HypervisorError, TransientError
 from autoballoon.observe import Observer
 from autoballoon.policyfiles import PolicyFileError, load_policy_dir
@@ -209,7 +210,11 @@ class Controller:
             if g.actual_kib < g.max_kib:
                 try:
                     self.hypervisor.set_balloon_kib(g.name, g.max_kib)
-                    log.info("on_stop = deflate: guest %s back to %d MiB", g.name, g.max_kib // MIB)
+                    log.info(
+                        "on_stop = deflate: guest %s back to %d MiB",
+                        g.name,
+                        g.max_kib // KIB_PER_MIB,
+                    )
                 except HypervisorError as err:
                     log.error("on_stop = deflate: guest %s: %s", g.name, err)
 

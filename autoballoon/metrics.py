@@ -43,6 +43,7 @@ from autoballoon.core.samples import (
     STAT_SWAP_IN,
     STAT_SWAP_OUT,
 )
+from autoballoon.core.units import BYTES_PER_KIB
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
@@ -51,7 +52,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("autoballoon")
 
-KIB = 1024
 PREFIX = "autoballoon"
 
 TICK_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -350,19 +350,21 @@ class MetricsSink:
         for d in report.decisions:
             s = report.samples[d.guest]
             guests[d.guest] = GuestView(
-                actual_bytes=s.actual_kib * KIB,
-                target_bytes=d.target_kib * KIB,
-                max_bytes=s.max_kib * KIB,
-                floor_bytes=d.floor_kib * KIB,
-                available_bytes=None if d.available_kib is None else d.available_kib * KIB,
+                actual_bytes=s.actual_kib * BYTES_PER_KIB,
+                target_bytes=d.target_kib * BYTES_PER_KIB,
+                max_bytes=s.max_kib * BYTES_PER_KIB,
+                floor_bytes=d.floor_kib * BYTES_PER_KIB,
+                available_bytes=None
+                if d.available_kib is None
+                else d.available_kib * BYTES_PER_KIB,
                 klass=str(d.klass),
                 extended=s.has_extended,
                 counters={stat: s.stats[stat] for stat, *_ in GUEST_COUNTERS if stat in s.stats},
             )
         self.snapshot = Snapshot(
             **common,
-            host_available_bytes=h.mem_available_kib * KIB,
-            host_total_bytes=h.mem_total_kib * KIB,
+            host_available_bytes=h.mem_available_kib * BYTES_PER_KIB,
+            host_total_bytes=h.mem_total_kib * BYTES_PER_KIB,
             psi_some_ratio=None if h.psi_some_avg10 is None else h.psi_some_avg10 / 100,
             psi_full_ratio=None if h.psi_full_avg10 is None else h.psi_full_avg10 / 100,
             guests=guests,

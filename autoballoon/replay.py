@@ -20,8 +20,9 @@ from typing import Any
 
 from autoballoon.core.classify import PRESSURE_CLASSES, PressureClass
 from autoballoon.core.decide import Action, Decision, EngineState, step
-from autoballoon.core.policy import MIB, PolicySet
+from autoballoon.core.policy import PolicySet
 from autoballoon.core.samples import GuestSample
+from autoballoon.core.units import KIB_PER_MIB
 from autoballoon.trace import Tick
 
 ACTIONS = tuple(str(a) for a in Action)
@@ -72,8 +73,8 @@ class GuestReport:
             "ticks": self.ticks,
             "classes": dict(sorted(self.classes.items())),
             "actions": dict(self.actions),
-            "reclaimable_mib": round(self.reclaimable_kib_sum / n / MIB, 1),
-            "reclaimed_mib": round(self.reclaimed_kib_sum / n / MIB, 1),
+            "reclaimable_mib": round(self.reclaimable_kib_sum / n / KIB_PER_MIB, 1),
+            "reclaimed_mib": round(self.reclaimed_kib_sum / n / KIB_PER_MIB, 1),
             "pressure_ticks_inflated": self.pressure_ticks_inflated,
             "direction_changes": self.direction_changes,
         }
@@ -92,7 +93,7 @@ def reclaimable_kib(
     if d.available_kib is None:
         return 0
     used = max(sample.actual_kib - d.available_kib, 0)
-    smallest = used + headroom_mib * MIB
+    smallest = used + headroom_mib * KIB_PER_MIB
     if headroom_ratio > 0:
         smallest = max(smallest, math.ceil(used / (1 - headroom_ratio)))
     smallest = max(smallest, d.floor_kib)

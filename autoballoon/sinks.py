@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from autoballoon.core.decide import Action
-from autoballoon.core.policy import MIB
+from autoballoon.core.units import KIB_PER_MIB
 
 if TYPE_CHECKING:
     from autoballoon.config import DaemonConfig
@@ -58,8 +58,8 @@ class LogSink:
                 "[dry-run] " if report.dry_run else "",
                 d.guest,
                 verb,
-                d.current_kib // MIB,
-                d.target_kib // MIB,
+                d.current_kib // KIB_PER_MIB,
+                d.target_kib // KIB_PER_MIB,
                 d.klass,
                 d.reason,
                 failed,

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from autoballoon import __version__
 from autoballoon.core.decide import Action
-from autoballoon.core.policy import MIB
+from autoballoon.core.units import KIB_PER_MIB
 
 if TYPE_CHECKING:
     from autoballoon.daemon import Controller, TickReport
@@ -384,7 +384,7 @@ def age(seconds: float) -> str:
 
 
 def _mib(kib: object) -> str:
-    return "-" if not isinstance(kib, int) else str(kib // MIB)
+    return "-" if not isinstance(kib, int) else str(kib // KIB_PER_MIB)
 
 
 def render(doc: Mapping[str, Any], verdict: Verdict, now: float) -> str:

@@ -35,6 +35,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from autoballoon.core.units import KIB_PER_MIB
 from benchmarks.bench_lab import (
     GUEST_PREFIX,
     PRESET,
@@ -45,8 +46,6 @@ from benchmarks.bench_lab import (
     other_domains,
     say,
 )
-
-MIB = 1024
 
 
 def timed(fn: Callable[[], object], reps: int) -> list[float]:
@@ -190,13 +189,13 @@ def measure(names: Sequence[str], conn: Any, reps: int) -> dict[str, Any]:
         sizes = {g.name: g.max_kib for g in reading.guests}
         for i in range(max(reps // 2, 2)):
             for name, dom in zip(names, doms, strict=True):
-                target = sizes[name] - 32 * MIB if i % 2 == 0 else sizes[name]
+                target = sizes[name] - 32 * KIB_PER_MIB if i % 2 == 0 else sizes[name]
                 t0 = time.perf_counter()
                 hv.set_balloon_kib(name, target)
                 set_times.append(time.perf_counter() - t0)
                 if i < 2:  # time to reach the target, on the first two rounds only
                     while time.perf_counter() - t0 < 10:
-                        if abs(dom.memoryStats()["actual"] - target) < MIB:
+                        if abs(dom.memoryStats()["actual"] - target) < KIB_PER_MIB:
                             settle.append(time.perf_counter() - t0)
                             break
                         time.sleep(0.02)

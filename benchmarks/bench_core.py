@@ -16,8 +16,8 @@ from pathlib import Path
 from autoballoon.core.decide import EngineState, step
 from autoballoon.core.policy import GuestPolicy, PolicySet
 from autoballoon.core.samples import EXTENDED_STATS, GuestSample, HostSample
+from autoballoon.core.units import BYTES_PER_MIB
 
-MIB = 1 << 20
 SIZES = (10, 100, 1000, 5000)
 
 
@@ -41,8 +41,8 @@ def tick_samples(guests: list[dict[str, float]], t: float, i: int) -> dict[str, 
         if g["pressure"]:
             stats |= {
                 "stat-alloc-stalls": 3 * i,
-                "stat-direct-scans": 4 * MIB * i,
-                "stat-direct-reclaims": MIB * i,
+                "stat-direct-scans": 4 * BYTES_PER_MIB * i,
+                "stat-direct-reclaims": BYTES_PER_MIB * i,
             }
         stats["stat-available-memory"] = int(max_kib * 1024 * (1 - g["used"]))
         name = f"vm-{k:05d}"

@@ -35,9 +35,9 @@ from autoballoon.core.samples import (
     GuestSample,
     HostSample,
 )
+from autoballoon.core.units import BYTES_PER_MIB
 from autoballoon.trace import TraceWriter
 
-MIB = 1024 * 1024
 START = 1764133200.0
 
 
@@ -61,9 +61,9 @@ class SimGuest:
             "stat-htlb-pgfail": 0,
             "stat-oom-kills": 0,
             "stat-alloc-stalls": 0,
-            "stat-async-scans": 3 * MIB,
+            "stat-async-scans": 3 * BYTES_PER_MIB,
             "stat-direct-scans": 0,
-            "stat-async-reclaims": 2 * MIB,
+            "stat-async-reclaims": 2 * BYTES_PER_MIB,
             "stat-direct-reclaims": 0,
         }
 
@@ -71,15 +71,15 @@ class SimGuest:
         c = self.counters
         c["stat-minor-faults"] += rng.randrange(500, 5000)
         if self.kind == "churn":  # kswapd recycles page cache all the time
-            c["stat-async-scans"] += rng.randrange(20, 60) * MIB
-            c["stat-async-reclaims"] += rng.randrange(12, 40) * MIB
+            c["stat-async-scans"] += rng.randrange(20, 60) * BYTES_PER_MIB
+            c["stat-async-reclaims"] += rng.randrange(12, 40) * BYTES_PER_MIB
             c["stat-major-faults"] += rng.randrange(0, 5)
         elif self.kind == "wave":  # a workload that grows and shrinks over ~10 minutes
             phase = (i % 600) / 600
             self.used_mib = self.max_mib * (0.25 + 0.6 * (phase if phase < 0.5 else 1 - phase))
         if rng.random() < 0.002:  # a burst of pressure: stalls and direct reclaim
             c["stat-alloc-stalls"] += rng.randrange(1, 40)
-            scanned = rng.randrange(1, 64) * MIB
+            scanned = rng.randrange(1, 64) * BYTES_PER_MIB
             c["stat-direct-scans"] += scanned
             c["stat-direct-reclaims"] += scanned // rng.randrange(1, 4)
         if rng.random() < 0.0002:
@@ -89,10 +89,10 @@ class SimGuest:
         total_mib = actual_kib / 1024 - 38
         free_mib = max(total_mib - self.used_mib - self.cache_mib, 4.0)
         stats = {
-            STAT_TOTAL_MEMORY: int(total_mib * MIB),
-            STAT_FREE_MEMORY: int(free_mib * MIB),
-            STAT_AVAILABLE_MEMORY: int((free_mib + 0.8 * self.cache_mib) * MIB),
-            STAT_DISK_CACHES: int(self.cache_mib * MIB),
+            STAT_TOTAL_MEMORY: int(total_mib * BYTES_PER_MIB),
+            STAT_FREE_MEMORY: int(free_mib * BYTES_PER_MIB),
+            STAT_AVAILABLE_MEMORY: int((free_mib + 0.8 * self.cache_mib) * BYTES_PER_MIB),
+            STAT_DISK_CACHES: int(self.cache_mib * BYTES_PER_MIB),
         }
         for name, value in self.counters.items():
             if self.extended or name not in EXTENDED_STATS:
@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
 
         t0 = time.perf_counter()
         generate(trace, args.guests, args.seconds)
-        size_mib = trace.stat().st_size / MIB
+        size_mib = trace.stat().st_size / BYTES_PER_MIB
         print(
             f"trace: {args.guests} guests x {args.seconds} ticks, {size_mib:.0f} MiB, "
             f"generated in {time.perf_counter() - t0:.1f} s"

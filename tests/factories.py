@@ -16,8 +16,7 @@ from autoballoon.core.samples import (
     STAT_TOTAL_MEMORY,
     GuestSample,
 )
-
-MIB = 1024 * 1024
+from autoballoon.core.units import BYTES_PER_MIB
 
 
 def sample(
@@ -39,20 +38,20 @@ def sample(
     last_update: int | None = None,
 ) -> GuestSample:
     stats = {
-        STAT_AVAILABLE_MEMORY: avail_mib * MIB,
-        STAT_FREE_MEMORY: avail_mib * MIB // 2,
-        STAT_TOTAL_MEMORY: actual_mib * MIB,
+        STAT_AVAILABLE_MEMORY: avail_mib * BYTES_PER_MIB,
+        STAT_FREE_MEMORY: avail_mib * BYTES_PER_MIB // 2,
+        STAT_TOTAL_MEMORY: actual_mib * BYTES_PER_MIB,
         STAT_MAJOR_FAULTS: majflt,
-        STAT_SWAP_IN: int(swap_in_mib * MIB),
+        STAT_SWAP_IN: int(swap_in_mib * BYTES_PER_MIB),
     }
     if extended:
         stats |= {
             STAT_OOM_KILLS: oom,
             STAT_ALLOC_STALLS: stalls,
-            STAT_ASYNC_SCANS: int(ascan_mib * MIB),
-            STAT_DIRECT_SCANS: int(dscan_mib * MIB),
-            STAT_ASYNC_RECLAIMS: int(arclm_mib * MIB),
-            STAT_DIRECT_RECLAIMS: int(drclm_mib * MIB),
+            STAT_ASYNC_SCANS: int(ascan_mib * BYTES_PER_MIB),
+            STAT_DIRECT_SCANS: int(dscan_mib * BYTES_PER_MIB),
+            STAT_ASYNC_RECLAIMS: int(arclm_mib * BYTES_PER_MIB),
+            STAT_DIRECT_RECLAIMS: int(drclm_mib * BYTES_PER_MIB),
         }
     return GuestSample(
         name=name,

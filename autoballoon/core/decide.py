@@ -39,8 +39,9 @@ from enum import StrEnum
 from typing import NamedTuple
 
 from autoballoon.core.classify import Basis, Classification, PressureClass, classify
-from autoballoon.core.policy import MIB, GuestPolicy, PolicySet
+from autoballoon.core.policy import GuestPolicy, PolicySet
 from autoballoon.core.samples import CUMULATIVE_STATS, GuestSample, HostSample
+from autoballoon.core.units import KIB_PER_MIB
 
 
 class Action(StrEnum):
@@ -78,6 +79,8 @@ class Decision:
     floor_kib: int = 0
     max_kib: int = 0
     available_kib: int | None = None
+    rule: str = ""
+    """The rule of the control law that made this decision (see the module docstring)."""
 
 
 class GuestState(NamedTuple):
@@ -203,7 +206,7 @@ def _propose(
     cur = sample.actual_kib
     hi = p.max_kib(sample.max_kib)
     lo = p.floor_kib(sample.max_kib)
-    tol = max(p.min_change_mib * MIB, MIB)
+    tol = max(p.min_change_mib * KIB_PER_MIB, KIB_PER_MIB)
 
     def hold(reason: str) -> _Proposal:
         return _Proposal(_hold(sample, c, reason, lo, hi), gs)
@@ -232,7 +235,7 @@ def _propose(
             return hold(f"{reason}; change under {p.min_change_mib} MiB skipped")
         if p.mode == "observe":
             verb = "deflate" if target > cur else "inflate"
-            return hold(f"observe mode, would {verb} to {target // MIB} MiB: {reason}")
+            return hold(f"observe mode, would {verb} to {target // KIB_PER_MIB} MiB: {reason}")
         direction = 1 if target > cur else -1
         flips = gs.direction_changes + (1 if gs.last_change_dir == -direction else 0)
         new = gs._replace(
@@ -255,7 +258,7 @@ def _propose(
         return change(cur + step(RESCUE_CLASSES[c.klass]), f"{c.klass}: {c.reason}", rescue=True)
 
     if cur < lo:
-        return change(lo, f"{c.klass}: below the floor {lo // MIB} MiB")
+        return change(lo, f"{c.klass}: below the floor {lo // KIB_PER_MIB} MiB")
 
     # Closed loop only: an inflation the balloon does not follow is backed off.
     if (
@@ -273,7 +276,7 @@ def _propose(
         gs = gs._replace(stuck_floor_kib=target, stuck_until=now + p.pressure_block_s)
         return change(
             target,
-            f"inflation stalled at {cur // MIB} MiB (target {wanted // MIB} MiB "
+            f"inflation stalled at {cur // KIB_PER_MIB} MiB (target {wanted // KIB_PER_MIB} MiB "
             f"for {since_change:.0f} s): the guest cannot give more",
             rescue=True,
         )
@@ -288,10 +291,13 @@ def _propose(
     low_water = p.low_water_kib(cur)
     if available < low_water and reported_since_change:
         if cur >= hi:
-            return hold(f"{c.klass}: available {available // MIB} MiB below low water; at max")
+            return hold(
+                f"{c.klass}: available {available // KIB_PER_MIB} MiB below low water; at max"
+            )
         return change(
             cur + step("medium"),
-            f"{c.klass}: available {available // MIB} MiB below low water {low_water // MIB} MiB",
+            f"{c.klass}: available {available // KIB_PER_MIB} MiB below low water "
+            f"{low_water // KIB_PER_MIB} MiB",
             rescue=True,
         )
 
@@ -301,8 +307,8 @@ def _propose(
         # memory stalls with little direct scanning too. Short is short: give memory back.
         return change(
             cur + step("medium"),
-            f"{c.klass}: {c.reason}; but only {available // MIB} MiB available, under the "
-            f"headroom {p.headroom_kib(cur) // MIB} MiB",
+            f"{c.klass}: {c.reason}; but only {available // KIB_PER_MIB} MiB available, under the "
+            f"headroom {p.headroom_kib(cur) // KIB_PER_MIB} MiB",
             rescue=True,
         )
 
@@ -336,7 +342,7 @@ def _propose(
     if gs.stuck_floor_kib is not None and gs.stuck_until is not None and now < gs.stuck_until:
         floor = max(floor, gs.stuck_floor_kib)
     if cur > hi:
-        return change(hi, f"none: above max {hi // MIB} MiB")
+        return change(hi, f"none: above max {hi // KIB_PER_MIB} MiB")
     limits = {
         None: spare,
         "stuck-floor" if floor > lo else "floor": cur - floor,
@@ -346,7 +352,8 @@ def _propose(
     spare = limits[limit]
     if spare < tol:
         return hold(
-            f"none: {available // MIB} MiB available, headroom {headroom // MIB} MiB"
+            f"none: {available // KIB_PER_MIB} MiB available, "
+            f"headroom {headroom // KIB_PER_MIB} MiB"
             + (f", at {limit}" if limit else "")
         )
     return _Proposal(_hold(sample, c, "none: candidate", lo, hi), gs, spare, p.priority, limit)
@@ -356,8 +363,8 @@ def _take(prop: _Proposal, amount: int, now: float, why: str) -> _Proposal:
     d = prop.decision
     target = d.current_kib - amount
     reason = (
-        f"none: {d.available_kib // MIB if d.available_kib else 0} MiB available; "
-        f"taking {amount // MIB} MiB ({why})"
+        f"none: {d.available_kib // KIB_PER_MIB if d.available_kib else 0} MiB available; "
+        f"taking {amount // KIB_PER_MIB} MiB ({why})"
     )
     gs = prop.state
     flips = gs.direction_changes + (1 if gs.last_change_dir == 1 else 0)
@@ -405,7 +412,7 @@ def step(
             if p.mode == "proactive":
                 proposals[name] = _take(prop, prop.spare_kib, now, "proactive")
                 continue
-            tol = max(p.min_change_mib * MIB, MIB)
+            tol = max(p.min_change_mib * KIB_PER_MIB, KIB_PER_MIB)
             if need < tol:
                 reason = "none: spare memory, but the host is above its reserve (on-demand)"
                 proposals[name] = prop._replace(
@@ -415,7 +422,7 @@ def step(
             amount = min(prop.spare_kib, need)
             need -= amount
             proposals[name] = _take(
-                prop, amount, now, f"host short by {(amount + need) // MIB} MiB"
+                prop, amount, now, f"host short by {(amount + need) // KIB_PER_MIB} MiB"
             )
 
     next_state = EngineState(

@@ -13,8 +13,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from autoballoon.core.units import KIB_PER_MIB
+
 Mode = Literal["observe", "on-demand", "proactive"]
-MIB = 1024  # KiB per MiB
 
 
 class _Frozen(BaseModel):
@@ -121,18 +122,22 @@ class GuestPolicy(_Frozen):
 
     # --- derived bounds, all in KiB -----------------------------------------------------------
     def max_kib(self, domain_max_kib: int) -> int:
-        cap = domain_max_kib if self.max_mib is None else min(domain_max_kib, self.max_mib * MIB)
+        cap = (
+            domain_max_kib
+            if self.max_mib is None
+            else min(domain_max_kib, self.max_mib * KIB_PER_MIB)
+        )
         return max(cap, 0)
 
     def floor_kib(self, domain_max_kib: int) -> int:
         top = self.max_kib(domain_max_kib)
-        return min(max(self.floor_mib * MIB, int(self.floor_ratio * top)), top)
+        return min(max(self.floor_mib * KIB_PER_MIB, int(self.floor_ratio * top)), top)
 
     def headroom_kib(self, current_kib: int) -> int:
-        return max(self.headroom_mib * MIB, int(self.headroom_ratio * current_kib))
+        return max(self.headroom_mib * KIB_PER_MIB, int(self.headroom_ratio * current_kib))
 
     def low_water_kib(self, current_kib: int) -> int:
-        return max(self.low_water_mib * MIB, int(self.low_water_ratio * current_kib))
+        return max(self.low_water_mib * KIB_PER_MIB, int(self.low_water_ratio * current_kib))
 
 
 class HostPolicy(_Frozen):
@@ -145,7 +150,7 @@ class HostPolicy(_Frozen):
     """An absolute reserve in MiB; the larger of the two applies."""
 
     def reserve_kib(self, mem_total_kib: int) -> int:
-        return max(self.reserve_mib * MIB, int(self.reserve_ratio * mem_total_kib))
+        return max(self.reserve_mib * KIB_PER_MIB, int(self.reserve_ratio * mem_total_kib))
 
 
 class Match(_Frozen):

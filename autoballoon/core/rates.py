@@ -23,8 +23,7 @@ from autoballoon.core.samples import (
     STAT_SWAP_OUT,
     GuestSample,
 )
-
-MIB_BYTES = 1024 * 1024
+from autoballoon.core.units import BYTES_PER_MIB
 
 
 class Rates(NamedTuple):
@@ -88,7 +87,7 @@ def compute_rates(old: GuestSample, new: GuestSample) -> Rates | None:
         x, y = a.get(name), b.get(name)
         if x is not None and y is not None:
             d[name] = y - x if y > x else 0
-    per_s, mib_per_s = 1.0 / span, 1.0 / span / MIB_BYTES
+    per_s, mib_per_s = 1.0 / span, 1.0 / span / BYTES_PER_MIB
     get = d.get
     stalls, ascan, dscan = get(STAT_ALLOC_STALLS), get(STAT_ASYNC_SCANS), get(STAT_DIRECT_SCANS)
     arclm, drclm = get(STAT_ASYNC_RECLAIMS), get(STAT_DIRECT_RECLAIMS)

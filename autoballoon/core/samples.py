@@ -96,6 +96,12 @@ class GuestSample:
     max_kib: int
     last_update: int
     stats: Mapping[str, int] = field(default_factory=dict)
+    stats_period_s: float | None = None
+    """How often the guest reports its statistics (the live domain's balloon stats period);
+    None when the observer does not know it."""
+    rss_kib: int | None = None
+    """The host's view: resident memory of the guest's QEMU process (libvirt's balloon.rss);
+    None when not reported."""
 
     def stat(self, name: str) -> int | None:
         return self.stats.get(name)

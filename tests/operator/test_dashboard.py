@@ -18,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from autoballoon.config import DaemonConfig
 from autoballoon.core.policy import GuestPolicy, PolicySet
+from autoballoon.core.units import BYTES_PER_MIB
 from autoballoon.daemon import Controller
 from autoballoon.hypervisor import RawGuest, Reading
 from autoballoon.metrics import MetricsSink
@@ -25,7 +26,6 @@ from autoballoon.metrics import MetricsSink
 from .helpers import ROOT
 
 DASHBOARD = ROOT / "contrib" / "grafana" / "autoballoon.json"
-MIB = 1024 * 1024
 
 
 class ExtendedGuestHypervisor:
@@ -35,18 +35,18 @@ class ExtendedGuestHypervisor:
         self.errors = 0  # what LibvirtHypervisor counts, exposed when the hypervisor has them
         self.reconnects = 0
         self.stats: dict[str, object] = {
-            "stat-available-memory": 600 * MIB,
-            "stat-free-memory": 300 * MIB,
-            "stat-total-memory": 1024 * MIB,
+            "stat-available-memory": 600 * BYTES_PER_MIB,
+            "stat-free-memory": 300 * BYTES_PER_MIB,
+            "stat-total-memory": 1024 * BYTES_PER_MIB,
             "stat-swap-in": 0,
             "stat-swap-out": 0,
             "stat-major-faults": 10,
             "stat-oom-kills": 1,
             "stat-alloc-stalls": 20,
-            "stat-async-scans": 300 * MIB,
-            "stat-direct-scans": 40 * MIB,
-            "stat-async-reclaims": 200 * MIB,
-            "stat-direct-reclaims": 30 * MIB,
+            "stat-async-scans": 300 * BYTES_PER_MIB,
+            "stat-direct-scans": 40 * BYTES_PER_MIB,
+            "stat-async-reclaims": 200 * BYTES_PER_MIB,
+            "stat-direct-reclaims": 30 * BYTES_PER_MIB,
         }
 
     def read(self) -> Reading:
@@ -86,13 +86,13 @@ def test_guest_counters_are_exposed_as_counters_in_base_units(tmp_path: Path) ->
     assert "# TYPE autoballoon_guest_oom_kills_total counter" in text
     assert v("autoballoon_guest_oom_kills_total") == 1
     assert v("autoballoon_guest_alloc_stalls_total") == 20
-    assert v("autoballoon_guest_scanned_bytes_total", reclaim="direct") == 40 * MIB
-    assert v("autoballoon_guest_scanned_bytes_total", reclaim="async") == 300 * MIB
-    assert v("autoballoon_guest_reclaimed_bytes_total", reclaim="direct") == 30 * MIB
-    assert v("autoballoon_guest_reclaimed_bytes_total", reclaim="async") == 200 * MIB
+    assert v("autoballoon_guest_scanned_bytes_total", reclaim="direct") == 40 * BYTES_PER_MIB
+    assert v("autoballoon_guest_scanned_bytes_total", reclaim="async") == 300 * BYTES_PER_MIB
+    assert v("autoballoon_guest_reclaimed_bytes_total", reclaim="direct") == 30 * BYTES_PER_MIB
+    assert v("autoballoon_guest_reclaimed_bytes_total", reclaim="async") == 200 * BYTES_PER_MIB
     assert v("autoballoon_guest_major_faults_total") == 10
     assert v("autoballoon_guest_extended_stats") == 1
-    assert v("autoballoon_guest_available_bytes") == 600 * MIB
+    assert v("autoballoon_guest_available_bytes") == 600 * BYTES_PER_MIB
 
 
 def panels(doc: dict[str, Any]) -> list[dict[str, Any]]:

@@ -23,6 +23,7 @@ import pytest
 
 from autoballoon.config import DaemonConfig
 from autoballoon.core.policy import GuestPolicy, PolicySet
+from autoballoon.core.units import KIB_PER_MIB
 from autoballoon.daemon import Controller
 from autoballoon.libvirt_adapter import LibvirtHypervisor
 from autoballoon.status import (
@@ -37,8 +38,6 @@ from autoballoon.status import (
 )
 
 from .helpers import URI, autoballoon, start_daemon, wait_for
-
-MIB_KIB = 1024
 
 
 def mode(path: Path) -> int:
@@ -82,13 +81,13 @@ def test_status_of_a_running_then_stopped_daemon(public_tmp: Path) -> None:
         assert doc["host"]["mem_available_kib"] > 0
         (guest,) = doc["guests"]
         assert guest["name"] == "test"
-        assert guest["max_kib"] == 8192 * MIB_KIB
+        assert guest["max_kib"] == 8192 * KIB_PER_MIB
         # The test domain starts at 2 GiB; its decades-old statistics (class unknown) make the
         # controller give memory back at once, so the daemon has resized it by now.
-        assert guest["actual_kib"] > 2048 * MIB_KIB
+        assert guest["actual_kib"] > 2048 * KIB_PER_MIB
         assert guest["class"] == "unknown" and guest["stats"] == "standard"
         assert guest["last_action"]["action"] == "deflate"
-        assert guest["last_action"]["from_kib"] == 2048 * MIB_KIB
+        assert guest["last_action"]["from_kib"] == 2048 * KIB_PER_MIB
         assert guest["last_action"]["result"] == "applied"
         assert "stale" in guest["last_action"]["reason"]
 
@@ -97,10 +96,10 @@ def test_status_of_a_running_then_stopped_daemon(public_tmp: Path) -> None:
         assert table.stdout.startswith(f"autoballoon is running (pid {daemon.pid}); live on")
         row = next(line for line in table.stdout.splitlines() if line.startswith("test "))
         assert row.split()[1:6] == [
-            str(guest["actual_kib"] // MIB_KIB),
+            str(guest["actual_kib"] // KIB_PER_MIB),
             "8192",
-            str(guest["floor_kib"] // MIB_KIB),
-            str(guest["available_kib"] // MIB_KIB),
+            str(guest["floor_kib"] // KIB_PER_MIB),
+            str(guest["available_kib"] // KIB_PER_MIB),
             "unknown",
         ]
 
@@ -212,23 +211,23 @@ def test_render_shows_skipped_guests_and_failed_actions() -> None:
     now = time.time()
     guest = {
         "name": "web-1",
-        "actual_kib": 1536 * MIB_KIB,
-        "max_kib": 2048 * MIB_KIB,
-        "floor_kib": 512 * MIB_KIB,
-        "available_kib": 700 * MIB_KIB,
+        "actual_kib": 1536 * KIB_PER_MIB,
+        "max_kib": 2048 * KIB_PER_MIB,
+        "floor_kib": 512 * KIB_PER_MIB,
+        "available_kib": 700 * KIB_PER_MIB,
         "class": "none",
         "stats": "extended",
         "last_action": {
             "t": now - 300,
             "action": "inflate",
-            "from_kib": 2048 * MIB_KIB,
-            "to_kib": 1536 * MIB_KIB,
+            "from_kib": 2048 * KIB_PER_MIB,
+            "to_kib": 1536 * KIB_PER_MIB,
             "class": "none",
             "reason": "none: 1200 MiB available; taking 512 MiB (proactive)",
             "result": "guest error: no balloon",
         },
     }
-    d = doc(guests=[guest], skipped={"win-1": "no balloon device"}, reclaimed_kib=512 * MIB_KIB)
+    d = doc(guests=[guest], skipped={"win-1": "no balloon device"}, reclaimed_kib=512 * KIB_PER_MIB)
     out = render(d, assess(d, now, alive=lambda _pid: True), now)
     assert "web-1  1536  2048    512    700  none   extended  inflate 5 min ago" in out
     assert "5 min ago: inflate 2048 -> 1536 MiB: none: 1200 MiB available" in out

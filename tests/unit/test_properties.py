@@ -27,9 +27,9 @@ from autoballoon.core.samples import (
     HostSample,
     sanitize_guest_stats,
 )
+from autoballoon.core.units import BYTES_PER_MIB
 
 HOST = HostSample(0, 24 << 20, 1 << 20)  # short on memory: on-demand takes too
-MIB = 1024 * 1024
 
 policies = st.builds(
     GuestPolicy,
@@ -134,7 +134,11 @@ def test_oom_and_thrashing_always_deflate_unless_at_max(
     max_kib = 4096 * 1024
     actual = max(int(max_kib * actual_ratio), 1024)
     oom, stalls, dscan, drclm = base
-    common = {"stat-available-memory": 10 * MIB, "stat-async-scans": 0, "stat-async-reclaims": 0}
+    common = {
+        "stat-available-memory": 10 * BYTES_PER_MIB,
+        "stat-async-scans": 0,
+        "stat-async-reclaims": 0,
+    }
     first = common | {
         "stat-oom-kills": oom,
         "stat-alloc-stalls": stalls,
@@ -146,7 +150,7 @@ def test_oom_and_thrashing_always_deflate_unless_at_max(
     else:  # stalls and direct scanning high, almost nothing reclaimed
         second = first | {
             "stat-alloc-stalls": stalls + 1000,
-            "stat-direct-scans": dscan + 1000 * MIB,
+            "stat-direct-scans": dscan + 1000 * BYTES_PER_MIB,
         }
     pset = PolicySet(policy)
     s1 = guest(1000.0, first, actual, max_kib)
@@ -209,7 +213,7 @@ def test_constant_workload_never_changes_direction(
 @given(garbage=st.lists(hostile_stats, min_size=3, max_size=15))
 def test_a_hostile_guest_never_changes_another_guests_decisions(garbage: list) -> None:  # type: ignore[type-arg]
     pset = PolicySet(GuestPolicy(mode="proactive", stable_s=0, cooldown_s=0))
-    honest = {"stat-available-memory": 900 * MIB} | dict.fromkeys(EXTENDED_STATS, 0)
+    honest = {"stat-available-memory": 900 * BYTES_PER_MIB} | dict.fromkeys(EXTENDED_STATS, 0)
 
     def run(with_garbage: bool) -> list[tuple[str, int]]:
         state = EngineState()
@@ -231,7 +235,7 @@ def test_a_hostile_guest_never_changes_another_guests_decisions(garbage: list) -
 
 def test_stale_guest_gives_memory_back_not_takes() -> None:
     pset = PolicySet(GuestPolicy(mode="proactive"))
-    s = guest(1000.0, {"stat-available-memory": 900 * MIB}, 512 * 1024, 1 << 20)
+    s = guest(1000.0, {"stat-available-memory": 900 * BYTES_PER_MIB}, 512 * 1024, 1 << 20)
     state = EngineState()
     actions = []
     for i in range(30):
