@@ -1,7 +1,9 @@
-"""Sinks: what happens to a tick's report (logs, trace recording, status file, metrics).
+"""Sinks: what happens to a tick's report (the log, trace recording); see also ``status`` and
+``metrics``.
 
-Sits after act. Each sink takes a ``TickReport`` and must not raise into the loop (the
-controller logs and ignores a failing sink). ``build_sinks`` wires the ones the config asks for.
+Sits after act, below the loop. Each sink takes the report values of ``autoballoon.report``
+(never the controller) and must not raise into the loop (the loop logs and ignores a failing
+sink). The `run` command chooses which sinks the daemon gets.
 """
 
 from __future__ import annotations
@@ -9,14 +11,11 @@ from __future__ import annotations
 import logging
 import socket
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from autoballoon.core.decide import Action
 from autoballoon.core.units import KIB_PER_MIB
-
-if TYPE_CHECKING:
-    from autoballoon.config import DaemonConfig
-    from autoballoon.daemon import Controller, Sink, TickReport
+from autoballoon.report import Health, TickReport
+from autoballoon.trace import TraceWriter
 
 log = logging.getLogger("autoballoon")
 
@@ -28,7 +27,7 @@ class LogSink:
         self._classes: dict[str, str] = {}
         self._sources: dict[str, str] = {}
 
-    def on_tick(self, report: TickReport, controller: Controller) -> None:
+    def on_tick(self, report: TickReport, health: Health) -> None:
         for d in report.decisions:
             before = self._classes.get(d.guest)
             if before != d.klass:
@@ -98,12 +97,10 @@ class TraceSink:
     """`run --record FILE`: appends every tick to a trace (docs/trace-format.md)."""
 
     def __init__(self, path: Path, interval_s: float) -> None:
-        from autoballoon.trace import TraceWriter
-
         self.writer = TraceWriter(path, interval_s, socket.gethostname())
         self._last_t = float("-inf")
 
-    def on_tick(self, report: TickReport, controller: Controller) -> None:
+    def on_tick(self, report: TickReport, health: Health) -> None:
         if report.host is None:
             return
         if report.t < self._last_t:
@@ -115,17 +112,3 @@ class TraceSink:
 
     def close(self) -> None:
         self.writer.close()
-
-
-def build_sinks(config: DaemonConfig, *, dry_run: bool, record: Path | None) -> list[Sink]:
-    """The log always; the status file always; metrics when ``metrics_port`` is set; a trace
-    with ``--record``."""
-    from autoballoon.metrics import MetricsSink
-    from autoballoon.status import StatusSink
-
-    sinks: list[Sink] = [LogSink(), StatusSink(config.status_file)]
-    if config.metrics_port:
-        sinks.append(MetricsSink(config.metrics_address, config.metrics_port))
-    if record is not None:
-        sinks.append(TraceSink(record, config.interval_s))
-    return sinks
