@@ -59,7 +59,9 @@ class DaemonConfig(BaseModel):
     """Where the daemon publishes its state for `autoballoon status` (mode 0600)."""
     on_stop: Literal["leave", "deflate"] = "leave"
     """On a clean stop, `leave` balloons as they are or `deflate` every managed guest back to
-    its maximum (for maintenance windows, or when no controller will watch them)."""
+    its policy's maximum (max_mib, else the domain's): for maintenance windows, or when no
+    controller will watch them. Guests opted out (enabled = false), in observe mode or whose
+    policy has an error are left as they are, as at every tick."""
     libvirt_retry_s: float = Field(default=20.0, ge=0.0)
     """How long one tick keeps retrying an unreachable libvirt before it is skipped."""
 

@@ -185,22 +185,38 @@ class Controller:
                     log.exception("closing %s failed", type(sink).__name__)
 
     def _deflate_all(self) -> None:
+        """on_stop = "deflate": every guest the daemon may resize back to its policy's maximum.
+
+        The policy decides as it does at every tick: a guest opted out, in observe mode or whose
+        policy cannot be resolved is never resized, and ``max_mib`` caps the size given back.
+        """
         try:
             reading = self.hypervisor.read()
         except HypervisorError as err:
             log.error("on_stop = deflate: cannot read guests (%s); balloons left as they are", err)
             return
         for g in reading.guests:
-            if g.actual_kib < g.max_kib:
-                try:
-                    self.hypervisor.set_balloon_kib(g.name, g.max_kib)
-                    log.info(
-                        "on_stop = deflate: guest %s back to %d MiB",
-                        g.name,
-                        g.max_kib // KIB_PER_MIB,
-                    )
-                except HypervisorError as err:
-                    log.error("on_stop = deflate: guest %s: %s", g.name, err)
+            try:
+                p = self.policies.resolve_cached(g.name, g.uuid)
+            except ValueError as err:
+                log.warning(
+                    "on_stop = deflate: guest %s left as it is (policy error: %s)", g.name, err
+                )
+                continue
+            if not p.enabled or p.mode == "observe":
+                why = "opted out (enabled = false)" if not p.enabled else "observe mode"
+                log.info("on_stop = deflate: guest %s left as it is (%s)", g.name, why)
+                continue
+            target = p.max_kib(g.max_kib)
+            if g.actual_kib >= target:
+                continue
+            try:
+                self.hypervisor.set_balloon_kib(g.name, target)
+                log.info(
+                    "on_stop = deflate: guest %s back to %d MiB", g.name, target // KIB_PER_MIB
+                )
+            except HypervisorError as err:
+                log.error("on_stop = deflate: guest %s: %s", g.name, err)
 
 
 def run_daemon(

@@ -104,7 +104,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument(
         "--on-stop",
         choices=["leave", "deflate"],
-        help="on a clean stop leave balloons (default) or deflate to max",
+        help="on a clean stop leave balloons (default) or deflate each guest to its policy's max",
     )
     p.add_argument(
         "--no-strict-modes",
