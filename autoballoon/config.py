@@ -14,6 +14,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from autoballoon.policyfiles import PolicyFileError, read_toml
 
 DEFAULT_CONFIG = Path("/etc/autoballoon/autoballoon.toml")
+DEFAULT_POLICY_DIR = Path("/etc/autoballoon/policies")
+
+
+def default_policy_dir() -> Path:
+    """For the offline commands (check-policy, replay): ./policies when it holds a default.toml
+    (a checkout), else the installed ``DEFAULT_POLICY_DIR``."""
+    local = Path("policies")
+    return local if (local / "default.toml").is_file() else DEFAULT_POLICY_DIR
 
 
 class DaemonConfig(BaseModel):
@@ -28,7 +36,7 @@ class DaemonConfig(BaseModel):
     report statistics every `stats_period_s`, so ticking faster than that buys nothing."""
     stats_period_s: int = Field(default=1, ge=1, le=60)
     """Balloon statistics period set on guests that have none (setMemoryStatsPeriod)."""
-    policy_dir: Path = Path("/etc/autoballoon/policies")
+    policy_dir: Path = DEFAULT_POLICY_DIR
     """Folder holding default.toml and per-VM policy files."""
     strict_modes: bool = True
     """Refuse policy files writable by users other than root/the owner (like sshd)."""
@@ -51,7 +59,9 @@ class DaemonConfig(BaseModel):
     """Where the daemon publishes its state for `autoballoon status` (mode 0600)."""
     on_stop: Literal["leave", "deflate"] = "leave"
     """On a clean stop, `leave` balloons as they are or `deflate` every managed guest back to
-    its maximum (for maintenance windows, or when no controller will watch them)."""
+    its policy's maximum (max_mib, else the domain's): for maintenance windows, or when no
+    controller will watch them. Guests opted out (enabled = false), in observe mode or whose
+    policy has an error are left as they are, as at every tick."""
     libvirt_retry_s: float = Field(default=20.0, ge=0.0)
     """How long one tick keeps retrying an unreachable libvirt before it is skipped."""
 

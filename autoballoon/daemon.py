@@ -1,9 +1,12 @@
 """The daemon: one tick = observe -> classify/decide (pure core) -> act -> report.
 
 ``Controller.tick`` is the whole pipeline for one tick and the unit the scheduler runs;
-``run_daemon`` wires the real parts (libvirt, APScheduler, signals, sinks) around it. The
-controller never lets one guest's failure, a sink's failure or an unreachable libvirt escape a
-tick: the loop keeps running, and a tick that cannot read the host makes no decision at all.
+``run_daemon`` runs it under APScheduler until a signal asks it to stop. The loop sits above
+observe, act and the sinks, and below the commands: the `run` command chooses the hypervisor
+and builds the sinks, and the sinks see only report values (``autoballoon.report``), never the
+controller. The controller never lets one guest's failure, a sink's failure or an unreachable
+libvirt escape a tick: the loop keeps running, and a tick that cannot read the host makes no
+decision at all.
 """
 
 from __future__ import annotations
@@ -13,50 +16,25 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from types import FrameType
-from typing import Any, Protocol
+from typing import Any
+
+from apscheduler.events import EVENT_JOB_MAX_INSTANCES, JobExecutionEvent
+from apscheduler.schedulers.background import BackgroundScheduler
 
 from autoballoon.act import Actuator, DryRunActuator, LiveActuator
 from autoballoon.config import DaemonConfig, load_config
-from autoballoon.core.decide import Action, Decision, EngineState, step
+from autoballoon.core.decide import EngineState, step
 from autoballoon.core.policy import PolicySet
-from autoballoon.core.samples import GuestSample, HostSample
 from autoballoon.core.units import KIB_PER_MIB
 from autoballoon.hypervisor import Hypervisor, HypervisorError, TransientError
 from autoballoon.observe import Observer
 from autoballoon.policyfiles import PolicyFileError, load_policy_dir
+from autoballoon.report import Health, Sink, TickReport
 
 log = logging.getLogger("autoballoon")
-
-
-@dataclass(frozen=True)
-class TickReport:
-    """What one tick saw, decided and did: the input of every sink (log, status, metrics...)."""
-
-    t: float
-    duration_s: float
-    dry_run: bool
-    host: HostSample | None
-    samples: Mapping[str, GuestSample]
-    decisions: Sequence[Decision]
-    results: Mapping[str, str]
-    """Per guest acted upon: "applied", "dry-run" or an error message."""
-    skipped: Mapping[str, str]
-    """Guests seen but not controlled this tick, and why."""
-    sources: Mapping[str, str]
-    """Per guest: "qmp" (6.12 counters) or "libvirt" (standard statistics only)."""
-    rss_kib: Mapping[str, int] = field(default_factory=dict)
-    error: str | None = None
-    """Set when the whole tick failed (libvirt unreachable): no decisions were made."""
-
-
-class Sink(Protocol):
-    def on_tick(self, report: TickReport, controller: Controller) -> None: ...
-
-    def close(self) -> None: ...
 
 
 class Controller:
@@ -87,7 +65,6 @@ class Controller:
         self.config_path = config_path
         self.cli_overrides = dict(cli_overrides or {})
         self.state = EngineState()
-        self.last_action: dict[str, Decision] = {}
         self.ticks = 0
         self.failed_ticks = 0
         self.overruns = 0
@@ -130,11 +107,6 @@ class Controller:
             t, obs.host, obs.samples, self.state, self.policies, open_loop=self.dry_run
         )
         results = self.actuator.apply(decisions)
-        for d in decisions:
-            if d.action is not Action.HOLD:
-                self.last_action[d.guest] = d
-        for name in set(self.last_action) - set(obs.samples) - set(obs.skipped):
-            del self.last_action[name]
         self._log_skips(obs.skipped)
         self.ticks += 1
         report = TickReport(
@@ -151,11 +123,23 @@ class Controller:
         )
         return self._publish(report)
 
+    def health(self) -> Health:
+        """The loop's counters as a value, in words that do not depend on the backend."""
+        hv = self.hypervisor
+        return Health(
+            ticks=self.ticks,
+            failed_ticks=self.failed_ticks,
+            overruns=self.overruns,
+            hypervisor_errors=getattr(hv, "errors", None),
+            hypervisor_reconnects=getattr(hv, "reconnects", None),
+        )
+
     def _publish(self, report: TickReport) -> TickReport:
         self.last_report = report
+        health = self.health()
         for sink in self.sinks:
             try:
-                sink.on_tick(report, self)
+                sink.on_tick(report, health)
             except Exception:  # a broken sink must never stop control
                 log.exception("reporting to %s failed", type(sink).__name__)
         return report
@@ -201,46 +185,57 @@ class Controller:
                     log.exception("closing %s failed", type(sink).__name__)
 
     def _deflate_all(self) -> None:
+        """on_stop = "deflate": every guest the daemon may resize back to its policy's maximum.
+
+        The policy decides as it does at every tick: a guest opted out, in observe mode or whose
+        policy cannot be resolved is never resized, and ``max_mib`` caps the size given back.
+        """
         try:
             reading = self.hypervisor.read()
         except HypervisorError as err:
             log.error("on_stop = deflate: cannot read guests (%s); balloons left as they are", err)
             return
         for g in reading.guests:
-            if g.actual_kib < g.max_kib:
-                try:
-                    self.hypervisor.set_balloon_kib(g.name, g.max_kib)
-                    log.info(
-                        "on_stop = deflate: guest %s back to %d MiB",
-                        g.name,
-                        g.max_kib // KIB_PER_MIB,
-                    )
-                except HypervisorError as err:
-                    log.error("on_stop = deflate: guest %s: %s", g.name, err)
+            try:
+                p = self.policies.resolve_cached(g.name, g.uuid)
+            except ValueError as err:
+                log.warning(
+                    "on_stop = deflate: guest %s left as it is (policy error: %s)", g.name, err
+                )
+                continue
+            if not p.enabled or p.mode == "observe":
+                why = "opted out (enabled = false)" if not p.enabled else "observe mode"
+                log.info("on_stop = deflate: guest %s left as it is (%s)", g.name, why)
+                continue
+            target = p.max_kib(g.max_kib)
+            if g.actual_kib >= target:
+                continue
+            try:
+                self.hypervisor.set_balloon_kib(g.name, target)
+                log.info(
+                    "on_stop = deflate: guest %s back to %d MiB", g.name, target // KIB_PER_MIB
+                )
+            except HypervisorError as err:
+                log.error("on_stop = deflate: guest %s: %s", g.name, err)
 
 
 def run_daemon(
     config: DaemonConfig,
+    hypervisor: Hypervisor,
+    make_sinks: Callable[[], Sequence[Sink]] = list,
     *,
     dry_run: bool = False,
     once: bool = False,
-    record: Path | None = None,
     duration_s: float | None = None,
     config_path: Path | None = None,
     cli_overrides: Mapping[str, Any] | None = None,
-    hypervisor: Hypervisor | None = None,
 ) -> int:
-    """The `autoballoon run` command: returns the process exit code.
+    """Run the loop until a stop request (or ``duration_s``); returns the process exit code.
 
-    ``hypervisor`` replaces the libvirt connection the config describes (fault-injection tests).
+    The command that runs the daemon chooses the backend (``hypervisor``) and the sinks;
+    ``make_sinks`` is called once the policies have loaded, and may refuse to start by raising
+    ``ValueError`` or ``OSError`` (a --record file that is not a trace).
     """
-    # Imported here: the scheduler and libvirt are the daemon's business, not the library's.
-    from apscheduler.events import EVENT_JOB_MAX_INSTANCES, JobExecutionEvent
-    from apscheduler.schedulers.background import BackgroundScheduler
-
-    from autoballoon.libvirt_adapter import LibvirtHypervisor
-    from autoballoon.sinks import build_sinks
-
     # Signals first: a SIGTERM during start-up is a clean stop too, never a kill.
     stop_requested = threading.Event()
     why_stopped = ["duration reached"]
@@ -268,16 +263,8 @@ def run_daemon(
         policies.default.mode,
         len(policies.layers),
     )
-    hypervisor = hypervisor or LibvirtHypervisor(
-        config.uri,
-        extended_stats=config.extended_stats,
-        stats_period_s=config.stats_period_s,
-        include=config.include,
-        exclude=config.exclude,
-        retry_for_s=config.libvirt_retry_s,
-    )
     try:
-        sinks = build_sinks(config, dry_run=dry_run, record=record)
+        sinks = make_sinks()
     except (ValueError, OSError) as err:  # e.g. --record names a file that is not a trace
         log.error("refusing to start: %s", err)
         return 1

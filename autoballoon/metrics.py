@@ -17,8 +17,8 @@ from __future__ import annotations
 import logging
 from collections import Counter as Tally
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Histogram, ProcessCollector, start_http_server
 from prometheus_client.core import (
@@ -44,11 +44,11 @@ from autoballoon.core.samples import (
     STAT_SWAP_OUT,
 )
 from autoballoon.core.units import BYTES_PER_KIB
+from autoballoon.report import GuestRecord, Health, TickReport
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
 
-    from autoballoon.daemon import Controller, TickReport
 
 log = logging.getLogger("autoballoon")
 
@@ -98,18 +98,6 @@ GUEST_COUNTERS: tuple[tuple[str, str, str, Mapping[str, str]], ...] = (
 
 
 @dataclass(frozen=True)
-class GuestView:
-    actual_bytes: int
-    target_bytes: int
-    max_bytes: int
-    floor_bytes: int
-    available_bytes: int | None
-    klass: str
-    extended: bool
-    counters: Mapping[str, int]
-
-
-@dataclass(frozen=True)
 class Snapshot:
     """Everything a scrape shows, taken at the end of a tick (replaced whole, never mutated)."""
 
@@ -124,7 +112,9 @@ class Snapshot:
     host_total_bytes: int | None = None
     psi_some_ratio: float | None = None
     psi_full_ratio: float | None = None
-    guests: Mapping[str, GuestView] = field(default_factory=dict)
+    guests: tuple[GuestRecord, ...] = ()
+    counters: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
+    """Per guest: its cumulative counters (``GUEST_COUNTERS``) as last reported."""
     skipped: int = 0
     decisions: Mapping[tuple[str, str], int] = field(default_factory=dict)
     failed_actions: int = 0
@@ -207,7 +197,7 @@ class _SnapshotCollector(Collector):
             f"{PREFIX}_reclaimed_memory_bytes",
             "Memory held back from controlled guests: sum over them of balloon maximum minus "
             "current size.",
-            value=sum(max(g.max_bytes - g.actual_bytes, 0) for g in s.guests.values()),
+            value=sum(max(g.max_kib - g.actual_kib, 0) for g in s.guests) * BYTES_PER_KIB,
         )
         guests = GaugeMetricFamily(
             f"{PREFIX}_guests",
@@ -217,10 +207,12 @@ class _SnapshotCollector(Collector):
         guests.add_metric(["controlled"], len(s.guests))
         guests.add_metric(["skipped"], s.skipped)
         yield guests
-        yield from _guest_metrics(s.guests)
+        yield from _guest_metrics(s.guests, s.counters)
 
 
-def _guest_metrics(guests: Mapping[str, GuestView]) -> Iterable[Metric]:
+def _guest_metrics(
+    guests: Iterable[GuestRecord], guest_counters: Mapping[str, Mapping[str, int]]
+) -> Iterable[Metric]:
     def gauge(name: str, doc: str, labels: tuple[str, ...] = ()) -> GaugeMetricFamily:
         return GaugeMetricFamily(f"{PREFIX}_{name}", doc, labels=["guest", *labels])
 
@@ -245,25 +237,27 @@ def _guest_metrics(guests: Mapping[str, GuestView]) -> Iterable[Metric]:
         "from the standard balloon statistics only.",
     )
     counters: dict[str, CounterMetricFamily] = {}
-    for name, g in sorted(guests.items()):
-        size.add_metric([name], g.actual_bytes)
-        target.add_metric([name], g.target_bytes)
-        top.add_metric([name], g.max_bytes)
-        floor.add_metric([name], g.floor_bytes)
-        if g.available_bytes is not None:
-            available.add_metric([name], g.available_bytes)
+    for g in sorted(guests, key=lambda g: g.name):
+        name = g.name
+        size.add_metric([name], g.actual_kib * BYTES_PER_KIB)
+        target.add_metric([name], g.decision.target_kib * BYTES_PER_KIB)
+        top.add_metric([name], g.max_kib * BYTES_PER_KIB)
+        floor.add_metric([name], g.floor_kib * BYTES_PER_KIB)
+        if g.available_kib is not None:
+            available.add_metric([name], g.available_kib * BYTES_PER_KIB)
         for c in PressureClass:
             klass.add_metric([name, str(c)], 1.0 if g.klass == c else 0.0)
-        extended.add_metric([name], 1.0 if g.extended else 0.0)
+        extended.add_metric([name], 1.0 if g.stats == "extended" else 0.0)
+        own = guest_counters.get(name, {})
         for stat, metric, doc, extra in GUEST_COUNTERS:
-            if stat not in g.counters:
+            if stat not in own:
                 continue
             family = counters.get(metric)
             if family is None:
                 family = counters[metric] = CounterMetricFamily(
                     f"{PREFIX}_{metric}", doc, labels=["guest", *extra]
                 )
-            family.add_metric([name, *extra.values()], g.counters[stat])
+            family.add_metric([name, *extra.values()], own[stat])
     yield from (size, target, top, floor, available, klass, extended)
     yield from counters.values()
 
@@ -311,7 +305,7 @@ class MetricsSink:
                 self.url = f"http://{host}:{port}/metrics"
                 log.info("metrics on %s", self.url)
 
-    def on_tick(self, report: TickReport, controller: Controller) -> None:
+    def on_tick(self, report: TickReport, health: Health) -> None:
         self.tick_duration.observe(report.duration_s)
         for d in report.decisions:
             self._decisions[(str(d.action), str(d.klass))] += 1
@@ -321,53 +315,46 @@ class MetricsSink:
             ):
                 self._failed_actions += 1
         previous = self.snapshot
-        hv: Any = controller.hypervisor
-        common: dict[str, Any] = {
-            "dry_run": report.dry_run,
-            "last_tick_t": report.t,
-            "ticks": controller.ticks,
-            "failed_ticks": controller.failed_ticks,
-            "overruns": controller.overruns,
-            "libvirt_errors": getattr(hv, "errors", None),
-            "libvirt_reconnects": getattr(hv, "reconnects", None),
-            "decisions": dict(self._decisions),
-            "failed_actions": self._failed_actions,
-        }
+        counts = Snapshot(
+            dry_run=report.dry_run,
+            last_tick_t=report.t,
+            ticks=health.ticks,
+            failed_ticks=health.failed_ticks,
+            overruns=health.overruns,
+            libvirt_errors=health.hypervisor_errors,
+            libvirt_reconnects=health.hypervisor_reconnects,
+            decisions=dict(self._decisions),
+            failed_actions=self._failed_actions,
+        )
         if report.error is not None or report.host is None:
             # A failed tick read nothing: keep the last good picture, update the counters.
-            self.snapshot = Snapshot(
-                **common,
+            self.snapshot = replace(
+                counts,
                 host_available_bytes=previous.host_available_bytes,
                 host_total_bytes=previous.host_total_bytes,
                 psi_some_ratio=previous.psi_some_ratio,
                 psi_full_ratio=previous.psi_full_ratio,
                 guests=previous.guests,
+                counters=previous.counters,
                 skipped=previous.skipped,
             )
             return
         h = report.host
-        guests = {}
-        for d in report.decisions:
-            s = report.samples[d.guest]
-            guests[d.guest] = GuestView(
-                actual_bytes=s.actual_kib * BYTES_PER_KIB,
-                target_bytes=d.target_kib * BYTES_PER_KIB,
-                max_bytes=s.max_kib * BYTES_PER_KIB,
-                floor_bytes=d.floor_kib * BYTES_PER_KIB,
-                available_bytes=None
-                if d.available_kib is None
-                else d.available_kib * BYTES_PER_KIB,
-                klass=str(d.klass),
-                extended=s.has_extended,
-                counters={stat: s.stats[stat] for stat, *_ in GUEST_COUNTERS if stat in s.stats},
-            )
-        self.snapshot = Snapshot(
-            **common,
+        self.snapshot = replace(
+            counts,
             host_available_bytes=h.mem_available_kib * BYTES_PER_KIB,
             host_total_bytes=h.mem_total_kib * BYTES_PER_KIB,
             psi_some_ratio=None if h.psi_some_avg10 is None else h.psi_some_avg10 / 100,
             psi_full_ratio=None if h.psi_full_avg10 is None else h.psi_full_avg10 / 100,
-            guests=guests,
+            guests=report.guests,
+            counters={
+                d.guest: {
+                    stat: report.samples[d.guest].stats[stat]
+                    for stat, *_ in GUEST_COUNTERS
+                    if stat in report.samples[d.guest].stats
+                }
+                for d in report.decisions
+            },
             skipped=len(report.skipped),
         )
 

@@ -37,6 +37,14 @@ def read_host(t: float, proc: Path = Path("/proc")) -> HostSample:
 
 @dataclass
 class Observation:
+    """What the loop observed in one tick: the hypervisor's ``Reading`` made safe for the core.
+
+    Not the same as the reading (raw, untrusted values as the backend returned them) nor as a
+    ``trace.RecordedTick`` (only the engine's inputs, as a trace keeps them): besides the host's
+    and the guests' sanitised samples, it says which guests were skipped and why, how each
+    guest's statistics were read and the QEMU process's RSS, which the report needs.
+    """
+
     host: HostSample
     samples: dict[str, GuestSample]
     skipped: dict[str, str]

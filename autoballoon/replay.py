@@ -23,9 +23,12 @@ from autoballoon.core.decide import Action, Decision, EngineState, step
 from autoballoon.core.policy import PolicySet
 from autoballoon.core.samples import GuestSample
 from autoballoon.core.units import KIB_PER_MIB
-from autoballoon.trace import Tick
+from autoballoon.report import TickReport
+from autoballoon.trace import RecordedTick
 
 ACTIONS = tuple(str(a) for a in Action)
+DRY_RUN = "dry-run"
+"""The result a sink sees for a replayed change (the same word the dry-run actuator uses)."""
 _PRESSURE = frozenset(str(k) for k in PRESSURE_CLASSES)
 
 
@@ -110,7 +113,27 @@ def decision_record(d: Decision) -> dict[str, Any]:
         "current_kib": d.current_kib,
         "target_kib": d.target_kib,
         "reason": d.reason,
+        "rule": d.rule,
     }
+
+
+def tick_report(tick: RecordedTick, decisions: list[Decision]) -> TickReport:
+    """A replayed tick as the report values every sink takes (a dry run: nothing applied).
+
+    So a replay can feed the daemon's own sinks (log, status file, metrics, a new trace); what
+    a trace does not record (stats source, RSS, skipped guests) stays empty.
+    """
+    return TickReport(
+        t=tick.t,
+        duration_s=0.0,
+        dry_run=True,
+        host=tick.host,
+        samples=tick.samples,
+        decisions=decisions,
+        results={d.guest: DRY_RUN for d in decisions if d.action is not Action.HOLD},
+        skipped={},
+        sources={},
+    )
 
 
 class Replayer:
@@ -128,7 +151,7 @@ class Replayer:
         self.first_t: float | None = None
         self.last_t: float | None = None
 
-    def feed(self, tick: Tick) -> list[Decision]:
+    def feed(self, tick: RecordedTick) -> list[Decision]:
         """One tick through the engine; the decisions, sorted by guest name."""
         decisions, self.state = step(
             tick.t, tick.host, tick.samples, self.state, self.policies, open_loop=True
@@ -188,7 +211,7 @@ class Replayer:
         }
 
 
-def replay(ticks: Iterable[Tick], policies: PolicySet) -> dict[str, Any]:
+def replay(ticks: Iterable[RecordedTick], policies: PolicySet) -> dict[str, Any]:
     """Replay every tick under ``policies``; the summary (see ``Replayer.summary``)."""
     r = Replayer(policies)
     for tick in ticks:

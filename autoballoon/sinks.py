@@ -1,7 +1,9 @@
-"""Sinks: what happens to a tick's report (logs, trace recording, status file, metrics).
+"""Sinks: what happens to a tick's report (the log, trace recording); see also ``status`` and
+``metrics``.
 
-Sits after act. Each sink takes a ``TickReport`` and must not raise into the loop (the
-controller logs and ignores a failing sink). ``build_sinks`` wires the ones the config asks for.
+Sits after act, below the loop. Each sink takes the report values of ``autoballoon.report``
+(never the controller) and must not raise into the loop (the loop logs and ignores a failing
+sink). The `run` command chooses which sinks the daemon gets.
 """
 
 from __future__ import annotations
@@ -9,68 +11,72 @@ from __future__ import annotations
 import logging
 import socket
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from autoballoon.core.decide import Action
 from autoballoon.core.units import KIB_PER_MIB
-
-if TYPE_CHECKING:
-    from autoballoon.config import DaemonConfig
-    from autoballoon.daemon import Controller, Sink, TickReport
+from autoballoon.report import Health, TickReport
+from autoballoon.trace import TraceWriter
 
 log = logging.getLogger("autoballoon")
 
 
 class LogSink:
-    """One line per action (guest, class, from, to, reason) and per class change."""
+    """One line per action (guest, class, from, to, reason, rule) and per class change.
+
+    JSON lines carry the same as fields; their names (``from_kib``, ``to_kib``...) are the
+    documented log format (docs/operations.md), taken from the guest's ``GuestRecord``.
+    """
 
     def __init__(self) -> None:
         self._classes: dict[str, str] = {}
         self._sources: dict[str, str] = {}
 
-    def on_tick(self, report: TickReport, controller: Controller) -> None:
-        for d in report.decisions:
-            before = self._classes.get(d.guest)
-            if before != d.klass:
+    def on_tick(self, report: TickReport, health: Health) -> None:
+        for r in report.guests:
+            d = r.decision
+            before = self._classes.get(r.name)
+            if before != r.klass:
                 if before is not None:
                     log.info(
                         "guest %s: class %s -> %s (%s)",
-                        d.guest,
+                        r.name,
                         before,
-                        d.klass,
+                        r.klass,
                         d.reason,
                         extra={
                             "fields": {
-                                "guest": d.guest,
-                                "class": str(d.klass),
+                                "guest": r.name,
+                                "class": str(r.klass),
                                 "previous_class": before,
                             }
                         },
                     )
-                self._classes[d.guest] = d.klass
+                self._classes[r.name] = r.klass
             if d.action is Action.HOLD:
                 continue
-            result = report.results.get(d.guest, "")
+            result = d.result or ""
             verb = f"would {d.action}" if report.dry_run else str(d.action)
             failed = "" if result in ("applied", "dry-run") else f" FAILED ({result})"
             log.info(
-                "%sguest %s: %s %d -> %d MiB [%s] %s%s",
+                "%sguest %s: %s %d -> %d MiB [%s] %s%s%s",
                 "[dry-run] " if report.dry_run else "",
-                d.guest,
+                r.name,
                 verb,
-                d.current_kib // KIB_PER_MIB,
+                r.actual_kib // KIB_PER_MIB,
                 d.target_kib // KIB_PER_MIB,
-                d.klass,
+                r.klass,
                 d.reason,
+                f" [rule {d.rule}]" if d.rule else "",
                 failed,
                 extra={
                     "fields": {
-                        "guest": d.guest,
+                        "guest": r.name,
                         "action": str(d.action),
-                        "class": str(d.klass),
-                        "from_kib": d.current_kib,
+                        "class": str(r.klass),
+                        "from_kib": r.actual_kib,
                         "to_kib": d.target_kib,
                         "reason": d.reason,
+                        "rule": d.rule,
                         "result": result,
                         "dry_run": report.dry_run,
                     }
@@ -98,12 +104,10 @@ class TraceSink:
     """`run --record FILE`: appends every tick to a trace (docs/trace-format.md)."""
 
     def __init__(self, path: Path, interval_s: float) -> None:
-        from autoballoon.trace import TraceWriter
-
         self.writer = TraceWriter(path, interval_s, socket.gethostname())
         self._last_t = float("-inf")
 
-    def on_tick(self, report: TickReport, controller: Controller) -> None:
+    def on_tick(self, report: TickReport, health: Health) -> None:
         if report.host is None:
             return
         if report.t < self._last_t:
@@ -111,21 +115,8 @@ class TraceSink:
             log.warning("clock went back %.1f s: tick not recorded", self._last_t - report.t)
             return
         self._last_t = report.t
-        self.writer.write_tick(report.t, report.host, report.samples)
+        decisions = {r.name: r.decision for r in report.guests}
+        self.writer.write_tick(report.t, report.host, report.samples, decisions)
 
     def close(self) -> None:
         self.writer.close()
-
-
-def build_sinks(config: DaemonConfig, *, dry_run: bool, record: Path | None) -> list[Sink]:
-    """The log always; the status file always; metrics when ``metrics_port`` is set; a trace
-    with ``--record``."""
-    from autoballoon.metrics import MetricsSink
-    from autoballoon.status import StatusSink
-
-    sinks: list[Sink] = [LogSink(), StatusSink(config.status_file)]
-    if config.metrics_port:
-        sinks.append(MetricsSink(config.metrics_address, config.metrics_port))
-    if record is not None:
-        sinks.append(TraceSink(record, config.interval_s))
-    return sinks

@@ -1,13 +1,15 @@
-"""Status file: the running daemon's state, for `autoballoon status`.
+"""Status file: the running daemon's state, written for `autoballoon status`.
 
-Sits after act, beside the other sinks. ``StatusSink`` (in the daemon) rewrites one JSON file
-atomically at every tick; ``read_status``, ``assess`` and ``render`` (in the `status` command)
-read it back. The file is mode 0600 in a directory created 0700: guest names, sizes and reasons
-are the host administrator's business. Nothing here reads libvirt or changes a guest: the file
-is a report, and the command that reads it cannot act.
+Sits after act, beside the other sinks, below the loop. ``StatusSink`` rewrites one JSON file
+atomically at every tick from the report values (``autoballoon.report``); the `status` command
+(``autoballoon.commands.status``) reads it back. Both sides share one typed document,
+``StatusDocument``: the writer serializes it, the reader validates the file into it, so the two
+cannot drift apart on a key. The file is mode 0600 in a directory created 0700: guest names,
+sizes and reasons are the host administrator's business. Nothing here reads libvirt or changes
+a guest: the file is a report.
 
 Units in the file follow the rest of the daemon: sizes in KiB (``*_kib``), times in epoch
-seconds (``*_at``, ``t``) and durations in seconds (``*_s``). The table shows MiB.
+seconds (``*_at``, ``t``) and durations in seconds (``*_s``).
 """
 
 from __future__ import annotations
@@ -19,22 +21,98 @@ import os
 import socket
 import tempfile
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Final, Literal
+
+from pydantic import AliasChoices, Field
 
 from autoballoon import __version__
+from autoballoon.config import DaemonConfig
+from autoballoon.core.classify import PressureClass
 from autoballoon.core.decide import Action
-from autoballoon.core.units import KIB_PER_MIB
-
-if TYPE_CHECKING:
-    from autoballoon.daemon import Controller, TickReport
+from autoballoon.core.samples import HostSample
+from autoballoon.report import GuestRecord, Health, ReportValue, TickReport
 
 log = logging.getLogger("autoballoon")
 
-FORMAT = 1
-"""Version of the file's layout; bumped when a field changes meaning."""
+FORMAT: Final = 1
+"""Version of the file's layout; bumped when a field changes meaning (adding one does not)."""
+
+
+class LastAction(ReportValue):
+    """A guest's latest change (not a hold), whichever tick made it."""
+
+    t: float
+    action: Action
+    from_kib: int
+    to_kib: int
+    klass: PressureClass = Field(
+        validation_alias=AliasChoices("class", "klass"), serialization_alias="class"
+    )
+    reason: str
+    rule: str = ""
+    result: str | None = None
+
+
+class GuestStatus(GuestRecord):
+    """A status row: the guest's record at the last good tick, and its latest change."""
+
+    last_action: LastAction | None = None
+
+
+class HostStatus(ReportValue):
+    mem_total_kib: int
+    mem_available_kib: int
+    psi_some_avg10: float | None = None
+    psi_full_avg10: float | None = None
+
+
+class BackendCounts(ReportValue):
+    """The hypervisor's trouble counters (the file's ``libvirt`` table); None: not counted."""
+
+    errors: int | None = None
+    reconnects: int | None = None
+
+
+class LastTick(ReportValue):
+    t: float
+    duration_s: float
+    error: str | None = None
+
+
+class StatusDocument(ReportValue):
+    """The whole status file."""
+
+    format: Literal[1] = FORMAT
+    state: Literal["running", "stopped"]
+    pid: int
+    hostname: str = ""
+    version: str = ""
+    mode: Literal["live", "dry-run"]
+    uri: str
+    interval_s: float
+    stale_after_s: float
+    """Older than this, the daemon counts as stuck (see ``status_stale_after_s``)."""
+    started_at: float
+    updated_at: float
+    stopped_at: float | None = None
+    ticks: int
+    failed_ticks: int
+    overruns: int
+    libvirt: BackendCounts = BackendCounts()
+    last_tick: LastTick
+    metrics_url: str | None = None
+    host: HostStatus | None = None
+    reclaimed_kib: int = 0
+    """Sum over the guests of balloon maximum minus current size."""
+    guests: tuple[GuestStatus, ...] = ()
+    skipped: dict[str, str] = {}
+    """Guests seen but not controlled, and why."""
+
+    def text(self) -> str:
+        """The file's text: indented, keys sorted (stable diffs for people reading it)."""
+        return json.dumps(self.to_json(), indent=1, sort_keys=True) + "\n"
 
 
 def status_stale_after_s(interval_s: float, libvirt_retry_s: float) -> float:
@@ -100,34 +178,58 @@ class StatusSink:
         self,
         path: Path,
         *,
+        uri: str = "",
+        interval_s: float = 5.0,
+        stale_after_s: float = 35.0,
+        metrics_url: str | None = None,
         pid: int | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.path = path
+        self.uri = uri
+        self.interval_s = interval_s
+        self.stale_after_s = stale_after_s
+        self.metrics_url = metrics_url
         self.pid = os.getpid() if pid is None else pid
         self.clock = clock
         self.started_at = clock()
-        self.doc: dict[str, Any] | None = None
-        self._guests: list[dict[str, Any]] = []
-        self._host: dict[str, Any] | None = None
+        self.doc: StatusDocument | None = None
+        self._guests: tuple[GuestStatus, ...] = ()
+        self._host: HostStatus | None = None
         self._skipped: dict[str, str] = {}
-        self._results: dict[str, tuple[float, str]] = {}
+        self._last: dict[str, LastAction] = {}
         self._owned = False
         self._failing: str | None = None
 
+    @classmethod
+    def for_config(cls, config: DaemonConfig) -> StatusSink:
+        """The sink the daemon runs with ``config`` publishes to."""
+        metrics = None
+        if config.metrics_port:
+            metrics = f"http://{config.metrics_address}:{config.metrics_port}/metrics"
+        return cls(
+            config.status_file,
+            uri=config.uri,
+            interval_s=config.interval_s,
+            stale_after_s=status_stale_after_s(config.interval_s, config.libvirt_retry_s),
+            metrics_url=metrics,
+        )
+
     # --- the daemon side ---------------------------------------------------------------------
-    def on_tick(self, report: TickReport, controller: Controller) -> None:
-        self.doc = self._document(report, controller)
+    def on_tick(self, report: TickReport, health: Health) -> None:
+        self.doc = self._document(report, health)
         self._publish(self.doc)
 
     def close(self) -> None:
         if self.doc is None or not self._owned:
             return
         now = self.clock()
-        self.doc = self.doc | {"state": "stopped", "stopped_at": now, "updated_at": now}
+        self.doc = self.doc.model_copy(
+            update={"state": "stopped", "stopped_at": now, "updated_at": now}
+        )
         self._publish(self.doc)
 
-    def _publish(self, doc: Mapping[str, Any]) -> None:
+    def _publish(self, doc: StatusDocument) -> None:
         try:
             if not self._owned:
                 other = _other_owner(self.path, self.pid)
@@ -137,7 +239,7 @@ class StatusSink:
                         "this one its own --status-file"
                     )
                     return
-            write_atomic(self.path, json.dumps(doc, indent=1, sort_keys=True) + "\n")
+            write_atomic(self.path, doc.text())
         except OSError as err:
             self._fail(str(err))
             return
@@ -151,102 +253,67 @@ class StatusSink:
             log.warning("status file %s not written: %s", self.path, why)
             self._failing = why
 
-    def _document(self, report: TickReport, controller: Controller) -> dict[str, Any]:
+    def _document(self, report: TickReport, health: Health) -> StatusDocument:
         if report.error is None:
-            self._host = _host(report)
-            self._guests = self._guest_rows(report, controller)
+            self._host = _host(report.host)
+            self._guests = self._guest_rows(report)
             self._skipped = dict(report.skipped)
         # else: a failed tick read nothing; keep showing what the last good one saw.
-        config = controller.config
-        hv = controller.hypervisor
-        metrics = None
-        if config.metrics_port:
-            metrics = f"http://{config.metrics_address}:{config.metrics_port}/metrics"
-        return {
-            "format": FORMAT,
-            "state": "running",
-            "pid": self.pid,
-            "hostname": socket.gethostname(),
-            "version": __version__,
-            "mode": "dry-run" if report.dry_run else "live",
-            "uri": config.uri,
-            "interval_s": config.interval_s,
-            "stale_after_s": status_stale_after_s(config.interval_s, config.libvirt_retry_s),
-            "started_at": self.started_at,
-            "updated_at": self.clock(),
-            "stopped_at": None,
-            "ticks": controller.ticks,
-            "failed_ticks": controller.failed_ticks,
-            "overruns": controller.overruns,
-            "libvirt": {
-                "errors": getattr(hv, "errors", None),
-                "reconnects": getattr(hv, "reconnects", None),
-            },
-            "last_tick": {"t": report.t, "duration_s": report.duration_s, "error": report.error},
-            "metrics_url": metrics,
-            "host": self._host,
-            "reclaimed_kib": sum(max(g["max_kib"] - g["actual_kib"], 0) for g in self._guests),
-            "guests": self._guests,
-            "skipped": self._skipped,
-        }
+        return StatusDocument(
+            state="running",
+            pid=self.pid,
+            hostname=socket.gethostname(),
+            version=__version__,
+            mode="dry-run" if report.dry_run else "live",
+            uri=self.uri,
+            interval_s=self.interval_s,
+            stale_after_s=self.stale_after_s,
+            started_at=self.started_at,
+            updated_at=self.clock(),
+            stopped_at=None,
+            ticks=health.ticks,
+            failed_ticks=health.failed_ticks,
+            overruns=health.overruns,
+            libvirt=BackendCounts(
+                errors=health.hypervisor_errors, reconnects=health.hypervisor_reconnects
+            ),
+            last_tick=LastTick(t=report.t, duration_s=report.duration_s, error=report.error),
+            metrics_url=self.metrics_url,
+            host=self._host,
+            reclaimed_kib=sum(max(g.max_kib - g.actual_kib, 0) for g in self._guests),
+            guests=self._guests,
+            skipped=self._skipped,
+        )
 
-    def _guest_rows(self, report: TickReport, controller: Controller) -> list[dict[str, Any]]:
-        rows = []
-        for d in report.decisions:
+    def _guest_rows(self, report: TickReport) -> tuple[GuestStatus, ...]:
+        for r in report.guests:
+            d = r.decision
             if d.action is not Action.HOLD:
-                self._results[d.guest] = (d.t, report.results.get(d.guest, ""))
-        for name in set(self._results) - set(controller.last_action):
-            del self._results[name]
-        for d in report.decisions:
-            s = report.samples[d.guest]
-            last = controller.last_action.get(d.guest)
-            last_doc = None
-            if last is not None:
-                when, result = self._results.get(d.guest, (None, None))
-                last_doc = {
-                    "t": last.t,
-                    "action": str(last.action),
-                    "from_kib": last.current_kib,
-                    "to_kib": last.target_kib,
-                    "class": str(last.klass),
-                    "reason": last.reason,
-                    "result": result if when == last.t else None,
-                }
-            rows.append(
-                {
-                    "name": d.guest,
-                    "actual_kib": s.actual_kib,
-                    "max_kib": s.max_kib,
-                    "policy_max_kib": d.max_kib,
-                    "floor_kib": d.floor_kib,
-                    "available_kib": d.available_kib,
-                    "rss_kib": report.rss_kib.get(d.guest),
-                    "class": str(d.klass),
-                    "basis": str(d.basis),
-                    "stats": "extended" if s.has_extended else "standard" if s.stats else "none",
-                    "source": report.sources.get(d.guest),
-                    "decision": {
-                        "action": str(d.action),
-                        "target_kib": d.target_kib,
-                        "reason": d.reason,
-                        "clamped_by": d.clamped_by,
-                    },
-                    "last_action": last_doc,
-                }
-            )
-        return sorted(rows, key=lambda r: str(r["name"]))
+                self._last[r.name] = LastAction(
+                    t=report.t,
+                    action=d.action,
+                    from_kib=r.actual_kib,
+                    to_kib=d.target_kib,
+                    klass=r.klass,
+                    reason=d.reason,
+                    rule=d.rule,
+                    result=d.result,
+                )
+        for name in set(self._last) - set(report.samples) - set(report.skipped):
+            del self._last[name]
+        rows = (GuestStatus(**dict(r), last_action=self._last.get(r.name)) for r in report.guests)
+        return tuple(sorted(rows, key=lambda g: g.name))
 
 
-def _host(report: TickReport) -> dict[str, Any] | None:
-    h = report.host
+def _host(h: HostSample | None) -> HostStatus | None:
     if h is None:
         return None
-    return {
-        "mem_total_kib": h.mem_total_kib,
-        "mem_available_kib": h.mem_available_kib,
-        "psi_some_avg10": h.psi_some_avg10,
-        "psi_full_avg10": h.psi_full_avg10,
-    }
+    return HostStatus(
+        mem_total_kib=h.mem_total_kib,
+        mem_available_kib=h.mem_available_kib,
+        psi_some_avg10=h.psi_some_avg10,
+        psi_full_avg10=h.psi_full_avg10,
+    )
 
 
 def _other_owner(path: Path, pid: int) -> int | None:
@@ -267,202 +334,3 @@ def _other_owner(path: Path, pid: int) -> int | None:
     ):
         return other
     return None
-
-
-# --- the command side --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """Whether the daemon behind a status file is running, for people and for exit codes."""
-
-    status: str
-    """"running", "stale" (process alive, not ticking), "stopped", "not-running" or
-    "unreadable"."""
-    message: str
-    exit_code: int
-
-
-EXIT_RUNNING = 0
-EXIT_NOT_RUNNING = 1
-EXIT_STALE = 3
-EXIT_UNREADABLE = 4
-
-
-class StatusFileError(Exception):
-    def __init__(self, verdict: Verdict) -> None:
-        super().__init__(verdict.message)
-        self.verdict = verdict
-
-
-def read_status(path: Path) -> dict[str, Any]:
-    """The status document; raises StatusFileError with the verdict when there is none."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise StatusFileError(
-            Verdict(
-                "not-running",
-                f"autoballoon is not running: no status file {path} (is the daemon started, "
-                "and with this --status-file?)",
-                EXIT_NOT_RUNNING,
-            )
-        ) from None
-    except PermissionError:
-        raise StatusFileError(
-            Verdict(
-                "unreadable",
-                f"cannot read {path}: permission denied (it is readable by root only)",
-                EXIT_UNREADABLE,
-            )
-        ) from None
-    except OSError as err:
-        raise StatusFileError(
-            Verdict("unreadable", f"cannot read {path}: {err}", EXIT_UNREADABLE)
-        ) from None
-    try:
-        doc = json.loads(text)
-    except ValueError as err:
-        raise StatusFileError(
-            Verdict("unreadable", f"{path}: not a status file ({err})", EXIT_UNREADABLE)
-        ) from None
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        raise StatusFileError(
-            Verdict(
-                "unreadable",
-                f"{path}: not a status file of this autoballoon version (format "
-                f"{doc.get('format') if isinstance(doc, dict) else '?'}, expected {FORMAT})",
-                EXIT_UNREADABLE,
-            )
-        )
-    return doc
-
-
-def assess(
-    doc: Mapping[str, Any],
-    now: float,
-    alive: Callable[[int], bool] = pid_alive,
-) -> Verdict:
-    """Running, stopped, dead or stuck: from the file, the pid and the age of the last write."""
-    pid = int(doc.get("pid", 0))
-    updated = float(doc.get("updated_at", 0.0))
-    if doc.get("state") == "stopped":
-        when = float(doc.get("stopped_at") or updated)
-        return Verdict(
-            "stopped",
-            f"autoballoon is not running: pid {pid} stopped {age(now - when)} ago",
-            EXIT_NOT_RUNNING,
-        )
-    if pid <= 0 or not alive(pid):
-        return Verdict(
-            "not-running",
-            f"autoballoon is not running: pid {pid} is gone (it did not stop cleanly; last "
-            f"update {age(now - updated)} ago)",
-            EXIT_NOT_RUNNING,
-        )
-    limit = float(doc.get("stale_after_s", 60.0))
-    if now - updated > limit:
-        return Verdict(
-            "stale",
-            f"autoballoon is stale: pid {pid} is alive but its last tick was "
-            f"{age(now - updated)} ago (ticks every {doc.get('interval_s', '?')} s)",
-            EXIT_STALE,
-        )
-    return Verdict("running", f"autoballoon is running (pid {pid})", EXIT_RUNNING)
-
-
-def age(seconds: float) -> str:
-    """A short human age: 4 s, 12 min, 3 h, 2 d."""
-    s = max(seconds, 0.0)
-    if s < 120:
-        return f"{s:.0f} s"
-    if s < 7200:
-        return f"{s / 60:.0f} min"
-    if s < 172800:
-        return f"{s / 3600:.0f} h"
-    return f"{s / 86400:.0f} d"
-
-
-def _mib(kib: object) -> str:
-    return "-" if not isinstance(kib, int) else str(kib // KIB_PER_MIB)
-
-
-def render(doc: Mapping[str, Any], verdict: Verdict, now: float) -> str:
-    """The human view: a header about the daemon and host, a table of guests, last actions."""
-    tick = doc.get("last_tick") or {}
-    lv = doc.get("libvirt") or {}
-    started = float(doc.get("started_at", now))
-    if doc.get("state") == "stopped":
-        ran = f"ran {age(float(doc.get('stopped_at') or now) - started)}"
-    else:
-        ran = f"up {age(now - started)}"
-    lines = [
-        f"{verdict.message}; {doc.get('mode')} on {doc.get('uri')}, {ran}",
-        f"ticks: {doc.get('ticks')} every {doc.get('interval_s')} s, last "
-        f"{age(now - float(tick.get('t', now)))} ago, took {float(tick.get('duration_s', 0)):.3f} s"
-        f"; {doc.get('failed_ticks')} failed, {doc.get('overruns')} overruns",
-        f"libvirt: {lv.get('errors', '-')} errors, {lv.get('reconnects', '-')} reconnects"
-        + (f"; last tick FAILED: {tick['error']}" if tick.get("error") else ""),
-    ]
-    host = doc.get("host")
-    if host:
-        psi = ", ".join(
-            f"{kind} {host[key]:.2f}%"
-            for kind, key in (("some", "psi_some_avg10"), ("full", "psi_full_avg10"))
-            if host.get(key) is not None
-        )
-        lines.append(
-            f"host: {_mib(host.get('mem_available_kib'))} MiB available of "
-            f"{_mib(host.get('mem_total_kib'))} MiB; memory PSI avg10 {psi or 'unavailable'}"
-        )
-    guests: list[dict[str, Any]] = list(doc.get("guests") or [])
-    lines.append(f"reclaimed: {_mib(doc.get('reclaimed_kib'))} MiB from {len(guests)} guest(s)")
-    lines.append("")
-    if not guests:
-        lines.append("no guest controlled")
-    else:
-        head = ("GUEST", "CUR", "MAX", "FLOOR", "AVAIL", "CLASS", "STATS", "LAST ACTION")
-        rows = [head]
-        for g in guests:
-            last = g.get("last_action")
-            did = "-"
-            if last:
-                did = f"{last['action']} {age(now - float(last['t']))} ago"
-            rows.append(
-                (
-                    str(g["name"]),
-                    _mib(g.get("actual_kib")),
-                    _mib(g.get("max_kib")),
-                    _mib(g.get("floor_kib")),
-                    _mib(g.get("available_kib")),
-                    str(g.get("class")),
-                    str(g.get("stats")),
-                    did,
-                )
-            )
-        widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
-        right = {1, 2, 3, 4}
-        for r in rows:
-            cells = [
-                c.rjust(widths[i]) if i in right else c.ljust(widths[i]) for i, c in enumerate(r)
-            ]
-            lines.append("  ".join(cells).rstrip())
-        lines.append("(sizes in MiB: balloon current/maximum/floor, guest's available memory)")
-        actions = [g for g in guests if g.get("last_action")]
-        if actions:
-            lines += ["", "last actions:"]
-            width = max(len(str(g["name"])) for g in actions)
-            for g in actions:
-                a = g["last_action"]
-                failed = a.get("result") not in (None, "applied", "dry-run")
-                lines.append(
-                    f"  {str(g['name']):<{width}}  {age(now - float(a['t']))} ago: {a['action']} "
-                    f"{_mib(a['from_kib'])} -> {_mib(a['to_kib'])} MiB: {a['reason']}"
-                    + (f" FAILED ({a['result']})" if failed else "")
-                )
-    skipped: dict[str, str] = dict(doc.get("skipped") or {})
-    if skipped:
-        lines += ["", "not controlled:"]
-        width = max(len(n) for n in skipped)
-        lines += [f"  {n:<{width}}  {why}" for n, why in sorted(skipped.items())]
-    return "\n".join(lines) + "\n"

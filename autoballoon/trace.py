@@ -1,9 +1,11 @@
 """Traces: what the host and its guests reported, tick by tick, as JSON Lines on disk.
 
-Sits beside the observer: the daemon writes a trace (``TraceWriter``) from the same samples it
-feeds the engine; ``autoballoon replay`` reads one back (``read_trace``) and feeds the recorded
-samples through the unchanged engine. The format is a public contract, documented in
-``docs/trace-format.md``; change it only with a new version number.
+Sits below the sinks and replay, above the report values: the daemon writes a trace
+(``TraceWriter``) from the same samples it feeds the engine, with the decisions it took (each
+guest's ``DecisionRecord``, an optional field); ``autoballoon replay`` reads one back
+(``read_trace``) and feeds the recorded samples through the unchanged engine. The format is a
+public contract, documented in ``docs/trace-format.md``; change it only with a new version
+number.
 
 Reading is streaming: one line in memory at a time, whatever the file's size. A trace is input
 from disk, so every structural problem is a ``TraceError`` naming the file and the line. Guest
@@ -21,11 +23,14 @@ import math
 import os
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from pydantic import ValidationError
+
 from autoballoon.core.samples import GuestSample, HostSample, sanitize_guest_stats
+from autoballoon.report import DecisionRecord
 
 FORMAT = "autoballoon-trace"
 VERSION = 1
@@ -49,12 +54,20 @@ class TraceError(ValueError):
 
 
 @dataclass(frozen=True)
-class Tick:
-    """One recorded tick: the host's sample and every guest's, all taken at ``t``."""
+class RecordedTick:
+    """One tick as a trace keeps it: the engine's inputs, all taken at ``t``.
+
+    The part of an ``observe.Observation`` that replay needs (the host's sample and every
+    guest's), plus the decisions the recording daemon took, when the trace has them. It is not
+    the observation itself: which guests were skipped, and how their statistics were read,
+    are not recorded.
+    """
 
     t: float
     host: HostSample
     samples: dict[str, GuestSample]
+    decisions: dict[str, DecisionRecord] = field(default_factory=dict)
+    """What the recording daemon decided per guest (optional in the format; empty if absent)."""
 
 
 class _Bad(Exception):
@@ -144,7 +157,7 @@ def parse_header(obj: Any) -> dict[str, Any]:
     return obj
 
 
-def parse_tick(obj: Any) -> tuple[Tick, list[str]]:
+def parse_tick(obj: Any) -> tuple[RecordedTick, list[str]]:
     """Check a decoded tick line and build its samples; also returns dropped-stat problems."""
     if not isinstance(obj, dict):
         raise _Bad(f"a tick must be an object, not {_show(obj)}")
@@ -164,6 +177,7 @@ def parse_tick(obj: Any) -> tuple[Tick, list[str]]:
     if not isinstance(guests, dict):
         raise _Bad(f"'guests' must be an object keyed by domain name, not {_show(guests)}")
     samples: dict[str, GuestSample] = {}
+    decisions: dict[str, DecisionRecord] = {}
     problems: list[str] = []
     for name, g in guests.items():
         where = f"guest {name!r}: "
@@ -187,13 +201,27 @@ def parse_tick(obj: Any) -> tuple[Tick, list[str]]:
             last_update=_kib(g, "last_update", where),
             stats=stats,
         )
-    return Tick(t, host, samples), problems
+        if "decision" in g:
+            decisions[name] = _decision(g["decision"], where)
+    return RecordedTick(t, host, samples, decisions), problems
+
+
+def _decision(value: Any, where: str) -> DecisionRecord:
+    """A guest's optional recorded decision; written by the daemon, so a bad one is an error."""
+    if not isinstance(value, dict):
+        raise _Bad(f"{where}'decision' must be an object, not {_show(value)}")
+    try:
+        return DecisionRecord.model_validate(value)
+    except ValidationError as err:
+        e = err.errors()[0]
+        field = ".".join(str(x) for x in e["loc"])
+        raise _Bad(f"{where}decision: {field!r}: {e['msg']}") from None
 
 
 class TraceReader:
     """A trace opened for reading: ``header`` at once, then the ticks, one line at a time.
 
-    Besides being an iterator of ``Tick``, it tells how far it got (``position`` of ``size``
+    Besides being an iterator of ``RecordedTick``, it tells how far it got (``position`` of ``size``
     bytes, for a progress indicator) and what guest statistics it dropped (``problem_count``,
     the first few in ``problems``). A final line cut short by a crash (no newline at the end,
     not valid JSON) is skipped and reported in ``problems``; anywhere else it is an error.
@@ -256,7 +284,7 @@ class TraceReader:
     def __iter__(self) -> TraceReader:
         return self
 
-    def __next__(self) -> Tick:
+    def __next__(self) -> RecordedTick:
         line = self._next_line()
         if line is None:
             self.close()
@@ -298,7 +326,7 @@ class TraceReader:
         self.close()
 
 
-def read_trace(path: Path) -> tuple[dict[str, Any], Iterator[Tick]]:
+def read_trace(path: Path) -> tuple[dict[str, Any], Iterator[RecordedTick]]:
     """The header (checked) and the ticks, read lazily; raises ``TraceError`` on bad input."""
     reader = TraceReader(path)
     return reader.header, reader
@@ -311,8 +339,26 @@ def _finite(x: float | None) -> float | None:
     return x if x is not None and math.isfinite(x) else None
 
 
-def tick_record(t: float, host: HostSample, samples: Mapping[str, GuestSample]) -> dict[str, Any]:
+def tick_record(
+    t: float,
+    host: HostSample,
+    samples: Mapping[str, GuestSample],
+    decisions: Mapping[str, DecisionRecord] | None = None,
+) -> dict[str, Any]:
     """The JSON object of one tick line (the inverse of ``parse_tick``)."""
+    guests: dict[str, dict[str, Any]] = {
+        name: {
+            "uuid": s.uuid,
+            "max_kib": s.max_kib,
+            "actual_kib": s.actual_kib,
+            "last_update": s.last_update,
+            "stats": dict(sorted(s.stats.items())),
+        }
+        for name, s in samples.items()
+    }
+    for name, d in (decisions or {}).items():
+        if name in guests:
+            guests[name]["decision"] = d.to_json()
     return {
         "t": t,
         "host": {
@@ -321,16 +367,7 @@ def tick_record(t: float, host: HostSample, samples: Mapping[str, GuestSample]) 
             "psi_some_avg10": _finite(host.psi_some_avg10),
             "psi_full_avg10": _finite(host.psi_full_avg10),
         },
-        "guests": {
-            name: {
-                "uuid": s.uuid,
-                "max_kib": s.max_kib,
-                "actual_kib": s.actual_kib,
-                "last_update": s.last_update,
-                "stats": dict(sorted(s.stats.items())),
-            }
-            for name, s in samples.items()
-        },
+        "guests": guests,
     }
 
 
@@ -403,9 +440,16 @@ class TraceWriter:
         self._fh.write(data)
         self._fh.flush()
 
-    def write_tick(self, t: float, host: HostSample, samples: Mapping[str, GuestSample]) -> None:
-        """Append one tick; the line is complete on disk (flushed) when this returns."""
-        self._write(_dumps(tick_record(t, host, samples)))
+    def write_tick(
+        self,
+        t: float,
+        host: HostSample,
+        samples: Mapping[str, GuestSample],
+        decisions: Mapping[str, DecisionRecord] | None = None,
+    ) -> None:
+        """Append one tick (with the decisions taken, if given); the line is complete on disk
+        (flushed) when this returns."""
+        self._write(_dumps(tick_record(t, host, samples, decisions)))
 
     def close(self) -> None:
         if self._fh is not None:

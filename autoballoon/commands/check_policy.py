@@ -6,10 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from autoballoon.config import DEFAULT_POLICY_DIR, default_policy_dir
 from autoballoon.explain import render_table
 from autoballoon.policyfiles import PolicyFileError, check_file, load_policy_dir
-
-DEFAULT_POLICY_DIR = Path("/etc/autoballoon/policies")
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -42,11 +41,6 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="accept policy files writable by other users (not recommended)",
     )
     p.set_defaults(func=run)
-
-
-def default_policy_dir() -> Path:
-    local = Path("policies")
-    return local if (local / "default.toml").is_file() else DEFAULT_POLICY_DIR
 
 
 def run(args: argparse.Namespace) -> int:

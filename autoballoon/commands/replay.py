@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from autoballoon import plot
-from autoballoon.commands.check_policy import DEFAULT_POLICY_DIR, default_policy_dir
+from autoballoon.config import DEFAULT_POLICY_DIR, default_policy_dir
 from autoballoon.core.decide import Decision
 from autoballoon.policyfiles import PolicyFileError, load_policy_dir
 from autoballoon.replay import ACTIONS, Replayer, decision_record

@@ -104,7 +104,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument(
         "--on-stop",
         choices=["leave", "deflate"],
-        help="on a clean stop leave balloons (default) or deflate to max",
+        help="on a clean stop leave balloons (default) or deflate each guest to its policy's max",
     )
     p.add_argument(
         "--no-strict-modes",
@@ -135,6 +135,8 @@ OVERRIDABLE = (
 
 
 def run(args: argparse.Namespace) -> int:
+    # Imported only when the daemon runs: the other commands need no libvirt or scheduler.
+    from autoballoon.commands.wiring import build_hypervisor, build_sinks
     from autoballoon.daemon import run_daemon
 
     overrides: dict[str, Any] = {k: getattr(args, k) for k in OVERRIDABLE}
@@ -147,9 +149,10 @@ def run(args: argparse.Namespace) -> int:
     setup_logging(config.log_format, config.log_level)
     return run_daemon(
         config,
+        build_hypervisor(config),
+        lambda: build_sinks(config, record=args.record),
         dry_run=args.dry_run,
         once=args.once,
-        record=args.record,
         duration_s=args.duration,
         config_path=config_path,
         cli_overrides=overrides,

@@ -17,12 +17,13 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from autoballoon.commands.wiring import build_sinks
 from autoballoon.config import DaemonConfig
 from autoballoon.core.policy import GuestPolicy, PolicySet
 from autoballoon.daemon import Controller
 from autoballoon.libvirt_adapter import LibvirtHypervisor
 from autoballoon.metrics import MetricsSink
-from autoballoon.sinks import LogSink, build_sinks
+from autoballoon.sinks import LogSink
 from autoballoon.status import StatusSink
 
 from .helpers import URI, free_port
@@ -90,7 +91,7 @@ def daemon(tmp_path: Path) -> Iterator[tuple[Controller, LibvirtHypervisor, str]
         metrics_port=port,
     )
     hv = LibvirtHypervisor(URI, retry_for_s=0)
-    sinks = build_sinks(config, dry_run=False, record=None)
+    sinks = build_sinks(config, record=None)
     assert [type(s) for s in sinks] == [LogSink, StatusSink, MetricsSink]
     ctl = Controller(config, hv, PolicySet(GuestPolicy()), sinks=sinks)
     yield ctl, hv, f"http://127.0.0.1:{port}/metrics"

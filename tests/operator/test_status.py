@@ -21,21 +21,19 @@ from pathlib import Path
 
 import pytest
 
+from autoballoon.commands.status import (
+    EXIT_NOT_RUNNING,
+    EXIT_RUNNING,
+    EXIT_STALE,
+    assess,
+    render,
+)
 from autoballoon.config import DaemonConfig
 from autoballoon.core.policy import GuestPolicy, PolicySet
 from autoballoon.core.units import KIB_PER_MIB
 from autoballoon.daemon import Controller
 from autoballoon.libvirt_adapter import LibvirtHypervisor
-from autoballoon.status import (
-    EXIT_NOT_RUNNING,
-    EXIT_RUNNING,
-    EXIT_STALE,
-    FORMAT,
-    StatusSink,
-    assess,
-    render,
-    write_atomic,
-)
+from autoballoon.status import FORMAT, StatusDocument, StatusSink, write_atomic
 
 from .helpers import URI, autoballoon, start_daemon, wait_for
 
@@ -189,7 +187,7 @@ def doc(**over: object) -> dict[str, object]:
     ],
 )
 def test_verdicts(over: dict[str, object], alive: bool, status: str, code: int, words: str) -> None:
-    v = assess(doc(**over), time.time(), alive=lambda _pid: alive)
+    v = assess(StatusDocument.model_validate(doc(**over)), time.time(), alive=lambda _pid: alive)
     assert (v.status, v.exit_code) == (status, code)
     assert words in v.message
 
@@ -211,12 +209,16 @@ def test_render_shows_skipped_guests_and_failed_actions() -> None:
     now = time.time()
     guest = {
         "name": "web-1",
+        "uuid": "6695eb01-f6a4-8304-79aa-97f2502e193f",
         "actual_kib": 1536 * KIB_PER_MIB,
         "max_kib": 2048 * KIB_PER_MIB,
+        "policy_max_kib": 2048 * KIB_PER_MIB,
         "floor_kib": 512 * KIB_PER_MIB,
         "available_kib": 700 * KIB_PER_MIB,
         "class": "none",
+        "basis": "extended",
         "stats": "extended",
+        "decision": {"action": "hold", "target_kib": 1536 * KIB_PER_MIB, "reason": "cooldown"},
         "last_action": {
             "t": now - 300,
             "action": "inflate",
@@ -227,7 +229,9 @@ def test_render_shows_skipped_guests_and_failed_actions() -> None:
             "result": "guest error: no balloon",
         },
     }
-    d = doc(guests=[guest], skipped={"win-1": "no balloon device"}, reclaimed_kib=512 * KIB_PER_MIB)
+    d = StatusDocument.model_validate(
+        doc(guests=[guest], skipped={"win-1": "no balloon device"}, reclaimed_kib=512 * KIB_PER_MIB)
+    )
     out = render(d, assess(d, now, alive=lambda _pid: True), now)
     assert "web-1  1536  2048    512    700  none   extended  inflate 5 min ago" in out
     assert "5 min ago: inflate 2048 -> 1536 MiB: none: 1200 MiB available" in out
@@ -236,15 +240,16 @@ def test_render_shows_skipped_guests_and_failed_actions() -> None:
     assert "reclaimed: 512 MiB from 1 guest(s)" in out
 
 
-def controller(tmp_path: Path, sink: StatusSink) -> tuple[Controller, LibvirtHypervisor]:
-    config = DaemonConfig(uri=URI, policy_dir=tmp_path, status_file=sink.path)
+def controller(tmp_path: Path, path: Path) -> tuple[Controller, LibvirtHypervisor, StatusSink]:
+    config = DaemonConfig(uri=URI, policy_dir=tmp_path, status_file=path)
     hv = LibvirtHypervisor(URI, retry_for_s=0)
-    return Controller(config, hv, PolicySet(GuestPolicy()), dry_run=True, sinks=[sink]), hv
+    sink = StatusSink.for_config(config)
+    ctl = Controller(config, hv, PolicySet(GuestPolicy()), dry_run=True, sinks=[sink])
+    return ctl, hv, sink
 
 
 def test_close_marks_the_file_stopped(tmp_path: Path) -> None:
-    sink = StatusSink(tmp_path / "run" / "status.json")
-    ctl, hv = controller(tmp_path, sink)
+    ctl, hv, sink = controller(tmp_path, tmp_path / "run" / "status.json")
     ctl.tick()
     written = json.loads(sink.path.read_text())
     assert written["state"] == "running" and written["mode"] == "dry-run"
@@ -256,8 +261,7 @@ def test_close_marks_the_file_stopped(tmp_path: Path) -> None:
 
 
 def test_failed_tick_keeps_the_guests_and_shows_the_error(tmp_path: Path) -> None:
-    sink = StatusSink(tmp_path / "status.json")
-    ctl, hv = controller(tmp_path, sink)
+    ctl, hv, sink = controller(tmp_path, tmp_path / "status.json")
     ctl.tick()
     hv.uri = "qemu+unix:///system?socket=/nonexistent/sock"
     hv.close()
@@ -265,7 +269,8 @@ def test_failed_tick_keeps_the_guests_and_shows_the_error(tmp_path: Path) -> Non
     written = json.loads(sink.path.read_text())
     assert written["failed_ticks"] == 1 and written["last_tick"]["error"]
     assert [g["name"] for g in written["guests"]] == ["test"]
-    out = render(written, assess(written, time.time()), time.time())
+    typed = StatusDocument.model_validate(written)
+    out = render(typed, assess(typed, time.time()), time.time())
     assert "last tick FAILED: cannot connect" in out
 
 
@@ -273,8 +278,7 @@ def test_another_live_daemons_file_is_left_alone(tmp_path: Path) -> None:
     path = tmp_path / "status.json"
     theirs = doc(pid=os.getppid(), hostname=socket.gethostname())
     write_atomic(path, json.dumps(theirs))
-    sink = StatusSink(path)
-    ctl, hv = controller(tmp_path, sink)
+    ctl, hv, _sink = controller(tmp_path, path)
     ctl.tick()
     ctl.finish()
     hv.close()

@@ -52,7 +52,7 @@ def test_slow_ticks_neither_overlap_nor_pile_up(tmp_path: Path) -> None:
     hv = SlowHypervisor()
     config = fast_config(tmp_path)
     started = time.monotonic()
-    code = run_daemon(config, duration_s=9.0, hypervisor=hv)
+    code = run_daemon(config, hv, duration_s=9.0)
     elapsed = time.monotonic() - started
     assert code == 0
     assert hv.max_active == 1, "ticks never overlap"
@@ -68,7 +68,7 @@ def test_sigterm_stops_after_the_current_tick(tmp_path: Path) -> None:
     previous = signal.getsignal(signal.SIGTERM)
     try:
         started = time.monotonic()
-        assert run_daemon(config, duration_s=60.0, hypervisor=hv) == 0
+        assert run_daemon(config, hv, duration_s=60.0) == 0
         assert time.monotonic() - started < 6.0
     finally:
         signal.signal(signal.SIGTERM, previous)

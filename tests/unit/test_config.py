@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from autoballoon.cli import main
-from autoballoon.config import DaemonConfig, load_config
+from autoballoon.config import DEFAULT_POLICY_DIR, DaemonConfig, default_policy_dir, load_config
 from autoballoon.policyfiles import PolicyFileError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -69,3 +69,14 @@ def test_run_refuses_invalid_policy(tmp_path: Path, capsys: pytest.CaptureFixtur
     )
     assert code == 1
     assert "floor_mib" in capsys.readouterr().err
+
+
+def test_offline_commands_use_a_checkouts_policies_else_the_installed_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert default_policy_dir() == DEFAULT_POLICY_DIR == DaemonConfig().policy_dir
+    (tmp_path / "policies").mkdir()
+    assert default_policy_dir() == DEFAULT_POLICY_DIR, "a folder without default.toml is not one"
+    (tmp_path / "policies" / "default.toml").write_text("[policy]\n")
+    assert default_policy_dir() == Path("policies")

@@ -176,7 +176,7 @@ def test_json_lines_have_the_documented_keys_and_a_summary_last(
 ) -> None:
     path = fixture("synthetic-mixed.jsonl")
     records, summary = replay_json(capsys, path, policies["proactive"])
-    keys = {"t", "guest", "class", "action", "current_kib", "target_kib", "reason"}
+    keys = {"t", "guest", "class", "action", "current_kib", "target_kib", "reason", "rule"}
     assert all(set(r) == keys for r in records)
     assert set(summary["guests"]) == {"db-1", "legacy-1", "web-2"}
     for guest, recs in by_guest(records).items():

@@ -10,7 +10,9 @@ from typing import Any
 import pytest
 
 from autoballoon import trace
+from autoballoon.core.decide import Action
 from autoballoon.core.samples import HostSample
+from autoballoon.report import DecisionRecord
 from autoballoon.trace import TraceError, TraceWriter, read_trace
 from tests.factories import sample
 
@@ -67,6 +69,49 @@ def test_what_the_writer_writes_reads_back_as_the_same_samples(tmp_path: Path) -
     assert got[0].host == HOST
     assert got[0].samples == samples
     assert list(got[1].samples) == ["a"]
+
+
+def test_the_decisions_taken_live_are_recorded_and_read_back(tmp_path: Path) -> None:
+    path = tmp_path / "t.jsonl"
+    samples = {"a": sample(100.0, name="a"), "b": sample(100.0, name="b")}
+    rescue = DecisionRecord(
+        action=Action.DEFLATE,
+        target_kib=1 << 20,
+        reason="oom: 1 kill",
+        rule="rescue",
+        clamped_by="max",
+        result="applied",
+    )
+    with TraceWriter(path, 2.0, "kvm-7") as w:
+        w.write_tick(100.0, HOST, samples, {"a": rescue})
+    line = json.loads(path.read_text().splitlines()[1])
+    assert line["guests"]["a"]["decision"]["rule"] == "rescue"
+    assert "decision" not in line["guests"]["b"]
+    (tick,) = read_trace(path)[1]
+    assert tick.decisions == {"a": rescue}
+    assert tick.samples == samples
+
+
+def test_a_trace_without_decisions_still_reads(tmp_path: Path) -> None:
+    path = write_lines(tmp_path / "t.jsonl", HEADER, tick_obj())
+    (tick,) = read_trace(path)[1]
+    assert tick.decisions == {} and list(tick.samples) == ["vm"]
+
+
+@pytest.mark.parametrize(
+    ("decision", "words"),
+    [
+        ("inflate", "'decision' must be an object, not string"),
+        ({"action": "explode", "target_kib": 1, "reason": ""}, "decision: 'action'"),
+        ({"action": "hold", "reason": ""}, "decision: 'target_kib': Field required"),
+    ],
+)
+def test_a_malformed_decision_is_an_error_naming_the_line(
+    tmp_path: Path, decision: object, words: str
+) -> None:
+    path = write_lines(tmp_path / "t.jsonl", HEADER, tick_obj(decision=decision))
+    err = error_of(path)
+    assert err.line_no == 2 and words in str(err), str(err)
 
 
 def test_each_tick_is_one_complete_line_on_disk_when_write_returns(tmp_path: Path) -> None:

@@ -1,0 +1,41 @@
+"""The real parts the `run` command gives the daemon: the libvirt backend and the sinks.
+
+Top layer, beside the commands: the loop (``autoballoon.daemon``) is handed a hypervisor and a
+list of sinks and knows neither how they are built nor which ones there are. Kept apart from
+``commands/run.py`` so that the other commands start without importing libvirt, APScheduler or
+prometheus-client.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from autoballoon.config import DaemonConfig
+from autoballoon.libvirt_adapter import LibvirtHypervisor
+from autoballoon.metrics import MetricsSink
+from autoballoon.report import Sink
+from autoballoon.sinks import LogSink, TraceSink
+from autoballoon.status import StatusSink
+
+
+def build_hypervisor(config: DaemonConfig) -> LibvirtHypervisor:
+    """The libvirt backend the config describes (it connects on first use)."""
+    return LibvirtHypervisor(
+        config.uri,
+        extended_stats=config.extended_stats,
+        stats_period_s=config.stats_period_s,
+        include=config.include,
+        exclude=config.exclude,
+        retry_for_s=config.libvirt_retry_s,
+    )
+
+
+def build_sinks(config: DaemonConfig, *, record: Path | None) -> list[Sink]:
+    """The log always; the status file always; metrics when ``metrics_port`` is set; a trace
+    with ``--record``. Raises ``ValueError`` or ``OSError`` when one cannot be set up."""
+    sinks: list[Sink] = [LogSink(), StatusSink.for_config(config)]
+    if config.metrics_port:
+        sinks.append(MetricsSink(config.metrics_address, config.metrics_port))
+    if record is not None:
+        sinks.append(TraceSink(record, config.interval_s))
+    return sinks
