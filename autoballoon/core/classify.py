@@ -72,6 +72,7 @@ class Classification(NamedTuple):
     reason: str
     basis: Basis
     rates: Rates | None = None
+    """The rates read; None when none were computed (``unknown``, or a steady history)."""
 
 
 def _ratio(num: float | None, den: float | None) -> float:
@@ -86,6 +87,7 @@ def classify(
     now: float,
     since_t: float | None = None,
     clean: bool = False,
+    steady: bool = False,
 ) -> Classification:
     """Classify the newest sample of ``history`` (oldest first).
 
@@ -93,6 +95,8 @@ def classify(
     last sample before ``since_t`` (the controller's own latest change) when that is later: the
     evidence that caused a change is not counted again after it. ``clean=True`` promises the
     history holds no counter reset (decide() restarts histories at reboots), saving a scan.
+    ``steady=True`` promises every sample in ``history`` carries the same statistics: every
+    counter's change is zero whatever the baseline, so the answer is ``none`` without rates.
     """
     if not history:
         return Classification(PressureClass.UNKNOWN, "no sample yet", Basis.NONE)
@@ -108,6 +112,8 @@ def classify(
         return Classification(
             PressureClass.UNKNOWN, "guest reports neither available nor free memory", Basis.NONE
         )
+    if steady and len(history) > 1:
+        return _STEADY_EXTENDED if newest.has_extended else _STEADY_STANDARD
     cutoff = now - policy.rate_window_s
     if since_t is not None:
         cutoff = max(cutoff, since_t)
@@ -118,6 +124,13 @@ def classify(
     if newest.has_extended and base is not None and base.has_extended:
         return _classify_extended(rates, policy)
     return _classify_standard(rates, newest, policy)
+
+
+_STEADY_EXTENDED = Classification(PressureClass.NONE, "no pressure signal", Basis.EXTENDED)
+_STEADY_STANDARD = Classification(
+    PressureClass.NONE, "no pressure signal (standard stats only)", Basis.STANDARD
+)
+"""``none`` as the two functions below answer it, without rates."""
 
 
 def _classify_extended(r: Rates, p: GuestPolicy) -> Classification:
@@ -173,7 +186,7 @@ def _classify_extended(r: Rates, p: GuestPolicy) -> Classification:
     swap_in = r.swap_in_mib_per_s or 0.0
     if swap_in >= p.swap_high_mib_per_s and swap_in > 0:
         return c(PressureClass.LIGHT_PRESSURE, f"swapping in {swap_in:.1f} MiB/s")
-    return c(PressureClass.NONE, "no pressure signal")
+    return _STEADY_EXTENDED._replace(rates=r)
 
 
 def _classify_standard(r: Rates, newest: GuestSample, p: GuestPolicy) -> Classification:
@@ -191,4 +204,4 @@ def _classify_standard(r: Rates, newest: GuestSample, p: GuestPolicy) -> Classif
     swap_in = r.swap_in_mib_per_s or 0.0
     if swap_in >= p.swap_high_mib_per_s and swap_in > 0:
         return c(PressureClass.GLOBAL_RECLAIM, f"swapping in {swap_in:.1f} MiB/s")
-    return c(PressureClass.NONE, "no pressure signal")
+    return _STEADY_STANDARD._replace(rates=r)

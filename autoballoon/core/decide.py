@@ -126,6 +126,9 @@ class GuestState(NamedTuple):
     stuck_floor_kib: int | None = None
     stuck_until: float | None = None
     last_seen_t: float = 0.0
+    steady_since: float | None = None
+    """When the guest's statistics last changed: the oldest sample of the current run of
+    samples with equal statistics."""
 
 
 @dataclass
@@ -177,7 +180,10 @@ class Facts(NamedTuple):
     hi: int
     tol: int
     """Changes smaller than this are not worth making (``min_change_mib``, at least 1 MiB)."""
+    available_kib: int | None
+    """The guest's available memory as reported; None when it reports none."""
     available: int
+    """The same, 0 when not reported."""
     since_change: float | None
     reported_since_change: bool
     """The guest has sent statistics since our last change (they reflect it)."""
@@ -365,73 +371,108 @@ _NAMED = tuple((r.__name__.replace("_", "-"), r) for r in RULES)
 
 
 def _append(
-    history: tuple[GuestSample, ...], sample: GuestSample, keep_s: float
+    history: tuple[GuestSample, ...], sample: GuestSample, keep_s: float, same: bool
 ) -> tuple[tuple[GuestSample, ...], bool]:
-    """History with ``sample`` added; restarts (and says so) when the guest rebooted."""
+    """History with ``sample`` added; restarts (and says so) when the guest rebooted.
+
+    ``same``: the sample's statistics equal the newest one's (then no counter went down).
+    """
     if history:
         prev = history[-1]
         if sample.t <= prev.t:
             history = history[:-1]  # same instant read twice: keep the newer reading
-        elif counters_reset(prev, sample):
+        elif not same and counters_reset(prev, sample):
             return (sample,), True
     horizon = sample.t - keep_s
-    kept = [s for s in history if s.t >= horizon]
     # keep one sample older than the horizon: it is the baseline of the window's rates.
-    older = len(history) - len(kept)
-    if older:
-        kept.insert(0, history[older - 1])
-    kept.append(sample)
-    return tuple(kept[-HISTORY_LIMIT:]), False
+    older = 0
+    for s in history:
+        if s.t >= horizon:
+            break
+        older += 1
+    kept = history[older - 1 :] if older > 1 else history
+    if len(kept) >= HISTORY_LIMIT:
+        kept = kept[len(kept) - HISTORY_LIMIT + 1 :]
+    return (*kept, sample), False
 
 
 def _observe(
     sample: GuestSample, gs: GuestState, p: GuestPolicy, now: float, open_loop: bool
 ) -> Facts:
     """The bookkeeping: history, reboot, classification, someone else's resize, a stall."""
-    history, rebooted = _append(gs.history, sample, p.rate_window_s + p.stuck_after_s)
+    old = gs.history
+    same = bool(old) and sample.stats == old[-1].stats
+    history, rebooted = _append(old, sample, p.rate_window_s + p.stuck_after_s, same)
+    stuck_floor_kib, stuck_until = gs.stuck_floor_kib, gs.stuck_until
     if rebooted:
-        gs = gs._replace(stuck_floor_kib=None, stuck_until=None)
-    c = classify(history, p, now, since_t=gs.last_change_t, clean=True)
+        stuck_floor_kib = stuck_until = None
+    # A guest whose statistics have not moved over its whole history (an idle guest, or one
+    # not reporting again yet) is ``none`` or ``unknown`` without computing a rate.
+    steady_since = (gs.steady_since or old[-1].t) if same and not rebooted else sample.t
+    c = classify(
+        history,
+        p,
+        now,
+        since_t=gs.last_change_t,
+        clean=True,
+        steady=history[0].t >= steady_since,
+    )
     none_since = None
     if c.klass is PressureClass.NONE:
         none_since = now if gs.none_since is None else gs.none_since
-    gs = gs._replace(history=history, none_since=none_since, last_seen_t=now)
+    last_target_kib, external_until = gs.last_target_kib, gs.external_until
 
     cur = sample.actual_kib
     hi = p.max_kib(sample.max_kib)
     tol = max(p.min_change_mib * KIB_PER_MIB, KIB_PER_MIB)
+    available_kib = sample.available_kib
     prev_kib = history[-2].actual_kib if len(history) > 1 else None
     closed = p.enabled and not open_loop
     if closed and prev_kib is not None and abs(cur - prev_kib) > tol:
-        ours = gs.last_target_kib
+        ours = last_target_kib
         toward_ours = ours is not None and abs(cur - ours) < abs(prev_kib - ours)
         if not toward_ours and (ours is None or abs(cur - ours) > tol):
-            gs = gs._replace(external_until=now + p.external_hold_s, last_target_kib=cur)
-    since_change = None if gs.last_change_t is None else now - gs.last_change_t
+            external_until, last_target_kib = now + p.external_hold_s, cur
+    last_change_t = gs.last_change_t
+    since_change = None if last_change_t is None else now - last_change_t
     stalled = (
         closed
         and gs.last_change_dir < 0
-        and gs.last_target_kib is not None
+        and last_target_kib is not None
         and since_change is not None
         and since_change >= p.stuck_after_s
-        and cur - gs.last_target_kib > tol
+        and cur - last_target_kib > tol
         and (prev_kib is None or prev_kib - cur <= tol)
     )
+    gs = GuestState(
+        history,
+        none_since,
+        last_change_t,
+        gs.last_change_dir,
+        last_target_kib,
+        gs.last_rescue_t,
+        external_until,
+        stuck_floor_kib,
+        stuck_until,
+        now,
+        steady_since,
+    )
     return Facts(
-        sample=sample,
-        c=c,
-        p=p,
-        gs=gs,
-        now=now,
-        cur=cur,
-        lo=p.floor_kib(sample.max_kib),
-        hi=hi,
-        tol=tol,
-        available=sample.available_kib or 0,
-        since_change=since_change,
-        reported_since_change=gs.last_change_t is None or sample.last_update > gs.last_change_t,
-        external=gs.external_until is not None and now < gs.external_until,
-        stalled=stalled,
+        sample,
+        c,
+        p,
+        gs,
+        now,
+        cur,
+        p.floor_kib(sample.max_kib),
+        hi,
+        tol,
+        available_kib,
+        available_kib or 0,
+        since_change,
+        last_change_t is None or sample.last_update > last_change_t,
+        external_until is not None and now < external_until,
+        stalled,
     )
 
 
@@ -447,7 +488,15 @@ class _Proposal(NamedTuple):
     spare_limit: str | None = None
 
 
-def _hold(s: GuestSample, c: Classification, reason: str, lo: int, hi: int, rule: str) -> Decision:
+def _hold(
+    s: GuestSample,
+    c: Classification,
+    reason: str,
+    lo: int,
+    hi: int,
+    rule: str,
+    available_kib: int | None,
+) -> Decision:
     return Decision(
         s.name,
         s.t,
@@ -460,7 +509,7 @@ def _hold(s: GuestSample, c: Classification, reason: str, lo: int, hi: int, rule
         None,
         lo,
         hi,
-        s.available_kib,
+        available_kib,
         rule,
     )
 
@@ -469,9 +518,9 @@ def _settle(f: Facts, rule: str, want: Proposal) -> _Proposal:
     """Clamp a change into [floor, max], skip small ones, and record it in the state."""
     s, c, p, gs, cur, lo, hi = f.sample, f.c, f.p, f.gs, f.cur, f.lo, f.hi
     if isinstance(want, Hold):
-        return _Proposal(_hold(s, c, want.reason, lo, hi, rule), gs)
+        return _Proposal(_hold(s, c, want.reason, lo, hi, rule, f.available_kib), gs)
     if isinstance(want, Offer):
-        d = _hold(s, c, "none: candidate", lo, hi, rule)
+        d = _hold(s, c, "none: candidate", lo, hi, rule, f.available_kib)
         return _Proposal(d, gs, want.spare_kib, p.priority, want.limit)
     if want.stuck_floor_kib is not None:
         until = f.now + p.pressure_block_s
@@ -483,11 +532,11 @@ def _settle(f: Facts, rule: str, want: Proposal) -> _Proposal:
         target, clamped = lo, "floor"
     if target == cur or (abs(target - cur) < f.tol and not want.rescue):
         reason = f"{reason}; change under {p.min_change_mib} MiB skipped"
-        return _Proposal(_hold(s, c, reason, lo, hi, rule), gs)
+        return _Proposal(_hold(s, c, reason, lo, hi, rule, f.available_kib), gs)
     if p.mode == "observe":
         verb = "deflate" if target > cur else "inflate"
         reason = f"observe mode, would {verb} to {_mib(target)} MiB: {reason}"
-        return _Proposal(_hold(s, c, reason, lo, hi, rule), gs)
+        return _Proposal(_hold(s, c, reason, lo, hi, rule, f.available_kib), gs)
     direction = 1 if target > cur else -1
     gs = gs._replace(
         last_change_t=f.now,
@@ -508,7 +557,7 @@ def _settle(f: Facts, rule: str, want: Proposal) -> _Proposal:
         clamped,
         lo,
         hi,
-        s.available_kib,
+        f.available_kib,
         rule,
     )
     return _Proposal(d, gs)
@@ -590,7 +639,15 @@ def step(
             p = policies.resolve_cached(name, sample.uuid)
         except ValueError as err:
             c = Classification(PressureClass.UNKNOWN, "policy error", Basis.NONE)
-            d = _hold(sample, c, f"left alone: {err}", 0, sample.max_kib, "policy-error")
+            d = _hold(
+                sample,
+                c,
+                f"left alone: {err}",
+                0,
+                sample.max_kib,
+                "policy-error",
+                sample.available_kib,
+            )
             proposals[name] = _Proposal(d, gs._replace(last_seen_t=now))
             continue
         resolved[name] = p

@@ -51,6 +51,7 @@ def facts(
         lo=policy.floor_kib(HI),
         hi=policy.max_kib(HI),
         tol=max(policy.min_change_mib, 1) * MIB,
+        available_kib=avail_mib * MIB,
         available=avail_mib * MIB,
         since_change=None,
         reported_since_change=True,
