@@ -43,8 +43,12 @@ Take slowly:
 - ``spare``: available memory above the headroom, at most ``inflate_step_ratio`` of the maximum
   and never below the floor (or a learned stuck floor), is offered. Then, over all guests:
   ``proactive`` takes every offer (``take-proactive``); ``on-demand`` takes only what brings the
-  host back to its reserve, lowest priority and most spare first (``take-on-demand``), and
-  nothing while the host is fine (``host-above-reserve``).
+  host back to its reserve (``take-on-demand``), nothing while the host is fine
+  (``host-above-reserve``) or while what was already asked covers its shortfall
+  (``host-covered``, ``asked``). It asks lowest priority first, then guests whose takes the host
+  really got back, then most spare; a guest whose last take returned nothing to the host is
+  not asked for a while (``unproductive``). When ballooning cannot help the host, the engine
+  says so (``EngineState.host_verdict``).
 
 Finally every change is clamped into [floor, max] and changes under ``min_change_mib`` are
 skipped (except rescues); ``observe`` turns a change into a hold that says what it would do.
@@ -129,11 +133,35 @@ class GuestState(NamedTuple):
     steady_since: float | None = None
     """When the guest's statistics last changed: the oldest sample of the current run of
     samples with equal statistics."""
+    asked_kib: int = 0
+    """Taken from this guest for the host (on-demand) and not yet judged: see ``_judge_ask``."""
+    asked_t: float = 0.0
+    asked_rss_kib: int | None = None
+    """The guest's QEMU RSS when it was asked (what the host holds for it)."""
+    asked_host_kib: int | None = None
+    """The host's MemAvailable when the guest was asked."""
+    host_yield_ratio: float | None = None
+    """Of the last take for the host, the share the host really got back; None before one."""
+    unproductive_until: float | None = None
+    """Until then the guest is not squeezed for the host: its last take returned (almost)
+    nothing (never-touched pages free nothing on the host)."""
 
 
 @dataclass
 class EngineState:
     guests: dict[str, GuestState] = field(default_factory=dict)
+    host_verdict: str | None = None
+    """The on-demand host's situation after the latest tick, for logs and ``status``: None while
+    the host is above its reserve (or no guest is on-demand), else one line starting "host
+    short by N MiB; " and saying what is done about it: asking guests, waiting for what was asked
+    to reach the host, or that ballooning cannot free more."""
+
+
+YIELD_LOW_RATIO = 0.25
+"""A take for the host that returns less than this share to it marks the guest unproductive."""
+
+UNPRODUCTIVE_HOLD_S = 1800.0
+"""How long an unproductive guest is not squeezed for the host before it is tried again."""
 
 
 # --- what a rule proposes ---------------------------------------------------------------------
@@ -444,18 +472,15 @@ def _observe(
         and cur - last_target_kib > tol
         and (prev_kib is None or prev_kib - cur <= tol)
     )
-    gs = GuestState(
-        history,
-        none_since,
-        last_change_t,
-        gs.last_change_dir,
-        last_target_kib,
-        gs.last_rescue_t,
-        external_until,
-        stuck_floor_kib,
-        stuck_until,
-        now,
-        steady_since,
+    gs = gs._replace(
+        history=history,
+        none_since=none_since,
+        last_target_kib=last_target_kib,
+        external_until=external_until,
+        stuck_floor_kib=stuck_floor_kib,
+        stuck_until=stuck_until,
+        last_seen_t=now,
+        steady_since=steady_since,
     )
     return Facts(
         sample,
@@ -591,35 +616,111 @@ def _take(prop: _Proposal, amount: int, now: float, why: str, rule: str) -> _Pro
     return _Proposal(decision, state)
 
 
+def _judge_ask(
+    gs: GuestState, sample: GuestSample, p: GuestPolicy, host: HostSample | None, now: float
+) -> GuestState:
+    """Once a take for the host has had time to land, learn what it returned to the host.
+
+    The guest's QEMU RSS says it best (ballooned pages leave it only if they were ever
+    touched); without it, the host's MemAvailable gain since the take. A guest that returned
+    under ``YIELD_LOW_RATIO`` is left out of the host's takes for ``UNPRODUCTIVE_HOLD_S``.
+    """
+    if not gs.asked_kib or now - gs.asked_t < max(p.cooldown_s, p.stuck_after_s):
+        return gs
+    if gs.asked_rss_kib is not None and sample.rss_kib is not None:
+        got = min(max(gs.asked_rss_kib - sample.rss_kib, 0), gs.asked_kib)
+    elif gs.asked_host_kib is not None and host is not None:
+        got = min(max(host.mem_available_kib - gs.asked_host_kib, 0), gs.asked_kib)
+    else:
+        got = 0
+    ratio = got / gs.asked_kib
+    return gs._replace(
+        asked_kib=0,
+        asked_rss_kib=None,
+        asked_host_kib=None,
+        host_yield_ratio=ratio,
+        unproductive_until=now + UNPRODUCTIVE_HOLD_S if ratio < YIELD_LOW_RATIO else None,
+    )
+
+
 def _share(
     proposals: dict[str, _Proposal],
+    samples: Mapping[str, GuestSample],
     resolved: Mapping[str, GuestPolicy],
     host: HostSample | None,
     policies: PolicySet,
     now: float,
-) -> None:
-    """The offers, over all guests: proactive takes each; on-demand only what the host needs."""
-    offers = [(n, pr) for n, pr in proposals.items() if pr.spare_kib > 0]
-    if not offers:
-        return
-    need = 0
+) -> str | None:
+    """The offers, over all guests: proactive takes each; on-demand only what the host needs.
+
+    What on-demand asked of guests and has not judged yet counts in full against the host's
+    shortfall (the host's figure may or may not show it yet: counting it is the safe side).
+    Guests the host got memory back from are asked first; guests it got nothing from are not
+    asked for ``UNPRODUCTIVE_HOLD_S``. Returns the host verdict (see EngineState).
+    """
+    short = 0
     if host is not None:
-        need = policies.host.reserve_kib(host.mem_total_kib) - host.mem_available_kib
-    offers.sort(key=lambda item: (item[1].priority, -item[1].spare_kib, item[0]))
+        short = policies.host.reserve_kib(host.mem_total_kib) - host.mem_available_kib
+    outstanding = sum(pr.state.asked_kib for pr in proposals.values())
+    need = short - outstanding
+    asked = spared = 0
+    offers = [(n, pr) for n, pr in proposals.items() if pr.spare_kib > 0]
+
+    def rank(item: tuple[str, _Proposal]) -> tuple[int, int, int, str]:
+        ratio = item[1].state.host_yield_ratio
+        proven = 0 if ratio is not None and ratio >= YIELD_LOW_RATIO else 1
+        return (item[1].priority, proven, -item[1].spare_kib, item[0])
+
+    offers.sort(key=rank)
     for name, prop in offers:
         p = resolved[name]
         if p.mode == "proactive":
             proposals[name] = _take(prop, prop.spare_kib, now, "proactive", "take-proactive")
             continue
-        if need < max(p.min_change_mib * KIB_PER_MIB, KIB_PER_MIB):
-            reason = "none: spare memory, but the host is above its reserve (on-demand)"
-            decision = replace(prop.decision, reason=reason, rule="host-above-reserve")
-            proposals[name] = prop._replace(decision=decision, spare_kib=0)
+        gs, tol = prop.state, max(p.min_change_mib * KIB_PER_MIB, KIB_PER_MIB)
+        if gs.asked_kib:
+            reason = f"none: spare memory; {_mib(gs.asked_kib)} MiB asked is still on its way"
+            rule = "asked"
+        elif gs.unproductive_until is not None and now < gs.unproductive_until:
+            spared += 1
+            reason = (
+                f"none: spare memory, but taking it returned "
+                f"{gs.host_yield_ratio or 0:.0%} to the host last time: not taken for the host"
+            )
+            rule = "unproductive"
+        elif short < tol:
+            reason, rule = (
+                "none: spare memory, but the host is above its reserve (on-demand)",
+                ("host-above-reserve"),
+            )
+        elif need < tol:
+            reason = "none: spare memory; the host's shortfall is covered by what was asked"
+            rule = "host-covered"
+        else:
+            amount = min(prop.spare_kib, need)
+            why = f"host short by {_mib(need)} MiB"
+            need -= amount
+            asked += amount
+            taken = _take(prop, amount, now, why, "take-on-demand")
+            rss, host_kib = samples[name].rss_kib, host.mem_available_kib if host else None
+            state = taken.state._replace(
+                asked_kib=amount, asked_t=now, asked_rss_kib=rss, asked_host_kib=host_kib
+            )
+            proposals[name] = taken._replace(state=state)
             continue
-        amount = min(prop.spare_kib, need)
-        need -= amount
-        why = f"host short by {_mib(amount + need)} MiB"
-        proposals[name] = _take(prop, amount, now, why, "take-on-demand")
+        decision = replace(prop.decision, reason=reason, rule=rule)
+        proposals[name] = prop._replace(decision=decision, spare_kib=0)
+
+    if short < KIB_PER_MIB or not any(p.mode == "on-demand" for p in resolved.values()):
+        return None
+    head = f"host short by {_mib(short)} MiB; "
+    if asked:
+        return head + f"asking guests for {_mib(asked)} MiB"
+    if outstanding:
+        return head + f"waiting for {_mib(outstanding)} MiB asked of guests to reach the host"
+    if spared:
+        return head + "ballooning cannot free more: guests' spare pages are untouched"
+    return head + "no guest can spare memory now"
 
 
 def step(
@@ -651,8 +752,9 @@ def step(
             proposals[name] = _Proposal(d, gs._replace(last_seen_t=now))
             continue
         resolved[name] = p
+        gs = _judge_ask(gs, sample, p, host, now)
         proposals[name] = _propose(_observe(sample, gs, p, now, open_loop))
-    _share(proposals, resolved, host, policies, now)
+    verdict = _share(proposals, samples, resolved, host, policies, now)
 
     next_state = EngineState(
         {n: pr.state for n, pr in proposals.items()}
@@ -660,7 +762,8 @@ def step(
             n: gs
             for n, gs in state.guests.items()
             if n not in proposals and now - gs.last_seen_t < FORGET_AFTER_S
-        }
+        },
+        verdict,
     )
     decisions = [proposals[n].decision for n in samples]
     return decisions, next_state
