@@ -38,7 +38,7 @@ Take slowly:
 
 - ``waiting``: a guest is an inflation candidate only in class ``none`` held for ``stable_s``,
   outside the cooldown after any change, outside ``pressure_block_s`` after a rescue, outside an
-  operator's hold (``external_hold_s``).
+  operator's hold (``external_hold_s``), and once it has reported since our last change.
 - ``observe-mode``: the ``observe`` mode never acts. ``above-max``: back down to the maximum.
 - ``spare``: available memory above the headroom, at most ``inflate_step_ratio`` of the maximum
   and never below the floor (or a learned stuck floor), is offered. Then, over all guests:
@@ -341,6 +341,9 @@ def waiting(f: Facts) -> Proposal | None:
         )
     if f.external:
         blockers.append("resized by someone else; holding")
+    if not f.reported_since_change:
+        # Its figures predate our change: the same spare memory would be counted twice.
+        blockers.append("no report since the last change")
     return Hold("none: " + ", ".join(blockers)) if blockers else None
 
 

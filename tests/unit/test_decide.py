@@ -270,3 +270,24 @@ def test_policy_error_leaves_the_guest_alone() -> None:
     b = PolicyLayer("b.toml", Match(names=("vm*",)), {})
     trace = run([Guest(name="vm-1")], PolicySet(GuestPolicy(mode="proactive"), layers=(a, b)), 50)
     assert all(t[0].action is Action.HOLD and "more than one policy" in t[0].reason for t in trace)
+
+
+def test_inflation_waits_for_a_report_newer_than_the_last_change() -> None:
+    """Stats every 30 s, cooldown 0: the spare memory of one report is taken once, not twice."""
+    policies = PolicySet(GuestPolicy(mode="proactive", cooldown_s=0, stable_s=0, stale_after_s=90))
+    actual_mib, used_mib = 1024, 200
+    report = (0, 0)  # (last_update, available MiB as of that report)
+    state = EngineState()
+    inflations = []
+    for i in range(150):
+        now = 1000.0 + 2 * i
+        if int(now) % 30 == 0:
+            report = (int(now), actual_mib - used_mib)
+        s = sample(now, actual_mib=actual_mib, avail_mib=report[1], last_update=report[0])
+        (d,), state = step(now, HOST_OK, {"vm": s}, state, policies)
+        if d.action is Action.INFLATE:
+            inflations.append((now, report[0]))
+            actual_mib = d.target_kib // 1024
+    assert len(inflations) >= 3
+    for (t_prev, _), (_, reported) in zip(inflations, inflations[1:], strict=False):
+        assert reported > t_prev, "each take is based on a report made after the previous one"

@@ -175,6 +175,7 @@ def test_under_pressure_holds_every_pressure_class(klass: PressureClass) -> None
         ({"since_change": 3.0}, "cooldown 3/15 s"),
         ({"gs": GuestState(none_since=0.0, last_rescue_t=900.0)}, "blocked after rescue 100/300"),
         ({"external": True}, "resized by someone else"),
+        ({"reported_since_change": False}, "no report since the last change"),
     ],
 )
 def test_waiting(over: dict[str, Any], said: str) -> None:
