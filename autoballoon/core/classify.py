@@ -81,6 +81,26 @@ def _ratio(num: float | None, den: float | None) -> float:
     return num / den
 
 
+MAX_PERIOD_S = 3600.0
+"""A reporting period above this is not believed (the staleness limit falls back to the policy)."""
+
+
+def stale_after_s(policy: GuestPolicy, history: Sequence[GuestSample]) -> float:
+    """How old the newest statistics may be before the guest is ``unknown``.
+
+    The policy's ``stale_after_s``, or, when longer, the guest's own reporting period plus one
+    tick: a report is up to a period old when it is read, and is read up to a tick late. The
+    tick is the gap between the last two samples, at most one period (a longer gap is a pause
+    of ours, not the guest's).
+    """
+    newest = history[-1]
+    period = newest.stats_period_s
+    if period is None or not 0 < period <= MAX_PERIOD_S:
+        return policy.stale_after_s
+    tick = min(newest.t - history[-2].t, period) if len(history) > 1 else period
+    return max(policy.stale_after_s, period + tick)
+
+
 def classify(
     history: Sequence[GuestSample],
     policy: GuestPolicy,
@@ -104,7 +124,7 @@ def classify(
     if newest.last_update <= 0:
         return Classification(PressureClass.UNKNOWN, "guest has sent no statistics", Basis.NONE)
     age = now - newest.last_update
-    if age > policy.stale_after_s:
+    if age > stale_after_s(policy, history):
         return Classification(
             PressureClass.UNKNOWN, f"statistics are stale ({age:.0f} s old)", Basis.NONE
         )

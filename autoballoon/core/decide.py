@@ -22,8 +22,10 @@ Rescue first:
 - ``stalled-inflation`` (closed loop only): an inflation the balloon has not followed for
   ``stuck_after_s`` is backed off by the medium step and not retried below that size for
   ``pressure_block_s``.
-- ``stale``: statistics gone stale on a guest we hold below its maximum give back a medium step
-  (a guest too busy to report may be thrashing); ``unknown``: otherwise nothing is done.
+- ``stale``: statistics gone stale (older than ``stale_after_s``, or than the guest's own
+  reporting period plus a tick when that is longer) on a guest we hold below its maximum give
+  back a medium step (a guest too busy to report may be thrashing); ``unknown``: otherwise
+  nothing is done.
 - ``low-water``: available memory under the low-water mark deflates by the medium step once the
   guest has reported since our last change.
 
@@ -66,7 +68,13 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import NamedTuple
 
-from autoballoon.core.classify import Basis, Classification, PressureClass, classify
+from autoballoon.core.classify import (
+    Basis,
+    Classification,
+    PressureClass,
+    classify,
+    stale_after_s,
+)
 from autoballoon.core.policy import GuestPolicy, PolicySet
 from autoballoon.core.rates import counters_reset
 from autoballoon.core.samples import GuestSample, HostSample
@@ -270,7 +278,9 @@ def stale(f: Facts) -> Proposal | None:
     if f.c.klass is not PressureClass.UNKNOWN:
         return None
     last_update = f.sample.last_update
-    if not (last_update > 0 and f.now - last_update > f.p.stale_after_s and f.cur < f.hi):
+    if not (last_update > 0 and f.cur < f.hi):
+        return None
+    if f.now - last_update <= stale_after_s(f.p, f.gs.history):
         return None
     if f.since_change is not None and f.since_change < f.p.cooldown_s:
         return None

@@ -86,7 +86,9 @@ class GuestPolicy(_Frozen):
     """Rates are measured over the samples of this window (and never across our own last
     change, so evidence already acted upon is not acted upon twice)."""
     stale_after_s: float = Field(default=10.0, gt=0.0)
-    """Statistics older than this (QEMU's last-update) make the guest `unknown`."""
+    """Statistics older than this (QEMU's last-update) make the guest `unknown`. A guest whose
+    reporting period is known (its balloon stats period) gets at least that period plus one
+    tick: a guest reporting every 10 s is not stale between two reports."""
     stall_high_per_s: float = Field(default=0.2, ge=0.0)
     """alloc-stalls per second at or above which STALL is high (h). 0.2/s = one stall every
     five seconds: a healthy guest shows none."""

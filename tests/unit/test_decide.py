@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import random
+from dataclasses import dataclass, field, replace
 
 import pytest
 
@@ -214,8 +215,6 @@ def test_unknown_is_never_inflated() -> None:
     for i in range(100):
         now = 1000.0 + 2 * i
         s = g.read(now)
-        from dataclasses import replace
-
         s = replace(s, last_update=0)
         (d,), state = step(now, HOST_SHORT, {"vm": s}, state, PROACTIVE)
         assert d.action is Action.HOLD and d.klass is PressureClass.UNKNOWN
@@ -291,3 +290,26 @@ def test_inflation_waits_for_a_report_newer_than_the_last_change() -> None:
     assert len(inflations) >= 3
     for (t_prev, _), (_, reported) in zip(inflations, inflations[1:], strict=False):
         assert reported > t_prev, "each take is based on a report made after the previous one"
+
+
+def test_a_guest_reporting_every_10_s_is_never_unknown_once_reporting() -> None:
+    """Nova sets a 10 s stats period: staleness follows it, with a margin of one tick."""
+    rng = random.Random(3)
+    actual_mib, used_mib = 1024, 200
+    state = EngineState()
+    report = None
+    decisions = []
+    for i in range(200):
+        now = 1000.9 + 5 * i  # a 5 s tick
+        due = 1000.7 + 10 * (i // 2) + rng.uniform(0, 1.5)  # a report every 10 s, late by <1.5 s
+        if report is None or (due <= now and due > report[0]):
+            report = (due, actual_mib - used_mib)
+        s = sample(now, actual_mib=actual_mib, avail_mib=report[1], last_update=int(report[0]))
+        s = replace(s, stats_period_s=10.0)
+        (d,), state = step(now, HOST_OK, {"vm": s}, state, PROACTIVE)
+        decisions.append(d)
+        if d.action is not Action.HOLD:
+            actual_mib = d.target_kib // 1024
+    assert [d.klass for d in decisions[1:]].count(PressureClass.UNKNOWN) == 0
+    assert any(d.action is Action.INFLATE for d in decisions), "reclaimed like any other"
+    assert not any(d.action is Action.DEFLATE for d in decisions)

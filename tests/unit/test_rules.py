@@ -3,6 +3,7 @@ nearest facts that make it decline (the next rule then decides)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -45,7 +46,7 @@ def facts(
         sample=s,
         c=Classification(klass, "because", Basis.EXTENDED),
         p=policy,
-        gs=GuestState(none_since=now - 3600),
+        gs=GuestState(history=(s,), none_since=now - 3600),
         now=now,
         cur=cur_mib * MIB,
         lo=policy.floor_kib(HI),
@@ -127,6 +128,12 @@ def test_stale() -> None:
     assert decide.stale(cooling) is None
     assert decide.stale(facts(PressureClass.UNKNOWN, cur_mib=600, last_update=0)) is None
     assert decide.stale(facts(PressureClass.NONE, cur_mib=600, last_update=old)) is None
+    # a guest that reports every 30 s is not stale 25 s after its last report...
+    f = facts(PressureClass.UNKNOWN, cur_mib=600, last_update=975)
+    slow = f._replace(gs=f.gs._replace(history=(replace(f.sample, stats_period_s=30.0),)))
+    assert decide.stale(slow) is None
+    # ...but is once the period and a tick have passed
+    assert isinstance(decide.stale(slow._replace(now=1040.0)), Change)
 
 
 def test_unknown() -> None:
