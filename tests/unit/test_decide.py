@@ -110,10 +110,11 @@ def test_oom_and_thrashing_deflate_at_once_by_a_large_step(
     assert d.action is Action.DEFLATE
     assert d.klass in (PressureClass.OOM, PressureClass.THRASHING)
     assert d.target_kib - d.current_kib >= int(0.4 * 1024 * 1024)
-    # the same evidence is not answered twice
+    # the same evidence is not answered twice: counted from our change on, it is gone
     g.actual_mib = d.target_kib // 1024
     (d2,), _ = step(1006.0, HOST_OK, {"vm": g.read(1006.0)}, state, policies)
-    assert d2.action is not Action.DEFLATE or d2.klass not in (PressureClass.OOM,)
+    assert d2.action is Action.HOLD, d2.reason
+    assert d2.klass is PressureClass.NONE
 
 
 def test_global_reclaim_deflates_by_a_medium_step_and_blocks_inflation() -> None:
@@ -195,15 +196,21 @@ def test_on_demand_takes_only_what_the_host_needs_lowest_priority_first() -> Non
         GuestPolicy(mode="on-demand"), HostPolicy(reserve_mib=0, reserve_ratio=0.2), layers=(layer,)
     )
     vip, low = Guest(name="vip"), Guest(name="low")
-    need_kib = int(0.2 * (24 << 20)) - (24 << 20) // 10
-    host = HostSample(0, 24 << 20, int(0.2 * (24 << 20)) - 30 * 1024)  # 30 MiB short
-    trace = run([vip, low], policies, ticks=30, host=host, follow=False)
-    taken = [t for t in trace if any(d.action is Action.INFLATE for d in t)]
-    assert taken, "the host is short: something is taken"
-    d_vip, d_low = taken[0]
-    assert d_vip.action is Action.HOLD and d_low.action is Action.INFLATE
-    assert d_low.current_kib - d_low.target_kib == 30 * 1024
-    assert need_kib > 0
+    short_kib = 30 * 1024
+    host = HostSample(0, 24 << 20, int(0.2 * (24 << 20)) - short_kib)
+    trace = run([vip, low], policies, ticks=300, host=host)  # 10 minutes, the balloon follows
+    takes = [
+        (d.guest, d.current_kib - d.target_kib)
+        for t in trace
+        for d in t
+        if d.action is Action.INFLATE
+    ]
+    # the first take is the whole shortfall, from the lower priority
+    assert takes[0] == ("low", short_kib)
+    # over 10 minutes of a shortfall that inflation does not move: at most the shortfall plus
+    # one inflate step per guest
+    step_kib = int(GuestPolicy().inflate_step_ratio * 1024 * 1024)
+    assert sum(k for _, k in takes) <= short_kib + 2 * step_kib
     # and nothing is taken while the host is fine
     quiet = run([Guest(name="x")], policies, ticks=60, host=HOST_OK)
     assert all(t[0].action is Action.HOLD for t in quiet)
