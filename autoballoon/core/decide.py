@@ -49,7 +49,8 @@ Take slowly:
   (``host-above-reserve``) or while what was already asked covers its shortfall
   (``host-covered``, ``asked``). It asks lowest priority first, then guests whose takes the host
   really got back, then most spare; a guest whose last take returned nothing to the host is
-  not asked for a while (``unproductive``). When ballooning cannot help the host, the engine
+  not asked again while the host stays short (``unproductive``). When ballooning cannot help
+  the host, the engine
   says so (``EngineState.host_verdict``).
 
 Finally every change is clamped into [floor, max] and changes under ``min_change_mib`` are
@@ -150,9 +151,11 @@ class GuestState(NamedTuple):
     """The host's MemAvailable when the guest was asked."""
     host_yield_ratio: float | None = None
     """Of the last take for the host, the share the host really got back; None before one."""
-    unproductive_until: float | None = None
-    """Until then the guest is not squeezed for the host: its last take returned (almost)
-    nothing (never-touched pages free nothing on the host)."""
+    unproductive_rss_kib: int | None = None
+    """Set (to the guest's QEMU RSS then, 0 when unknown) when a take for the host returned
+    (almost) nothing: never-touched pages free nothing on the host. The guest is not squeezed
+    for the host again until the host is above its reserve once more, or the guest's RSS grows
+    by an inflate step (it has touched memory since)."""
 
 
 @dataclass
@@ -167,9 +170,6 @@ class EngineState:
 
 YIELD_LOW_RATIO = 0.25
 """A take for the host that returns less than this share to it marks the guest unproductive."""
-
-UNPRODUCTIVE_HOLD_S = 1800.0
-"""How long an unproductive guest is not squeezed for the host before it is tried again."""
 
 
 # --- what a rule proposes ---------------------------------------------------------------------
@@ -636,7 +636,7 @@ def _judge_ask(
 
     The guest's QEMU RSS says it best (ballooned pages leave it only if they were ever
     touched); without it, the host's MemAvailable gain since the take. A guest that returned
-    under ``YIELD_LOW_RATIO`` is left out of the host's takes for ``UNPRODUCTIVE_HOLD_S``.
+    under ``YIELD_LOW_RATIO`` is left out of the host's takes (see ``unproductive_rss_kib``).
     """
     if not gs.asked_kib or now - gs.asked_t < max(p.cooldown_s, p.stuck_after_s):
         return gs
@@ -652,8 +652,15 @@ def _judge_ask(
         asked_rss_kib=None,
         asked_host_kib=None,
         host_yield_ratio=ratio,
-        unproductive_until=now + UNPRODUCTIVE_HOLD_S if ratio < YIELD_LOW_RATIO else None,
+        unproductive_rss_kib=(sample.rss_kib or 0) if ratio < YIELD_LOW_RATIO else None,
     )
+
+
+def _unproductive(gs: GuestState, sample: GuestSample, p: GuestPolicy) -> bool:
+    if gs.unproductive_rss_kib is None:
+        return False
+    grown = (sample.rss_kib or 0) - gs.unproductive_rss_kib
+    return grown < int(p.inflate_step_ratio * p.max_kib(sample.max_kib))
 
 
 def _share(
@@ -669,13 +676,17 @@ def _share(
     What on-demand asked of guests and has not judged yet counts in full against the host's
     shortfall (the host's figure may or may not show it yet: counting it is the safe side).
     Guests the host got memory back from are asked first; guests it got nothing from are not
-    asked for ``UNPRODUCTIVE_HOLD_S``. Returns the host verdict (see EngineState).
+    asked again during this shortage. Returns the host verdict (see EngineState).
     """
     short = 0
     if host is not None:
         short = policies.host.reserve_kib(host.mem_total_kib) - host.mem_available_kib
     outstanding = sum(pr.state.asked_kib for pr in proposals.values())
     need = short - outstanding
+    if short < KIB_PER_MIB:  # this shortage is over: the next one tries every guest again
+        for n, pr in proposals.items():
+            if pr.state.unproductive_rss_kib is not None:
+                proposals[n] = pr._replace(state=pr.state._replace(unproductive_rss_kib=None))
     asked = spared = 0
     offers = [(n, pr) for n, pr in proposals.items() if pr.spare_kib > 0]
 
@@ -694,7 +705,7 @@ def _share(
         if gs.asked_kib:
             reason = f"none: spare memory; {_mib(gs.asked_kib)} MiB asked is still on its way"
             rule = "asked"
-        elif gs.unproductive_until is not None and now < gs.unproductive_until:
+        elif _unproductive(gs, samples[name], p):
             spared += 1
             reason = (
                 f"none: spare memory, but taking it returned "

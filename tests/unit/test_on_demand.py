@@ -160,3 +160,21 @@ def test_replay_of_a_trace_with_a_constant_shortfall_asks_at_most_it_plus_a_step
     assert most_asked_in_any(600, asked) <= short + 3 * STEP_KIB
     assert r.state.host_verdict is not None
     assert "ballooning cannot free more" in r.state.host_verdict
+
+
+def test_an_unproductive_guest_is_tried_again_only_when_something_changed() -> None:
+    short = 100 * MIB
+    vm = VM("vm")
+    box = Host([vm], short)
+    box.run(ticks=60)
+    assert len(box.asked()) == 1
+    box.run(ticks=900, t0=1120.0)  # 30 minutes more of the same: stays put
+    assert len(box.asked()) == 1
+    vm.rss_kib += STEP_KIB  # it touched memory: its spare pages may come back now
+    box.run(ticks=30, t0=2920.0)
+    assert len(box.asked()) == 2
+    box.available_kib = RESERVE_KIB  # the shortage ends...
+    box.run(ticks=5, t0=3000.0)
+    box.available_kib = RESERVE_KIB - short  # ...and a new one starts: worth one more try
+    box.run(ticks=30, t0=3010.0)
+    assert len(box.asked()) == 3
