@@ -78,7 +78,7 @@ from autoballoon.core.classify import (
 )
 from autoballoon.core.policy import GuestPolicy, PolicySet
 from autoballoon.core.rates import counters_reset
-from autoballoon.core.samples import GuestSample, HostSample
+from autoballoon.core.samples import GuestSample, HostSample, size_problem
 from autoballoon.core.units import KIB_PER_MIB
 
 
@@ -760,6 +760,12 @@ def step(
     resolved: dict[str, GuestPolicy] = {}
     for name, sample in samples.items():
         gs = state.guests.get(name, GuestState())
+        problem = size_problem(sample.actual_kib, sample.max_kib)
+        if problem is not None:
+            c = Classification(PressureClass.UNKNOWN, "unusable sizes", Basis.NONE)
+            d = _hold(sample, c, f"left alone: {problem}", 0, 0, "bad-sizes", None)
+            proposals[name] = _Proposal(d, gs._replace(last_seen_t=now))
+            continue
         try:
             p = policies.resolve_cached(name, sample.uuid)
         except ValueError as err:

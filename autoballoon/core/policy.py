@@ -13,13 +13,14 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from autoballoon.core.samples import MAX_GUEST_KIB
 from autoballoon.core.units import KIB_PER_MIB
 
 Mode = Literal["observe", "on-demand", "proactive"]
 
 
-MAX_GUEST_MIB = 16 * 1024 * 1024
-"""The largest guest size policies are checked for (16 TiB, QEMU's x86 limit is far below)."""
+MAX_GUEST_MIB = MAX_GUEST_KIB // KIB_PER_MIB
+"""The largest guest size policies are checked for (16 TiB, as the samples' gate)."""
 
 
 def _larger(name: str, mib: int, ratio: float, size_mib: float) -> tuple[str, float]:

@@ -4,7 +4,8 @@ Sits at the start of the pure core. The observer (live) and the trace reader (re
 these values; everything downstream trusts them. Guest-reported statistics are untrusted input (a
 guest controls them), so ``sanitize_guest_stats`` is the single gate they pass through: unknown
 names, non-integers, negative numbers, QEMU's "not reported" marker (u64 -1) and absurd values
-are dropped here, never turned into numbers further on.
+are dropped here, never turned into numbers further on. ``size_problem`` is the same gate for the
+balloon sizes: a guest whose maximum or size makes no sense is left alone by decide().
 
 Units follow QEMU's ``guest-stats``: memory amounts and scan/reclaim amounts are bytes, counts
 (oom-kills, alloc-stalls, major/minor faults) are plain counts. The balloon sizes use libvirt's KiB.
@@ -20,6 +21,9 @@ U64_ABSENT = 2**64 - 1
 
 MAX_SANE_VALUE = 2**62
 """Larger than any real counter or memory size (4 EiB); anything above is treated as garbage."""
+
+MAX_GUEST_KIB = 16 << 30
+"""The largest guest size that makes sense (16 TiB); policies are checked up to it too."""
 
 # QEMU's guest-stats names (hw/virtio/virtio-balloon.c), in virtio tag order.
 STAT_SWAP_IN = "stat-swap-in"
@@ -125,6 +129,20 @@ class GuestSample:
         if raw is None:
             return None
         return min(raw // 1024, self.actual_kib)
+
+
+def size_problem(actual_kib: int, max_kib: int) -> str | None:
+    """Why a guest's balloon sizes cannot be used, or None when they can.
+
+    The second half of the gate: a domain maximum of 0 (or beyond any real guest) or a balloon
+    size of 0 is what a confused or lying source reports, never something to size a balloon
+    from; decide() leaves such a guest alone for the tick instead of computing a target of 0.
+    """
+    if not 0 < max_kib <= MAX_GUEST_KIB:
+        return f"domain maximum {max_kib} KiB makes no sense"
+    if not 0 < actual_kib <= MAX_GUEST_KIB:
+        return f"balloon size {actual_kib} KiB makes no sense"
+    return None
 
 
 def sanitize_guest_stats(raw: Mapping[str, object]) -> tuple[dict[str, int], list[str]]:

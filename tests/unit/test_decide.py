@@ -320,3 +320,21 @@ def test_a_guest_reporting_every_10_s_is_never_unknown_once_reporting() -> None:
     assert [d.klass for d in decisions[1:]].count(PressureClass.UNKNOWN) == 0
     assert any(d.action is Action.INFLATE for d in decisions), "reclaimed like any other"
     assert not any(d.action is Action.DEFLATE for d in decisions)
+
+
+@pytest.mark.parametrize(
+    ("actual_kib", "max_kib"),
+    [(1 << 20, 0), (1 << 20, -5), (0, 1 << 20), (1 << 20, 1 << 50), (-1, 1 << 20)],
+    ids=["max-0", "max-negative", "actual-0", "max-absurd", "actual-negative"],
+)
+def test_a_size_that_makes_no_sense_is_left_alone_never_a_target_of_0(
+    actual_kib: int, max_kib: int
+) -> None:
+    g = Guest(used_mib=100)
+    state = EngineState()
+    for i in range(40):
+        now = 1000.0 + 2 * i
+        s = replace(g.read(now), actual_kib=actual_kib, max_kib=max_kib)
+        (d,), state = step(now, HOST_SHORT, {"vm": s}, state, PROACTIVE)
+        assert d.action is Action.HOLD and d.target_kib == d.current_kib, d
+        assert "makes no sense" in d.reason
