@@ -39,7 +39,7 @@ from typing import NamedTuple
 
 from autoballoon.core.policy import GuestPolicy
 from autoballoon.core.rates import Rates, baseline, compute_rates
-from autoballoon.core.samples import GuestSample
+from autoballoon.core.samples import GuestSample, wall_time
 
 
 class PressureClass(StrEnum):
@@ -123,7 +123,7 @@ def classify(
     newest = history[-1]
     if newest.last_update <= 0:
         return Classification(PressureClass.UNKNOWN, "guest has sent no statistics", Basis.NONE)
-    age = now - newest.last_update
+    age = wall_time(newest, now) - newest.last_update
     if age > stale_after_s(policy, history):
         return Classification(
             PressureClass.UNKNOWN, f"statistics are stale ({age:.0f} s old)", Basis.NONE

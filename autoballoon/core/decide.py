@@ -78,7 +78,7 @@ from autoballoon.core.classify import (
 )
 from autoballoon.core.policy import GuestPolicy, PolicySet
 from autoballoon.core.rates import counters_reset
-from autoballoon.core.samples import GuestSample, HostSample, size_problem
+from autoballoon.core.samples import GuestSample, HostSample, size_problem, wall_time
 from autoballoon.core.units import KIB_PER_MIB
 
 
@@ -131,6 +131,11 @@ class GuestState(NamedTuple):
     history: tuple[GuestSample, ...] = ()
     none_since: float | None = None
     last_change_t: float | None = None
+    last_change_wall: float | None = None
+    """Our last change on the wall clock: a report (``last_update``) after it reflects it."""
+    last_change_update: int = 0
+    """The guest's ``last_update`` when we made that change: one below it means the wall clock
+    went back since, and then any report that differs is a new one."""
     last_change_dir: int = 0
     """+1 after a deflate, -1 after an inflate, 0 before any change."""
     last_target_kib: int | None = None
@@ -280,7 +285,7 @@ def stale(f: Facts) -> Proposal | None:
     last_update = f.sample.last_update
     if not (last_update > 0 and f.cur < f.hi):
         return None
-    if f.now - last_update <= stale_after_s(f.p, f.gs.history):
+    if wall_time(f.sample, f.now) - last_update <= stale_after_s(f.p, f.gs.history):
         return None
     if f.since_change is not None and f.since_change < f.p.cooldown_s:
         return None
@@ -420,7 +425,7 @@ def _append(
     """
     if history:
         prev = history[-1]
-        if sample.t <= prev.t:
+        if sample.t == prev.t:
             history = history[:-1]  # same instant read twice: keep the newer reading
         elif not same and counters_reset(prev, sample):
             return (sample,), True
@@ -508,7 +513,9 @@ def _observe(
         available_kib,
         available_kib or 0,
         since_change,
-        last_change_t is None or sample.last_update > last_change_t,
+        gs.last_change_wall is None
+        or sample.last_update > gs.last_change_wall
+        or sample.last_update < gs.last_change_update,
         external_until is not None and now < external_until,
         stalled,
     )
@@ -578,6 +585,8 @@ def _settle(f: Facts, rule: str, want: Proposal) -> _Proposal:
     direction = 1 if target > cur else -1
     gs = gs._replace(
         last_change_t=f.now,
+        last_change_wall=wall_time(s, f.now),
+        last_change_update=s.last_update,
         last_change_dir=direction,
         last_target_kib=target,
         last_rescue_t=f.now if (want.rescue and direction > 0) else gs.last_rescue_t,
@@ -609,14 +618,22 @@ def _propose(f: Facts) -> _Proposal:
     return _settle(f, "spare", spare(f))
 
 
-def _take(prop: _Proposal, amount: int, now: float, why: str, rule: str) -> _Proposal:
+def _take(
+    prop: _Proposal, sample: GuestSample, amount: int, now: float, why: str, rule: str
+) -> _Proposal:
     d = prop.decision
     target = d.current_kib - amount
     reason = (
         f"none: {_mib(d.available_kib) if d.available_kib else 0} MiB available; "
         f"taking {_mib(amount)} MiB ({why})"
     )
-    state = prop.state._replace(last_change_t=now, last_change_dir=-1, last_target_kib=target)
+    state = prop.state._replace(
+        last_change_t=now,
+        last_change_wall=wall_time(sample, now),
+        last_change_update=sample.last_update,
+        last_change_dir=-1,
+        last_target_kib=target,
+    )
     clamped = "host-need" if amount < prop.spare_kib else prop.spare_limit
     decision = replace(
         d,
@@ -699,7 +716,9 @@ def _share(
     for name, prop in offers:
         p = resolved[name]
         if p.mode == "proactive":
-            proposals[name] = _take(prop, prop.spare_kib, now, "proactive", "take-proactive")
+            proposals[name] = _take(
+                prop, samples[name], prop.spare_kib, now, "proactive", "take-proactive"
+            )
             continue
         gs, tol = prop.state, max(p.min_change_mib * KIB_PER_MIB, KIB_PER_MIB)
         if gs.asked_kib:
@@ -725,7 +744,7 @@ def _share(
             why = f"host short by {_mib(need)} MiB"
             need -= amount
             asked += amount
-            taken = _take(prop, amount, now, why, "take-on-demand")
+            taken = _take(prop, samples[name], amount, now, why, "take-on-demand")
             rss, host_kib = samples[name].rss_kib, host.mem_available_kib if host else None
             state = taken.state._replace(
                 asked_kib=amount, asked_t=now, asked_rss_kib=rss, asked_host_kib=host_kib
@@ -765,6 +784,15 @@ def step(
             c = Classification(PressureClass.UNKNOWN, "unusable sizes", Basis.NONE)
             d = _hold(sample, c, f"left alone: {problem}", 0, 0, "bad-sizes", None)
             proposals[name] = _Proposal(d, gs._replace(last_seen_t=now))
+            continue
+        if gs.history and sample.t < gs.history[-1].t:
+            # t must never go back (see GuestSample): this reading cannot be placed in the
+            # history without dropping or repeating some of it, so it is not used at all.
+            back_s = gs.history[-1].t - sample.t
+            c = Classification(PressureClass.UNKNOWN, "reading out of order", Basis.NONE)
+            reason = f"left alone: this reading is {back_s:.0f} s older than the last one"
+            d = _hold(sample, c, reason, 0, sample.max_kib, "out-of-order", None)
+            proposals[name] = _Proposal(d, gs)
             continue
         try:
             p = policies.resolve_cached(name, sample.uuid)

@@ -89,8 +89,14 @@ class HostSample:
 class GuestSample:
     """One guest's balloon state and sanitised statistics at one tick.
 
-    ``t`` is the host's time of the reading; ``last_update`` is QEMU's own timestamp (host epoch
-    seconds) of the guest's latest statistics report, 0 before the first one.
+    Two clocks, kept apart. ``t`` is the time of the reading on a clock that never goes back
+    (the daemon: a monotonic clock, seconds); ``step``'s ``now`` is on the same clock, and every
+    order, rate and timer in the core uses only these two. ``last_update`` is QEMU's timestamp
+    (the host's wall clock, epoch seconds) of the guest's latest statistics report, 0 before the
+    first; the core compares it only with wall-clock times derived by ``wall_time``, so a step
+    of the wall clock moves nothing but what it must. ``stats_age_s`` is how old that report
+    was when read, by the reader's wall clock: with it, ``t`` may be any monotonic clock.
+    Without it (None, as in traces recorded so far), ``t`` is taken to be wall time itself.
     """
 
     name: str
@@ -106,6 +112,9 @@ class GuestSample:
     rss_kib: int | None = None
     """The host's view: resident memory of the guest's QEMU process (libvirt's balloon.rss);
     None when not reported."""
+    stats_age_s: float | None = None
+    """Wall-clock seconds between QEMU's ``last_update`` and this reading; None when the
+    reader does not say (then ``t`` must be wall time)."""
 
     def stat(self, name: str) -> int | None:
         return self.stats.get(name)
@@ -129,6 +138,16 @@ class GuestSample:
         if raw is None:
             return None
         return min(raw // 1024, self.actual_kib)
+
+
+def wall_time(sample: GuestSample, now: float) -> float:
+    """``now`` (the core's monotonic clock) on the host's wall clock, QEMU's ``last_update``'s.
+
+    From the sample's own age when the reader gave it; else ``now`` is taken as wall time.
+    """
+    if sample.stats_age_s is None:
+        return now
+    return sample.last_update + sample.stats_age_s + (now - sample.t)
 
 
 def size_problem(actual_kib: int, max_kib: int) -> str | None:

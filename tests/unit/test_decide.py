@@ -338,3 +338,42 @@ def test_a_size_that_makes_no_sense_is_left_alone_never_a_target_of_0(
         (d,), state = step(now, HOST_SHORT, {"vm": s}, state, PROACTIVE)
         assert d.action is Action.HOLD and d.target_kib == d.current_kib, d
         assert "makes no sense" in d.reason
+
+
+def test_a_wall_clock_step_back_changes_nothing() -> None:
+    """t on a monotonic clock; QEMU's last-update on the wall clock, which steps back an hour
+    at tick 50: the decisions are those of a run without the step."""
+
+    def run_with(step_at: int) -> list[Decision]:
+        g = Guest(used_mib=200)
+        state = EngineState()
+        out = []
+        for i in range(300):
+            t = 5000.0 + 2 * i  # monotonic
+            wall = 1.8e9 + 2 * i - (3600 if i >= step_at else 0)
+            s = replace(g.read(t), last_update=int(wall), stats_age_s=wall - int(wall))
+            (d,), state = step(t, HOST_OK, {"vm": s}, state, PROACTIVE)
+            out.append(d)
+            if d.action is not Action.HOLD:
+                g.actual_mib = d.target_kib // 1024
+        return out
+
+    stepped, steady = run_with(50), run_with(10**9)
+    assert stepped == steady
+    assert sum(d.action is Action.INFLATE for d in stepped) >= 3
+    assert all(d.klass is not PressureClass.UNKNOWN for d in stepped[1:])
+
+
+def test_a_reading_older_than_the_last_is_not_put_in_the_history() -> None:
+    g = Guest(used_mib=200)
+    state = EngineState()
+    for i in range(10):
+        now = 1000.0 + 2 * i
+        _, state = step(now, HOST_OK, {"vm": g.read(now)}, state, PROACTIVE)
+    before = state.guests["vm"]
+    (d,), after = step(900.0, HOST_OK, {"vm": g.read(900.0)}, state, PROACTIVE)
+    assert d.action is Action.HOLD and d.rule == "out-of-order", d
+    assert "118 s older" in d.reason
+    assert after.guests["vm"] == before, "nothing dropped, nothing repeated"
+    (d,), after = step(1020.0, HOST_OK, {"vm": g.read(1020.0)}, after, PROACTIVE)
+    assert after.guests["vm"].history[-2:] == (before.history[-1], g.read(1020.0))
