@@ -128,8 +128,13 @@ class GuestState(NamedTuple):
     guest on every tick, and ``_replace`` on a tuple is several times cheaper.
     """
 
+    # The four fields every tick rewrites come first (see _observe).
     history: tuple[GuestSample, ...] = ()
     none_since: float | None = None
+    last_seen_t: float = 0.0
+    steady_since: float | None = None
+    """When the guest's statistics last changed: the oldest sample of the current run of
+    samples with equal statistics."""
     last_change_t: float | None = None
     last_change_wall: float | None = None
     """Our last change on the wall clock: a report (``last_update``) after it reflects it."""
@@ -143,10 +148,6 @@ class GuestState(NamedTuple):
     external_until: float | None = None
     stuck_floor_kib: int | None = None
     stuck_until: float | None = None
-    last_seen_t: float = 0.0
-    steady_since: float | None = None
-    """When the guest's statistics last changed: the oldest sample of the current run of
-    samples with equal statistics."""
     asked_kib: int = 0
     """Taken from this guest for the host (on-demand) and not yet judged: see ``_judge_ask``."""
     asked_t: float = 0.0
@@ -449,9 +450,6 @@ def _observe(
     old = gs.history
     same = bool(old) and sample.stats == old[-1].stats
     history, rebooted = _append(old, sample, p.rate_window_s + p.stuck_after_s, same)
-    stuck_floor_kib, stuck_until = gs.stuck_floor_kib, gs.stuck_until
-    if rebooted:
-        stuck_floor_kib = stuck_until = None
     # A guest whose statistics have not moved over its whole history (an idle guest, or one
     # not reporting again yet) is ``none`` or ``unknown`` without computing a rate.
     steady_since = (gs.steady_since or old[-1].t) if same and not rebooted else sample.t
@@ -466,7 +464,9 @@ def _observe(
     none_since = None
     if c.klass is PressureClass.NONE:
         none_since = now if gs.none_since is None else gs.none_since
-    last_target_kib, external_until = gs.last_target_kib, gs.external_until
+    gs = GuestState(history, none_since, now, steady_since, *gs[4:])  # cheaper than _replace
+    if rebooted:
+        gs = gs._replace(stuck_floor_kib=None, stuck_until=None)
 
     cur = sample.actual_kib
     hi = p.max_kib(sample.max_kib)
@@ -475,11 +475,11 @@ def _observe(
     prev_kib = history[-2].actual_kib if len(history) > 1 else None
     closed = p.enabled and not open_loop
     if closed and prev_kib is not None and abs(cur - prev_kib) > tol:
-        ours = last_target_kib
+        ours = gs.last_target_kib
         toward_ours = ours is not None and abs(cur - ours) < abs(prev_kib - ours)
         if not toward_ours and (ours is None or abs(cur - ours) > tol):
-            external_until, last_target_kib = now + p.external_hold_s, cur
-    last_change_t = gs.last_change_t
+            gs = gs._replace(external_until=now + p.external_hold_s, last_target_kib=cur)
+    last_change_t, last_target_kib = gs.last_change_t, gs.last_target_kib
     since_change = None if last_change_t is None else now - last_change_t
     stalled = (
         closed
@@ -489,16 +489,6 @@ def _observe(
         and since_change >= p.stuck_after_s
         and cur - last_target_kib > tol
         and (prev_kib is None or prev_kib - cur <= tol)
-    )
-    gs = gs._replace(
-        history=history,
-        none_since=none_since,
-        last_target_kib=last_target_kib,
-        external_until=external_until,
-        stuck_floor_kib=stuck_floor_kib,
-        stuck_until=stuck_until,
-        last_seen_t=now,
-        steady_since=steady_since,
     )
     return Facts(
         sample,
@@ -516,7 +506,7 @@ def _observe(
         gs.last_change_wall is None
         or sample.last_update > gs.last_change_wall
         or sample.last_update < gs.last_change_update,
-        external_until is not None and now < external_until,
+        gs.external_until is not None and now < gs.external_until,
         stalled,
     )
 
