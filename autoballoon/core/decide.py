@@ -10,7 +10,9 @@ says: a size changed by someone else, an inflation the guest does not follow. Th
 reads those facts and nothing else: an ordered list of rules (``RULES``), each a small function
 that proposes (hold, change, or offer spare memory) or declines; the first proposal wins and the
 decision names its rule. Sizes are in KiB; "inflate" takes memory from the guest, "deflate"
-gives it back.
+gives it back. A guest whose sample cannot be used at all is left alone for the tick before
+any of this: sizes that make no sense (``bad-sizes``), a reading older than its last one
+(``out-of-order``), a policy that cannot be resolved (``policy-error``).
 
 Rescue first:
 
@@ -29,7 +31,7 @@ Rescue first:
 - ``low-water``: available memory under the low-water mark deflates by the medium step once the
   guest has reported since our last change.
 
-Hold under pressure:
+Hold under pressure, unless short:
 
 - ``short-in-stall``: ``cgroup-stall`` with available memory under the headroom is short all
   the same and gets the medium step.
@@ -50,8 +52,7 @@ Take slowly:
   (``host-covered``, ``asked``). It asks lowest priority first, then guests whose takes the host
   really got back, then most spare; a guest whose last take returned nothing to the host is
   not asked again while the host stays short (``unproductive``). When ballooning cannot help
-  the host, the engine
-  says so (``EngineState.host_verdict``).
+  the host, the engine says so (``EngineState.host_verdict``).
 
 Finally every change is clamped into [floor, max] and changes under ``min_change_mib`` are
 skipped (except rescues); ``observe`` turns a change into a hold that says what it would do.
