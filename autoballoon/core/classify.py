@@ -39,7 +39,7 @@ from typing import NamedTuple
 
 from autoballoon.core.policy import GuestPolicy
 from autoballoon.core.rates import Rates, baseline, compute_rates
-from autoballoon.core.samples import GuestSample
+from autoballoon.core.samples import GuestSample, wall_time
 
 
 class PressureClass(StrEnum):
@@ -72,6 +72,7 @@ class Classification(NamedTuple):
     reason: str
     basis: Basis
     rates: Rates | None = None
+    """The rates read; None when none were computed (``unknown``, or a steady history)."""
 
 
 def _ratio(num: float | None, den: float | None) -> float:
@@ -80,12 +81,33 @@ def _ratio(num: float | None, den: float | None) -> float:
     return num / den
 
 
+MAX_PERIOD_S = 3600.0
+"""A reporting period above this is not believed (the staleness limit falls back to the policy)."""
+
+
+def stale_after_s(policy: GuestPolicy, history: Sequence[GuestSample]) -> float:
+    """How old the newest statistics may be before the guest is ``unknown``.
+
+    The policy's ``stale_after_s``, or, when longer, the guest's own reporting period plus one
+    tick: a report is up to a period old when it is read, and is read up to a tick late. The
+    tick is the gap between the last two samples, at most one period (a longer gap is a pause
+    of ours, not the guest's).
+    """
+    newest = history[-1]
+    period = newest.stats_period_s
+    if period is None or not 0 < period <= MAX_PERIOD_S:
+        return policy.stale_after_s
+    tick = min(newest.t - history[-2].t, period) if len(history) > 1 else period
+    return max(policy.stale_after_s, period + tick)
+
+
 def classify(
     history: Sequence[GuestSample],
     policy: GuestPolicy,
     now: float,
     since_t: float | None = None,
     clean: bool = False,
+    steady: bool = False,
 ) -> Classification:
     """Classify the newest sample of ``history`` (oldest first).
 
@@ -93,14 +115,16 @@ def classify(
     last sample before ``since_t`` (the controller's own latest change) when that is later: the
     evidence that caused a change is not counted again after it. ``clean=True`` promises the
     history holds no counter reset (decide() restarts histories at reboots), saving a scan.
+    ``steady=True`` promises every sample in ``history`` carries the same statistics: every
+    counter's change is zero whatever the baseline, so the answer is ``none`` without rates.
     """
     if not history:
         return Classification(PressureClass.UNKNOWN, "no sample yet", Basis.NONE)
     newest = history[-1]
     if newest.last_update <= 0:
         return Classification(PressureClass.UNKNOWN, "guest has sent no statistics", Basis.NONE)
-    age = now - newest.last_update
-    if age > policy.stale_after_s:
+    age = wall_time(newest, now) - newest.last_update
+    if age > stale_after_s(policy, history):
         return Classification(
             PressureClass.UNKNOWN, f"statistics are stale ({age:.0f} s old)", Basis.NONE
         )
@@ -108,6 +132,8 @@ def classify(
         return Classification(
             PressureClass.UNKNOWN, "guest reports neither available nor free memory", Basis.NONE
         )
+    if steady and len(history) > 1:
+        return _STEADY_EXTENDED if newest.has_extended else _STEADY_STANDARD
     cutoff = now - policy.rate_window_s
     if since_t is not None:
         cutoff = max(cutoff, since_t)
@@ -118,6 +144,13 @@ def classify(
     if newest.has_extended and base is not None and base.has_extended:
         return _classify_extended(rates, policy)
     return _classify_standard(rates, newest, policy)
+
+
+_STEADY_EXTENDED = Classification(PressureClass.NONE, "no pressure signal", Basis.EXTENDED)
+_STEADY_STANDARD = Classification(
+    PressureClass.NONE, "no pressure signal (standard stats only)", Basis.STANDARD
+)
+"""``none`` as the two functions below answer it, without rates."""
 
 
 def _classify_extended(r: Rates, p: GuestPolicy) -> Classification:
@@ -173,7 +206,7 @@ def _classify_extended(r: Rates, p: GuestPolicy) -> Classification:
     swap_in = r.swap_in_mib_per_s or 0.0
     if swap_in >= p.swap_high_mib_per_s and swap_in > 0:
         return c(PressureClass.LIGHT_PRESSURE, f"swapping in {swap_in:.1f} MiB/s")
-    return c(PressureClass.NONE, "no pressure signal")
+    return _STEADY_EXTENDED._replace(rates=r)
 
 
 def _classify_standard(r: Rates, newest: GuestSample, p: GuestPolicy) -> Classification:
@@ -191,4 +224,4 @@ def _classify_standard(r: Rates, newest: GuestSample, p: GuestPolicy) -> Classif
     swap_in = r.swap_in_mib_per_s or 0.0
     if swap_in >= p.swap_high_mib_per_s and swap_in > 0:
         return c(PressureClass.GLOBAL_RECLAIM, f"swapping in {swap_in:.1f} MiB/s")
-    return c(PressureClass.NONE, "no pressure signal")
+    return _STEADY_STANDARD._replace(rates=r)

@@ -4,28 +4,60 @@ Purely computational, no side effects: ``step(now, host, samples, state, policie
 decisions (values) and the next state. The daemon applies the decisions through an actuator;
 dry-run swaps the actuator; replay feeds recorded samples. All three run this exact function.
 
-The control law, per guest (sizes in KiB; "inflate" takes memory from the guest, "deflate"
-gives it back):
+Each guest's tick has two halves. The bookkeeping (``_observe``) records the sample in the
+guest's history (restarting it at a reboot), classifies, and notices what the balloon itself
+says: a size changed by someone else, an inflation the guest does not follow. The law then
+reads those facts and nothing else: an ordered list of rules (``RULES``), each a small function
+that proposes (hold, change, or offer spare memory) or declines; the first proposal wins and the
+decision names its rule. Sizes are in KiB; "inflate" takes memory from the guest, "deflate"
+gives it back. A guest whose sample cannot be used at all is left alone for the tick before
+any of this: sizes that make no sense (``bad-sizes``), a reading older than its last one
+(``out-of-order``), a policy that cannot be resolved (``policy-error``).
 
-1. Rescue first. ``oom`` and ``thrashing`` deflate at once by the large step, ``global-reclaim``
-   by the medium step, ignoring cooldowns: the evidence is measured only since our own last
-   change, so one event is answered once. Available memory under the low-water mark deflates by
-   the medium step as soon as the guest has reported since our last change. Stale statistics on
-   a guest we hold below its maximum give back a medium step (a guest too busy to report may be
-   thrashing).
-2. ``cgroup-stall`` and ``reclaim-struggling`` hold: more memory does not cure a limit inside the
-   guest, and a struggling kswapd means there is nothing spare; neither is ever inflated. A
-   ``cgroup-stall`` guest whose available memory is under its headroom is short all the same
-   and gets the medium step.
-3. Take slowly. A guest is an inflation candidate only in class ``none`` held for ``stable_s``,
-   outside the cooldown after any change, outside ``pressure_block_s`` after a rescue, outside
-   an operator's hold, and with available memory above its headroom. The step is at most
-   ``inflate_step_ratio`` of its maximum and never leaves less than the headroom available.
-   ``proactive`` takes from every candidate; ``on-demand`` only what brings the host back to its
-   reserve, lowest priority and most spare first.
-4. Clamp into [floor, max] (and above a learned stuck floor), skip changes under
-   ``min_change_mib``. The dead band between low-water and headroom is where nothing happens;
-   that and the cooldowns are why a constant input settles and stays put.
+Rescue first:
+
+- ``opted-out``: ``enabled = false`` is observed and reported, never resized.
+- ``rescue``: ``oom`` and ``thrashing`` deflate at once by the large step, ``global-reclaim`` by
+  the medium step, ignoring cooldowns: the evidence is measured only since our own last change,
+  so one event is answered once.
+- ``below-floor``: a balloon below the policy's floor goes back up to it.
+- ``stalled-inflation`` (closed loop only): an inflation the balloon has not followed for
+  ``stuck_after_s`` is backed off by the medium step and not retried below that size for
+  ``pressure_block_s``.
+- ``stale``: statistics gone stale (older than ``stale_after_s``, or than the guest's own
+  reporting period plus a tick when that is longer) on a guest we hold below its maximum give
+  back a medium step (a guest too busy to report may be thrashing); ``unknown``: otherwise
+  nothing is done.
+- ``low-water``: available memory under the low-water mark deflates by the medium step once the
+  guest has reported since our last change.
+
+Hold under pressure, unless short:
+
+- ``short-in-stall``: ``cgroup-stall`` with available memory under the headroom is short all
+  the same and gets the medium step.
+- ``under-pressure``: any other pressure class holds: ``cgroup-stall`` is a limit inside the
+  guest, a struggling kswapd means nothing is spare; neither is ever inflated.
+
+Take slowly:
+
+- ``waiting``: a guest is an inflation candidate only in class ``none`` held for ``stable_s``,
+  outside the cooldown after any change, outside ``pressure_block_s`` after a rescue, outside an
+  operator's hold (``external_hold_s``), and once it has reported since our last change.
+- ``observe-mode``: the ``observe`` mode never acts. ``above-max``: back down to the maximum.
+- ``spare``: available memory above the headroom, at most ``inflate_step_ratio`` of the maximum
+  and never below the floor (or a learned stuck floor), is offered. Then, over all guests:
+  ``proactive`` takes every offer (``take-proactive``); ``on-demand`` takes only what brings the
+  host back to its reserve (``take-on-demand``), nothing while the host is fine
+  (``host-above-reserve``) or while what was already asked covers its shortfall
+  (``host-covered``, ``asked``). It asks lowest priority first, then guests whose takes the host
+  really got back, then most spare; a guest whose last take returned nothing to the host is
+  not asked again while the host stays short (``unproductive``). When ballooning cannot help
+  the host, the engine says so (``EngineState.host_verdict``).
+
+Finally every change is clamped into [floor, max] and changes under ``min_change_mib`` are
+skipped (except rescues); ``observe`` turns a change into a hold that says what it would do.
+The dead band between low-water and headroom is where nothing happens; that and the cooldowns
+are why a constant input settles and stays put.
 
 With ``open_loop=True`` (dry-run, replay) the balloon never follows the decisions, so the two
 closed-loop detectors are off: a stalled inflation, and a size changed by someone else.
@@ -33,14 +65,21 @@ closed-loop detectors are off: a stalled inflation, and a size changed by someon
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import NamedTuple
 
-from autoballoon.core.classify import Basis, Classification, PressureClass, classify
+from autoballoon.core.classify import (
+    Basis,
+    Classification,
+    PressureClass,
+    classify,
+    stale_after_s,
+)
 from autoballoon.core.policy import GuestPolicy, PolicySet
-from autoballoon.core.samples import CUMULATIVE_STATS, GuestSample, HostSample
+from autoballoon.core.rates import counters_reset
+from autoballoon.core.samples import GuestSample, HostSample, size_problem, wall_time
 from autoballoon.core.units import KIB_PER_MIB
 
 
@@ -90,10 +129,19 @@ class GuestState(NamedTuple):
     guest on every tick, and ``_replace`` on a tuple is several times cheaper.
     """
 
+    # The four fields every tick rewrites come first (see _observe).
     history: tuple[GuestSample, ...] = ()
-    klass: PressureClass = PressureClass.UNKNOWN
     none_since: float | None = None
+    last_seen_t: float = 0.0
+    steady_since: float | None = None
+    """When the guest's statistics last changed: the oldest sample of the current run of
+    samples with equal statistics."""
     last_change_t: float | None = None
+    last_change_wall: float | None = None
+    """Our last change on the wall clock: a report (``last_update``) after it reflects it."""
+    last_change_update: int = 0
+    """The guest's ``last_update`` when we made that change: one below it means the wall clock
+    went back since, and then any report that differs is a new one."""
     last_change_dir: int = 0
     """+1 after a deflate, -1 after an inflate, 0 before any change."""
     last_target_kib: int | None = None
@@ -101,13 +149,370 @@ class GuestState(NamedTuple):
     external_until: float | None = None
     stuck_floor_kib: int | None = None
     stuck_until: float | None = None
-    direction_changes: int = 0
-    last_seen_t: float = 0.0
+    asked_kib: int = 0
+    """Taken from this guest for the host (on-demand) and not yet judged: see ``_judge_ask``."""
+    asked_t: float = 0.0
+    asked_rss_kib: int | None = None
+    """The guest's QEMU RSS when it was asked (what the host holds for it)."""
+    asked_host_kib: int | None = None
+    """The host's MemAvailable when the guest was asked."""
+    host_yield_ratio: float | None = None
+    """Of the last take for the host, the share the host really got back; None before one."""
+    unproductive_rss_kib: int | None = None
+    """Set (to the guest's QEMU RSS then, 0 when unknown) when a take for the host returned
+    (almost) nothing: never-touched pages free nothing on the host. The guest is not squeezed
+    for the host again until the host is above its reserve once more, or the guest's RSS grows
+    by an inflate step (it has touched memory since)."""
 
 
 @dataclass
 class EngineState:
     guests: dict[str, GuestState] = field(default_factory=dict)
+    host_verdict: str | None = None
+    """The on-demand host's situation after the latest tick, for logs and ``status``: None while
+    the host is above its reserve (or no guest is on-demand), else one line starting "host
+    short by N MiB; " and saying what is done about it: asking guests, waiting for what was asked
+    to reach the host, or that ballooning cannot free more."""
+
+
+YIELD_LOW_RATIO = 0.25
+"""A take for the host that returns less than this share to it marks the guest unproductive."""
+
+
+# --- what a rule proposes ---------------------------------------------------------------------
+
+
+class Hold(NamedTuple):
+    """Leave the balloon where it is."""
+
+    reason: str
+
+
+class Change(NamedTuple):
+    """Move the balloon to ``target_kib`` (clamped and rounded off later)."""
+
+    target_kib: int
+    reason: str
+    rescue: bool = False
+    """A rescue is made even under ``min_change_mib``, and a deflating one blocks inflation."""
+    stuck_floor_kib: int | None = None
+    """Do not inflate below this size for ``pressure_block_s`` (a stalled inflation)."""
+
+
+class Offer(NamedTuple):
+    """The guest can give up to ``spare_kib``; how much is taken is decided over all guests."""
+
+    spare_kib: int
+    limit: str | None
+    """What bounded it: "step", "floor", "stuck-floor" or None (the headroom)."""
+
+
+Proposal = Hold | Change | Offer
+
+
+class Facts(NamedTuple):
+    """One guest at one tick after the bookkeeping: everything a rule may read."""
+
+    sample: GuestSample
+    c: Classification
+    p: GuestPolicy
+    gs: GuestState
+    now: float
+    cur: int
+    lo: int
+    hi: int
+    tol: int
+    """Changes smaller than this are not worth making (``min_change_mib``, at least 1 MiB)."""
+    available_kib: int | None
+    """The guest's available memory as reported; None when it reports none."""
+    available: int
+    """The same, 0 when not reported."""
+    since_change: float | None
+    reported_since_change: bool
+    """The guest has sent statistics since our last change (they reflect it)."""
+    external: bool
+    """Someone else resized the balloon within ``external_hold_s``."""
+    stalled: bool
+    """Our last inflation has not been followed for ``stuck_after_s``."""
+
+    def step_kib(self, kind: str) -> int:
+        ratio = self.p.deflate_large_ratio if kind == "large" else self.p.deflate_medium_ratio
+        return max(int(ratio * self.hi), self.tol)
+
+
+def _mib(kib: int) -> int:
+    return kib // KIB_PER_MIB
+
+
+# --- the law, in order ------------------------------------------------------------------------
+
+
+def opted_out(f: Facts) -> Proposal | None:
+    return None if f.p.enabled else Hold("opted out (enabled = false)")
+
+
+def rescue(f: Facts) -> Proposal | None:
+    kind = RESCUE_CLASSES.get(f.c.klass)
+    if kind is None:
+        return None
+    why = f"{f.c.klass}: {f.c.reason}"
+    if f.cur >= f.hi:
+        return Hold(f"{why}; already at max")
+    return Change(f.cur + f.step_kib(kind), why, rescue=True)
+
+
+def below_floor(f: Facts) -> Proposal | None:
+    if f.cur >= f.lo:
+        return None
+    return Change(f.lo, f"{f.c.klass}: below the floor {_mib(f.lo)} MiB")
+
+
+def stalled_inflation(f: Facts) -> Proposal | None:
+    if not f.stalled:
+        return None
+    wanted = f.gs.last_target_kib or 0
+    target = min(f.hi, f.cur + f.step_kib("medium"))
+    return Change(
+        target,
+        f"inflation stalled at {_mib(f.cur)} MiB (target {_mib(wanted)} MiB "
+        f"for {f.since_change or 0:.0f} s): the guest cannot give more",
+        rescue=True,
+        stuck_floor_kib=target,
+    )
+
+
+def stale(f: Facts) -> Proposal | None:
+    if f.c.klass is not PressureClass.UNKNOWN:
+        return None
+    last_update = f.sample.last_update
+    if not (last_update > 0 and f.cur < f.hi):
+        return None
+    if wall_time(f.sample, f.now) - last_update <= stale_after_s(f.p, f.gs.history):
+        return None
+    if f.since_change is not None and f.since_change < f.p.cooldown_s:
+        return None
+    return Change(f.cur + f.step_kib("medium"), f"unknown: {f.c.reason}; giving memory back")
+
+
+def unknown(f: Facts) -> Proposal | None:
+    if f.c.klass is not PressureClass.UNKNOWN:
+        return None
+    return Hold(f"unknown: {f.c.reason}; never inflated")
+
+
+def low_water(f: Facts) -> Proposal | None:
+    low = f.p.low_water_kib(f.cur)
+    if f.available >= low or not f.reported_since_change:
+        return None
+    if f.cur >= f.hi:
+        return Hold(f"{f.c.klass}: available {_mib(f.available)} MiB below low water; at max")
+    return Change(
+        f.cur + f.step_kib("medium"),
+        f"{f.c.klass}: available {_mib(f.available)} MiB below low water {_mib(low)} MiB",
+        rescue=True,
+    )
+
+
+def short_in_stall(f: Facts) -> Proposal | None:
+    # The matrix reads stalls without direct reclaim as a limit inside the guest; it is silent
+    # on the guest's own MemAvailable. Seen in the lab: a small guest short of memory stalls
+    # with little direct scanning too. Short is short: give memory back.
+    if f.c.klass is not PressureClass.CGROUP_STALL or f.cur >= f.hi:
+        return None
+    headroom = f.p.headroom_kib(f.cur)
+    if f.available >= headroom:
+        return None
+    return Change(
+        f.cur + f.step_kib("medium"),
+        f"{f.c.klass}: {f.c.reason}; but only {_mib(f.available)} MiB available, under the "
+        f"headroom {_mib(headroom)} MiB",
+        rescue=True,
+    )
+
+
+_WHY_HOLD = {
+    PressureClass.CGROUP_STALL: "stalls come from a limit inside the guest; more memory would "
+    "not help, so nothing is taken or given",
+    PressureClass.RECLAIM_STRUGGLING: "kswapd cannot reclaim: nothing to spare",
+}
+
+
+def under_pressure(f: Facts) -> Proposal | None:
+    if f.c.klass is PressureClass.NONE:
+        return None
+    why = _WHY_HOLD.get(f.c.klass, "not inflated while under pressure")
+    return Hold(f"{f.c.klass}: {f.c.reason}; {why}")
+
+
+def waiting(f: Facts) -> Proposal | None:
+    p, now, gs = f.p, f.now, f.gs
+    blockers = []
+    calm_s = now - (gs.none_since or now)
+    if calm_s < p.stable_s:
+        blockers.append(f"calm for {calm_s:.0f}/{p.stable_s:.0f} s")
+    if f.since_change is not None and f.since_change < p.cooldown_s:
+        blockers.append(f"cooldown {f.since_change:.0f}/{p.cooldown_s:.0f} s")
+    if gs.last_rescue_t is not None and now - gs.last_rescue_t < p.pressure_block_s:
+        blockers.append(
+            f"blocked after rescue {now - gs.last_rescue_t:.0f}/{p.pressure_block_s:.0f} s"
+        )
+    if f.external:
+        blockers.append("resized by someone else; holding")
+    if not f.reported_since_change:
+        # Its figures predate our change: the same spare memory would be counted twice.
+        blockers.append("no report since the last change")
+    return Hold("none: " + ", ".join(blockers)) if blockers else None
+
+
+def observe_mode(f: Facts) -> Proposal | None:
+    return Hold("none: observe mode never acts") if f.p.mode == "observe" else None
+
+
+def above_max(f: Facts) -> Proposal | None:
+    return Change(f.hi, f"none: above max {_mib(f.hi)} MiB") if f.cur > f.hi else None
+
+
+def spare(f: Facts) -> Proposal:
+    """The last rule: always proposes (an offer, or a hold when there is nothing to give)."""
+    gs, cur, lo = f.gs, f.cur, f.lo
+    headroom = f.p.headroom_kib(cur)
+    floor = lo
+    if gs.stuck_floor_kib is not None and gs.stuck_until is not None and f.now < gs.stuck_until:
+        floor = max(floor, gs.stuck_floor_kib)
+    limits = {
+        None: f.available - headroom,
+        "stuck-floor" if floor > lo else "floor": cur - floor,
+        "step": int(f.p.inflate_step_ratio * f.hi),
+    }
+    limit = min(limits, key=lambda k: limits[k])
+    amount = limits[limit]
+    if amount < f.tol:
+        return Hold(
+            f"none: {_mib(f.available)} MiB available, headroom {_mib(headroom)} MiB"
+            + (f", at {limit}" if limit else "")
+        )
+    return Offer(amount, limit)
+
+
+Rule = Callable[[Facts], Proposal | None]
+
+RULES: tuple[Rule, ...] = (
+    opted_out,
+    rescue,
+    below_floor,
+    stalled_inflation,
+    stale,
+    unknown,
+    low_water,
+    short_in_stall,
+    under_pressure,
+    waiting,
+    observe_mode,
+    above_max,
+)
+"""The law, in order; the first rule that proposes decides. ``spare`` comes last."""
+
+_NAMED = tuple((r.__name__.replace("_", "-"), r) for r in RULES)
+
+
+# --- bookkeeping -------------------------------------------------------------------------------
+
+
+def _append(
+    history: tuple[GuestSample, ...], sample: GuestSample, keep_s: float, same: bool
+) -> tuple[tuple[GuestSample, ...], bool]:
+    """History with ``sample`` added; restarts (and says so) when the guest rebooted.
+
+    ``same``: the sample's statistics equal the newest one's (then no counter went down).
+    """
+    if history:
+        prev = history[-1]
+        if sample.t == prev.t:
+            history = history[:-1]  # same instant read twice: keep the newer reading
+        elif not same and counters_reset(prev, sample):
+            return (sample,), True
+    horizon = sample.t - keep_s
+    # keep one sample older than the horizon: it is the baseline of the window's rates.
+    older = 0
+    for s in history:
+        if s.t >= horizon:
+            break
+        older += 1
+    kept = history[older - 1 :] if older > 1 else history
+    if len(kept) >= HISTORY_LIMIT:
+        kept = kept[len(kept) - HISTORY_LIMIT + 1 :]
+    return (*kept, sample), False
+
+
+def _observe(
+    sample: GuestSample, gs: GuestState, p: GuestPolicy, now: float, open_loop: bool
+) -> Facts:
+    """The bookkeeping: history, reboot, classification, someone else's resize, a stall."""
+    old = gs.history
+    same = bool(old) and sample.stats == old[-1].stats
+    history, rebooted = _append(old, sample, p.rate_window_s + p.stuck_after_s, same)
+    # A guest whose statistics have not moved over its whole history (an idle guest, or one
+    # not reporting again yet) is ``none`` or ``unknown`` without computing a rate.
+    steady_since = (gs.steady_since or old[-1].t) if same and not rebooted else sample.t
+    c = classify(
+        history,
+        p,
+        now,
+        since_t=gs.last_change_t,
+        clean=True,
+        steady=history[0].t >= steady_since,
+    )
+    none_since = None
+    if c.klass is PressureClass.NONE:
+        none_since = now if gs.none_since is None else gs.none_since
+    gs = GuestState(history, none_since, now, steady_since, *gs[4:])  # cheaper than _replace
+    if rebooted:
+        gs = gs._replace(stuck_floor_kib=None, stuck_until=None)
+
+    cur = sample.actual_kib
+    hi = p.max_kib(sample.max_kib)
+    tol = max(p.min_change_mib * KIB_PER_MIB, KIB_PER_MIB)
+    available_kib = sample.available_kib
+    prev_kib = history[-2].actual_kib if len(history) > 1 else None
+    closed = p.enabled and not open_loop
+    if closed and prev_kib is not None and abs(cur - prev_kib) > tol:
+        ours = gs.last_target_kib
+        toward_ours = ours is not None and abs(cur - ours) < abs(prev_kib - ours)
+        if not toward_ours and (ours is None or abs(cur - ours) > tol):
+            gs = gs._replace(external_until=now + p.external_hold_s, last_target_kib=cur)
+    last_change_t, last_target_kib = gs.last_change_t, gs.last_target_kib
+    since_change = None if last_change_t is None else now - last_change_t
+    stalled = (
+        closed
+        and gs.last_change_dir < 0
+        and last_target_kib is not None
+        and since_change is not None
+        and since_change >= p.stuck_after_s
+        and cur - last_target_kib > tol
+        and (prev_kib is None or prev_kib - cur <= tol)
+    )
+    return Facts(
+        sample,
+        c,
+        p,
+        gs,
+        now,
+        cur,
+        p.floor_kib(sample.max_kib),
+        hi,
+        tol,
+        available_kib,
+        available_kib or 0,
+        since_change,
+        gs.last_change_wall is None
+        or sample.last_update > gs.last_change_wall
+        or sample.last_update < gs.last_change_update,
+        gs.external_until is not None and now < gs.external_until,
+        stalled,
+    )
+
+
+# --- from proposal to decision -------------------------------------------------------------------
 
 
 class _Proposal(NamedTuple):
@@ -117,36 +522,17 @@ class _Proposal(NamedTuple):
     """For inflation candidates: the most this guest could give this tick."""
     priority: int = 0
     spare_limit: str | None = None
-    """What bounded ``spare_kib``: "step", "floor", "stuck-floor" or None (the headroom)."""
 
 
-def _append(
-    history: tuple[GuestSample, ...], sample: GuestSample, keep_s: float
-) -> tuple[tuple[GuestSample, ...], bool]:
-    """History with ``sample`` added; restarts (and says so) when a counter went down."""
-    if history:
-        prev = history[-1]
-        if sample.t <= prev.t:
-            history = history[:-1]  # same instant read twice: keep the newer reading
-        else:
-            before, now = prev.stats, sample.stats
-            for name in CUMULATIVE_STATS:
-                a = before.get(name)
-                if a is not None:
-                    b = now.get(name)
-                    if b is not None and b < a:
-                        return (sample,), True
-    horizon = sample.t - keep_s
-    kept = [s for s in history if s.t >= horizon]
-    # keep one sample older than the horizon: it is the baseline of the window's rates.
-    older = len(history) - len(kept)
-    if older:
-        kept.insert(0, history[older - 1])
-    kept.append(sample)
-    return tuple(kept[-HISTORY_LIMIT:]), False
-
-
-def _hold(s: GuestSample, c: Classification, reason: str, lo: int, hi: int) -> Decision:
+def _hold(
+    s: GuestSample,
+    c: Classification,
+    reason: str,
+    lo: int,
+    hi: int,
+    rule: str,
+    available_kib: int | None,
+) -> Decision:
     return Decision(
         s.name,
         s.t,
@@ -159,24 +545,48 @@ def _hold(s: GuestSample, c: Classification, reason: str, lo: int, hi: int) -> D
         None,
         lo,
         hi,
-        s.available_kib,
+        available_kib,
+        rule,
     )
 
 
-def _change(
-    s: GuestSample,
-    c: Classification,
-    target: int,
-    reason: str,
-    lo: int,
-    hi: int,
-    clamped: str | None = None,
-) -> Decision:
-    action = Action.INFLATE if target < s.actual_kib else Action.DEFLATE
-    return Decision(
+def _settle(f: Facts, rule: str, want: Proposal) -> _Proposal:
+    """Clamp a change into [floor, max], skip small ones, and record it in the state."""
+    s, c, p, gs, cur, lo, hi = f.sample, f.c, f.p, f.gs, f.cur, f.lo, f.hi
+    if isinstance(want, Hold):
+        return _Proposal(_hold(s, c, want.reason, lo, hi, rule, f.available_kib), gs)
+    if isinstance(want, Offer):
+        d = _hold(s, c, "none: candidate", lo, hi, rule, f.available_kib)
+        return _Proposal(d, gs, want.spare_kib, p.priority, want.limit)
+    if want.stuck_floor_kib is not None:
+        until = f.now + p.pressure_block_s
+        gs = gs._replace(stuck_floor_kib=want.stuck_floor_kib, stuck_until=until)
+    target, reason, clamped = want.target_kib, want.reason, None
+    if target > hi:
+        target, clamped = hi, "max"
+    if target < lo:
+        target, clamped = lo, "floor"
+    if target == cur or (abs(target - cur) < f.tol and not want.rescue):
+        reason = f"{reason}; change under {p.min_change_mib} MiB skipped"
+        return _Proposal(_hold(s, c, reason, lo, hi, rule, f.available_kib), gs)
+    if p.mode == "observe":
+        verb = "deflate" if target > cur else "inflate"
+        reason = f"observe mode, would {verb} to {_mib(target)} MiB: {reason}"
+        return _Proposal(_hold(s, c, reason, lo, hi, rule, f.available_kib), gs)
+    direction = 1 if target > cur else -1
+    gs = gs._replace(
+        last_change_t=f.now,
+        last_change_wall=wall_time(s, f.now),
+        last_change_update=s.last_update,
+        last_change_dir=direction,
+        last_target_kib=target,
+        last_rescue_t=f.now if (want.rescue and direction > 0) else gs.last_rescue_t,
+    )
+    action = Action.INFLATE if direction < 0 else Action.DEFLATE
+    d = Decision(
         s.name,
         s.t,
-        s.actual_kib,
+        cur,
         target,
         action,
         c.klass,
@@ -185,197 +595,166 @@ def _change(
         clamped,
         lo,
         hi,
-        s.available_kib,
+        f.available_kib,
+        rule,
     )
+    return _Proposal(d, gs)
 
 
-def _propose(
-    sample: GuestSample, gs: GuestState, p: GuestPolicy, now: float, open_loop: bool
+def _propose(f: Facts) -> _Proposal:
+    for name, rule in _NAMED:
+        want = rule(f)
+        if want is not None:
+            return _settle(f, name, want)
+    return _settle(f, "spare", spare(f))
+
+
+def _take(
+    prop: _Proposal, sample: GuestSample, amount: int, now: float, why: str, rule: str
 ) -> _Proposal:
-    keep_s = p.rate_window_s + p.stuck_after_s
-    history, rebooted = _append(gs.history, sample, keep_s)
-    if rebooted:
-        gs = gs._replace(stuck_floor_kib=None, stuck_until=None)
-    prev = history[-2] if len(history) > 1 else None
-    c = classify(history, p, now, since_t=gs.last_change_t, clean=True)
-    none_since = gs.none_since if c.klass is PressureClass.NONE else None
-    if c.klass is PressureClass.NONE and none_since is None:
-        none_since = now
-    gs = gs._replace(history=history, klass=c.klass, none_since=none_since, last_seen_t=now)
-
-    cur = sample.actual_kib
-    hi = p.max_kib(sample.max_kib)
-    lo = p.floor_kib(sample.max_kib)
-    tol = max(p.min_change_mib * KIB_PER_MIB, KIB_PER_MIB)
-
-    def hold(reason: str) -> _Proposal:
-        return _Proposal(_hold(sample, c, reason, lo, hi), gs)
-
-    if not p.enabled:
-        return hold("opted out (enabled = false)")
-
-    # Closed loop only: someone else resized the balloon.
-    if not open_loop and prev is not None and abs(cur - prev.actual_kib) > tol:
-        ours = gs.last_target_kib
-        toward_ours = ours is not None and abs(cur - ours) < abs(prev.actual_kib - ours)
-        if not toward_ours and (ours is None or abs(cur - ours) > tol):
-            gs = gs._replace(external_until=now + p.external_hold_s, last_target_kib=cur)
-    external = gs.external_until is not None and now < gs.external_until
-
-    since_change = None if gs.last_change_t is None else now - gs.last_change_t
-    reported_since_change = gs.last_change_t is None or sample.last_update > gs.last_change_t
-
-    def change(target: int, reason: str, rescue: bool = False) -> _Proposal:
-        clamped = None
-        if target > hi:
-            target, clamped = hi, "max"
-        if target < lo:
-            target, clamped = lo, "floor"
-        if target == cur or (abs(target - cur) < tol and not rescue):
-            return hold(f"{reason}; change under {p.min_change_mib} MiB skipped")
-        if p.mode == "observe":
-            verb = "deflate" if target > cur else "inflate"
-            return hold(f"observe mode, would {verb} to {target // KIB_PER_MIB} MiB: {reason}")
-        direction = 1 if target > cur else -1
-        flips = gs.direction_changes + (1 if gs.last_change_dir == -direction else 0)
-        new = gs._replace(
-            last_change_t=now,
-            last_change_dir=direction,
-            last_target_kib=target,
-            direction_changes=flips,
-            last_rescue_t=now if (rescue and direction > 0) else gs.last_rescue_t,
-        )
-        return _Proposal(_change(sample, c, target, reason, lo, hi, clamped), new)
-
-    def step(kind: str) -> int:
-        ratio = p.deflate_large_ratio if kind == "large" else p.deflate_medium_ratio
-        return max(int(ratio * hi), tol)
-
-    # 1. Rescue.
-    if c.klass in RESCUE_CLASSES:
-        if cur >= hi:
-            return hold(f"{c.klass}: {c.reason}; already at max")
-        return change(cur + step(RESCUE_CLASSES[c.klass]), f"{c.klass}: {c.reason}", rescue=True)
-
-    if cur < lo:
-        return change(lo, f"{c.klass}: below the floor {lo // KIB_PER_MIB} MiB")
-
-    # Closed loop only: an inflation the balloon does not follow is backed off.
-    if (
-        not open_loop
-        and gs.last_change_dir < 0
-        and gs.last_target_kib is not None
-        and since_change is not None
-        and since_change >= p.stuck_after_s
-        and cur - gs.last_target_kib > tol
-        and (prev is None or prev.actual_kib - cur <= tol)
-    ):
-        wanted = gs.last_target_kib
-        target = min(hi, cur + step("medium"))
-        # change() reads gs when called: the stuck floor goes into the state it records.
-        gs = gs._replace(stuck_floor_kib=target, stuck_until=now + p.pressure_block_s)
-        return change(
-            target,
-            f"inflation stalled at {cur // KIB_PER_MIB} MiB (target {wanted // KIB_PER_MIB} MiB "
-            f"for {since_change:.0f} s): the guest cannot give more",
-            rescue=True,
-        )
-
-    if c.klass is PressureClass.UNKNOWN:
-        stale = sample.last_update > 0 and now - sample.last_update > p.stale_after_s
-        if stale and cur < hi and (since_change is None or since_change >= p.cooldown_s):
-            return change(cur + step("medium"), f"unknown: {c.reason}; giving memory back")
-        return hold(f"unknown: {c.reason}; never inflated")
-
-    available = sample.available_kib or 0
-    low_water = p.low_water_kib(cur)
-    if available < low_water and reported_since_change:
-        if cur >= hi:
-            return hold(
-                f"{c.klass}: available {available // KIB_PER_MIB} MiB below low water; at max"
-            )
-        return change(
-            cur + step("medium"),
-            f"{c.klass}: available {available // KIB_PER_MIB} MiB below low water "
-            f"{low_water // KIB_PER_MIB} MiB",
-            rescue=True,
-        )
-
-    if c.klass is PressureClass.CGROUP_STALL and available < p.headroom_kib(cur) and cur < hi:
-        # The matrix reads stalls without direct reclaim as a limit inside the guest; it is
-        # silent on the guest's own MemAvailable. Seen in the lab: a small guest short of
-        # memory stalls with little direct scanning too. Short is short: give memory back.
-        return change(
-            cur + step("medium"),
-            f"{c.klass}: {c.reason}; but only {available // KIB_PER_MIB} MiB available, under the "
-            f"headroom {p.headroom_kib(cur) // KIB_PER_MIB} MiB",
-            rescue=True,
-        )
-
-    if c.klass is not PressureClass.NONE:
-        why = {
-            PressureClass.CGROUP_STALL: "stalls come from a limit inside the guest; more memory "
-            "would not help, so nothing is taken or given",
-            PressureClass.RECLAIM_STRUGGLING: "kswapd cannot reclaim: nothing to spare",
-        }.get(c.klass, "not inflated while under pressure")
-        return hold(f"{c.klass}: {c.reason}; {why}")
-
-    # 3. Inflation candidate?
-    blockers = []
-    if now - (none_since or now) < p.stable_s:
-        blockers.append(f"calm for {now - (none_since or now):.0f}/{p.stable_s:.0f} s")
-    if since_change is not None and since_change < p.cooldown_s:
-        blockers.append(f"cooldown {since_change:.0f}/{p.cooldown_s:.0f} s")
-    if gs.last_rescue_t is not None and now - gs.last_rescue_t < p.pressure_block_s:
-        blockers.append(
-            f"blocked after rescue {now - gs.last_rescue_t:.0f}/{p.pressure_block_s:.0f} s"
-        )
-    if external:
-        blockers.append("resized by someone else; holding")
-    if blockers:
-        return hold("none: " + ", ".join(blockers))
-    if p.mode == "observe":
-        return hold("none: observe mode never acts")
-    headroom = p.headroom_kib(cur)
-    spare = available - headroom
-    floor = lo
-    if gs.stuck_floor_kib is not None and gs.stuck_until is not None and now < gs.stuck_until:
-        floor = max(floor, gs.stuck_floor_kib)
-    if cur > hi:
-        return change(hi, f"none: above max {hi // KIB_PER_MIB} MiB")
-    limits = {
-        None: spare,
-        "stuck-floor" if floor > lo else "floor": cur - floor,
-        "step": int(p.inflate_step_ratio * hi),
-    }
-    limit = min(limits, key=lambda k: limits[k])
-    spare = limits[limit]
-    if spare < tol:
-        return hold(
-            f"none: {available // KIB_PER_MIB} MiB available, "
-            f"headroom {headroom // KIB_PER_MIB} MiB"
-            + (f", at {limit}" if limit else "")
-        )
-    return _Proposal(_hold(sample, c, "none: candidate", lo, hi), gs, spare, p.priority, limit)
-
-
-def _take(prop: _Proposal, amount: int, now: float, why: str) -> _Proposal:
     d = prop.decision
     target = d.current_kib - amount
     reason = (
-        f"none: {d.available_kib // KIB_PER_MIB if d.available_kib else 0} MiB available; "
-        f"taking {amount // KIB_PER_MIB} MiB ({why})"
+        f"none: {_mib(d.available_kib) if d.available_kib else 0} MiB available; "
+        f"taking {_mib(amount)} MiB ({why})"
     )
-    gs = prop.state
-    flips = gs.direction_changes + (1 if gs.last_change_dir == 1 else 0)
-    state = gs._replace(
-        last_change_t=now, last_change_dir=-1, last_target_kib=target, direction_changes=flips
+    state = prop.state._replace(
+        last_change_t=now,
+        last_change_wall=wall_time(sample, now),
+        last_change_update=sample.last_update,
+        last_change_dir=-1,
+        last_target_kib=target,
     )
     clamped = "host-need" if amount < prop.spare_kib else prop.spare_limit
-    return _Proposal(
-        replace(d, target_kib=target, action=Action.INFLATE, reason=reason, clamped_by=clamped),
-        state,
+    decision = replace(
+        d,
+        target_kib=target,
+        action=Action.INFLATE,
+        reason=reason,
+        clamped_by=clamped,
+        rule=rule,
     )
+    return _Proposal(decision, state)
+
+
+def _judge_ask(
+    gs: GuestState, sample: GuestSample, p: GuestPolicy, host: HostSample | None, now: float
+) -> GuestState:
+    """Once a take for the host has had time to land, learn what it returned to the host.
+
+    The guest's QEMU RSS says it best (ballooned pages leave it only if they were ever
+    touched); without it, the host's MemAvailable gain since the take. A guest that returned
+    under ``YIELD_LOW_RATIO`` is left out of the host's takes (see ``unproductive_rss_kib``).
+    """
+    if not gs.asked_kib or now - gs.asked_t < max(p.cooldown_s, p.stuck_after_s):
+        return gs
+    if gs.asked_rss_kib is not None and sample.rss_kib is not None:
+        got = min(max(gs.asked_rss_kib - sample.rss_kib, 0), gs.asked_kib)
+    elif gs.asked_host_kib is not None and host is not None:
+        got = min(max(host.mem_available_kib - gs.asked_host_kib, 0), gs.asked_kib)
+    else:
+        got = 0
+    ratio = got / gs.asked_kib
+    return gs._replace(
+        asked_kib=0,
+        asked_rss_kib=None,
+        asked_host_kib=None,
+        host_yield_ratio=ratio,
+        unproductive_rss_kib=(sample.rss_kib or 0) if ratio < YIELD_LOW_RATIO else None,
+    )
+
+
+def _unproductive(gs: GuestState, sample: GuestSample, p: GuestPolicy) -> bool:
+    if gs.unproductive_rss_kib is None:
+        return False
+    grown = (sample.rss_kib or 0) - gs.unproductive_rss_kib
+    return grown < int(p.inflate_step_ratio * p.max_kib(sample.max_kib))
+
+
+def _share(
+    proposals: dict[str, _Proposal],
+    samples: Mapping[str, GuestSample],
+    resolved: Mapping[str, GuestPolicy],
+    host: HostSample | None,
+    policies: PolicySet,
+    now: float,
+) -> str | None:
+    """The offers, over all guests: proactive takes each; on-demand only what the host needs.
+
+    What on-demand asked of guests and has not judged yet counts in full against the host's
+    shortfall (the host's figure may or may not show it yet: counting it is the safe side).
+    Guests the host got memory back from are asked first; guests it got nothing from are not
+    asked again during this shortage. Returns the host verdict (see EngineState).
+    """
+    short = 0
+    if host is not None:
+        short = policies.host.reserve_kib(host.mem_total_kib) - host.mem_available_kib
+    outstanding = sum(pr.state.asked_kib for pr in proposals.values())
+    need = short - outstanding
+    if short < KIB_PER_MIB:  # this shortage is over: the next one tries every guest again
+        for n, pr in proposals.items():
+            if pr.state.unproductive_rss_kib is not None:
+                proposals[n] = pr._replace(state=pr.state._replace(unproductive_rss_kib=None))
+    asked = spared = 0
+    offers = [(n, pr) for n, pr in proposals.items() if pr.spare_kib > 0]
+
+    def rank(item: tuple[str, _Proposal]) -> tuple[int, int, int, str]:
+        ratio = item[1].state.host_yield_ratio
+        proven = 0 if ratio is not None and ratio >= YIELD_LOW_RATIO else 1
+        return (item[1].priority, proven, -item[1].spare_kib, item[0])
+
+    offers.sort(key=rank)
+    for name, prop in offers:
+        p = resolved[name]
+        if p.mode == "proactive":
+            proposals[name] = _take(
+                prop, samples[name], prop.spare_kib, now, "proactive", "take-proactive"
+            )
+            continue
+        gs, tol = prop.state, max(p.min_change_mib * KIB_PER_MIB, KIB_PER_MIB)
+        if gs.asked_kib:
+            reason = f"none: spare memory; {_mib(gs.asked_kib)} MiB asked is still on its way"
+            rule = "asked"
+        elif _unproductive(gs, samples[name], p):
+            spared += 1
+            reason = (
+                f"none: spare memory, but taking it returned "
+                f"{gs.host_yield_ratio or 0:.0%} to the host last time: not taken for the host"
+            )
+            rule = "unproductive"
+        elif short < tol:
+            reason, rule = (
+                "none: spare memory, but the host is above its reserve (on-demand)",
+                ("host-above-reserve"),
+            )
+        elif need < tol:
+            reason = "none: spare memory; the host's shortfall is covered by what was asked"
+            rule = "host-covered"
+        else:
+            amount = min(prop.spare_kib, need)
+            why = f"host short by {_mib(need)} MiB"
+            need -= amount
+            asked += amount
+            taken = _take(prop, samples[name], amount, now, why, "take-on-demand")
+            rss, host_kib = samples[name].rss_kib, host.mem_available_kib if host else None
+            state = taken.state._replace(
+                asked_kib=amount, asked_t=now, asked_rss_kib=rss, asked_host_kib=host_kib
+            )
+            proposals[name] = taken._replace(state=state)
+            continue
+        decision = replace(prop.decision, reason=reason, rule=rule)
+        proposals[name] = prop._replace(decision=decision, spare_kib=0)
+
+    if short < KIB_PER_MIB or not any(p.mode == "on-demand" for p in resolved.values()):
+        return None
+    head = f"host short by {_mib(short)} MiB; "
+    if asked:
+        return head + f"asking guests for {_mib(asked)} MiB"
+    if outstanding:
+        return head + f"waiting for {_mib(outstanding)} MiB asked of guests to reach the host"
+    if spared:
+        return head + "ballooning cannot free more: guests' spare pages are untouched"
+    return head + "no guest can spare memory now"
 
 
 def step(
@@ -391,39 +770,40 @@ def step(
     resolved: dict[str, GuestPolicy] = {}
     for name, sample in samples.items():
         gs = state.guests.get(name, GuestState())
+        problem = size_problem(sample.actual_kib, sample.max_kib)
+        if problem is not None:
+            c = Classification(PressureClass.UNKNOWN, "unusable sizes", Basis.NONE)
+            d = _hold(sample, c, f"left alone: {problem}", 0, 0, "bad-sizes", None)
+            proposals[name] = _Proposal(d, gs._replace(last_seen_t=now))
+            continue
+        if gs.history and sample.t < gs.history[-1].t:
+            # t must never go back (see GuestSample): this reading cannot be placed in the
+            # history without dropping or repeating some of it, so it is not used at all.
+            back_s = gs.history[-1].t - sample.t
+            c = Classification(PressureClass.UNKNOWN, "reading out of order", Basis.NONE)
+            reason = f"left alone: this reading is {back_s:.0f} s older than the last one"
+            d = _hold(sample, c, reason, 0, sample.max_kib, "out-of-order", None)
+            proposals[name] = _Proposal(d, gs)
+            continue
         try:
             p = policies.resolve_cached(name, sample.uuid)
         except ValueError as err:
             c = Classification(PressureClass.UNKNOWN, "policy error", Basis.NONE)
-            d = _hold(sample, c, f"left alone: {err}", 0, sample.max_kib)
+            d = _hold(
+                sample,
+                c,
+                f"left alone: {err}",
+                0,
+                sample.max_kib,
+                "policy-error",
+                sample.available_kib,
+            )
             proposals[name] = _Proposal(d, gs._replace(last_seen_t=now))
             continue
         resolved[name] = p
-        proposals[name] = _propose(sample, gs, p, now, open_loop)
-
-    candidates = [(n, pr) for n, pr in proposals.items() if pr.spare_kib > 0]
-    if candidates:
-        need = 0
-        if host is not None:
-            need = policies.host.reserve_kib(host.mem_total_kib) - host.mem_available_kib
-        candidates.sort(key=lambda item: (item[1].priority, -item[1].spare_kib, item[0]))
-        for name, prop in candidates:
-            p = resolved[name]
-            if p.mode == "proactive":
-                proposals[name] = _take(prop, prop.spare_kib, now, "proactive")
-                continue
-            tol = max(p.min_change_mib * KIB_PER_MIB, KIB_PER_MIB)
-            if need < tol:
-                reason = "none: spare memory, but the host is above its reserve (on-demand)"
-                proposals[name] = prop._replace(
-                    decision=replace(prop.decision, reason=reason), spare_kib=0
-                )
-                continue
-            amount = min(prop.spare_kib, need)
-            need -= amount
-            proposals[name] = _take(
-                prop, amount, now, f"host short by {(amount + need) // KIB_PER_MIB} MiB"
-            )
+        gs = _judge_ask(gs, sample, p, host, now)
+        proposals[name] = _propose(_observe(sample, gs, p, now, open_loop))
+    verdict = _share(proposals, samples, resolved, host, policies, now)
 
     next_state = EngineState(
         {n: pr.state for n, pr in proposals.items()}
@@ -431,7 +811,8 @@ def step(
             n: gs
             for n, gs in state.guests.items()
             if n not in proposals and now - gs.last_seen_t < FORGET_AFTER_S
-        }
+        },
+        verdict,
     )
     decisions = [proposals[n].decision for n in samples]
     return decisions, next_state

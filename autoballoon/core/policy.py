@@ -13,9 +13,21 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from autoballoon.core.samples import MAX_GUEST_KIB
 from autoballoon.core.units import KIB_PER_MIB
 
 Mode = Literal["observe", "on-demand", "proactive"]
+
+
+MAX_GUEST_MIB = MAX_GUEST_KIB // KIB_PER_MIB
+"""The largest guest size policies are checked for (16 TiB, as the samples' gate)."""
+
+
+def _larger(name: str, mib: int, ratio: float, size_mib: float) -> tuple[str, float]:
+    """The effective mark (MiB) at ``size_mib`` and which field sets it: ``name_mib`` or
+    ``name_ratio``, the larger of the two (the fixed amount on a tie)."""
+    share = ratio * size_mib
+    return (f"{name}_ratio", share) if share > mib else (f"{name}_mib", float(mib))
 
 
 class _Frozen(BaseModel):
@@ -53,7 +65,9 @@ class GuestPolicy(_Frozen):
     """Headroom as a fraction of the guest's current balloon size."""
     low_water_mib: int = Field(default=32, ge=0)
     """Below this much available memory the guest is given memory back (medium step) before
-    any stall shows. Must stay below the headroom: the gap between them is the dead band."""
+    any stall shows. Must stay below the headroom: the gap between them is the dead band. Both
+    are checked as applied (the larger of _mib and _ratio) at every guest size from floor_mib
+    to max_mib."""
     low_water_ratio: float = Field(default=0.07, ge=0.0, le=0.9)
     """Low-water mark as a fraction of the current balloon size (the larger wins)."""
     stable_s: float = Field(default=20.0, ge=0.0)
@@ -86,7 +100,9 @@ class GuestPolicy(_Frozen):
     """Rates are measured over the samples of this window (and never across our own last
     change, so evidence already acted upon is not acted upon twice)."""
     stale_after_s: float = Field(default=10.0, gt=0.0)
-    """Statistics older than this (QEMU's last-update) make the guest `unknown`."""
+    """Statistics older than this (QEMU's last-update) make the guest `unknown`. A guest whose
+    reporting period is known (its balloon stats period) gets at least that period plus one
+    tick: a guest reporting every 10 s is not stale between two reports."""
     stall_high_per_s: float = Field(default=0.2, ge=0.0)
     """alloc-stalls per second at or above which STALL is high (h). 0.2/s = one stall every
     five seconds: a healthy guest shows none."""
@@ -105,20 +121,44 @@ class GuestPolicy(_Frozen):
 
     @model_validator(mode="after")
     def _coherent(self) -> GuestPolicy:
-        if self.low_water_mib >= self.headroom_mib and self.headroom_mib > 0:
-            raise ValueError(
-                f"low_water_mib ({self.low_water_mib}) must be below headroom_mib "
-                f"({self.headroom_mib}): the gap between them is the dead band that "
-                "prevents oscillation"
-            )
-        if self.low_water_ratio >= self.headroom_ratio and self.headroom_ratio > 0:
-            raise ValueError(
-                f"low_water_ratio ({self.low_water_ratio}) must be below headroom_ratio "
-                f"({self.headroom_ratio})"
-            )
+        self._dead_band_stays_open()
         if self.max_mib is not None and self.max_mib < self.floor_mib:
             raise ValueError(f"max_mib ({self.max_mib}) is below floor_mib ({self.floor_mib})")
         return self
+
+    def _dead_band_stays_open(self) -> None:
+        """Low water below headroom at every balloon size the policy can meet, or refuse.
+
+        Both marks are the larger of a fixed amount and a share of the size, so each is flat,
+        then a line; their gap is smallest at the ends of the range of sizes (the floor_mib, and
+        max_mib or the largest guest supported) or where one of them bends. Checking those
+        sizes checks them all.
+        """
+        lo_mib, hi_mib = float(self.floor_mib), float(self.max_mib or MAX_GUEST_MIB)
+        sizes = {lo_mib, hi_mib}
+        for fixed, ratio in (
+            (self.low_water_mib, self.low_water_ratio),
+            (self.headroom_mib, self.headroom_ratio),
+        ):
+            if ratio > 0 and lo_mib < fixed / ratio < hi_mib:
+                sizes.add(fixed / ratio)
+        prev: tuple[float, float] | None = None  # (size, gap) at the last size that passed
+        for size in sorted(sizes):
+            low_field, low = _larger("low_water", self.low_water_mib, self.low_water_ratio, size)
+            head_field, head = _larger("headroom", self.headroom_mib, self.headroom_ratio, size)
+            if low < head:
+                prev = (size, head - low)
+                continue
+            if prev is not None:  # the gap is linear in between: where it closes
+                size = prev[0] + (size - prev[0]) * prev[1] / (prev[1] + low - head)
+            raise ValueError(
+                f"{low_field} = {getattr(self, low_field)} is not below {head_field} = "
+                f"{getattr(self, head_field)} on a {size:.0f} MiB guest: the dead band "
+                "between the low-water mark and the headroom closes there and the controller "
+                "would "
+                f"oscillate. Lower {low_field} or raise {head_field} (each mark is the larger "
+                "of its _mib and _ratio; checked from floor_mib to max_mib)"
+            )
 
     # --- derived bounds, all in KiB -----------------------------------------------------------
     def max_kib(self, domain_max_kib: int) -> int:

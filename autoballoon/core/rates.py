@@ -46,14 +46,26 @@ class Rates(NamedTuple):
     major_faults_per_s: float | None
 
 
+def counters_reset(before: GuestSample, after: GuestSample) -> bool:
+    """True when a cumulative counter went down between two samples: the guest rebooted.
+
+    The one place a reboot is recognised; ``reset_index`` and decide's history both use it.
+    """
+    a, b = before.stats, after.stats
+    for name in CUMULATIVE_STATS:
+        x = a.get(name)
+        if x is not None:
+            y = b.get(name)
+            if y is not None and y < x:
+                return True
+    return False
+
+
 def reset_index(history: Sequence[GuestSample]) -> int:
     """Index of the first sample after the latest counter drop (a reboot), 0 if none."""
     start = 0
     for i in range(1, len(history)):
-        prev, cur = history[i - 1].stats, history[i].stats
-        if any(
-            name in prev and name in cur and cur[name] < prev[name] for name in CUMULATIVE_STATS
-        ):
+        if counters_reset(history[i - 1], history[i]):
             start = i
     return start
 

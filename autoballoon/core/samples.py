@@ -4,7 +4,8 @@ Sits at the start of the pure core. The observer (live) and the trace reader (re
 these values; everything downstream trusts them. Guest-reported statistics are untrusted input (a
 guest controls them), so ``sanitize_guest_stats`` is the single gate they pass through: unknown
 names, non-integers, negative numbers, QEMU's "not reported" marker (u64 -1) and absurd values
-are dropped here, never turned into numbers further on.
+are dropped here, never turned into numbers further on. ``size_problem`` is the same gate for the
+balloon sizes: a guest whose maximum or size makes no sense is left alone by decide().
 
 Units follow QEMU's ``guest-stats``: memory amounts and scan/reclaim amounts are bytes, counts
 (oom-kills, alloc-stalls, major/minor faults) are plain counts. The balloon sizes use libvirt's KiB.
@@ -20,6 +21,9 @@ U64_ABSENT = 2**64 - 1
 
 MAX_SANE_VALUE = 2**62
 """Larger than any real counter or memory size (4 EiB); anything above is treated as garbage."""
+
+MAX_GUEST_KIB = 16 << 30
+"""The largest guest size that makes sense (16 TiB); policies are checked up to it too."""
 
 # QEMU's guest-stats names (hw/virtio/virtio-balloon.c), in virtio tag order.
 STAT_SWAP_IN = "stat-swap-in"
@@ -85,8 +89,14 @@ class HostSample:
 class GuestSample:
     """One guest's balloon state and sanitised statistics at one tick.
 
-    ``t`` is the host's time of the reading; ``last_update`` is QEMU's own timestamp (host epoch
-    seconds) of the guest's latest statistics report, 0 before the first one.
+    Two clocks, kept apart. ``t`` is the time of the reading on a clock that never goes back
+    (the daemon: a monotonic clock, seconds); ``step``'s ``now`` is on the same clock, and every
+    order, rate and timer in the core uses only these two. ``last_update`` is QEMU's timestamp
+    (the host's wall clock, epoch seconds) of the guest's latest statistics report, 0 before the
+    first; the core compares it only with wall-clock times derived by ``wall_time``, so a step
+    of the wall clock moves nothing but what it must. ``stats_age_s`` is how old that report
+    was when read, by the reader's wall clock: with it, ``t`` may be any monotonic clock.
+    Without it (None, as in traces recorded so far), ``t`` is taken to be wall time itself.
     """
 
     name: str
@@ -102,6 +112,9 @@ class GuestSample:
     rss_kib: int | None = None
     """The host's view: resident memory of the guest's QEMU process (libvirt's balloon.rss);
     None when not reported."""
+    stats_age_s: float | None = None
+    """Wall-clock seconds between QEMU's ``last_update`` and this reading; None when the
+    reader does not say (then ``t`` must be wall time)."""
 
     def stat(self, name: str) -> int | None:
         return self.stats.get(name)
@@ -125,6 +138,30 @@ class GuestSample:
         if raw is None:
             return None
         return min(raw // 1024, self.actual_kib)
+
+
+def wall_time(sample: GuestSample, now: float) -> float:
+    """``now`` (the core's monotonic clock) on the host's wall clock, QEMU's ``last_update``'s.
+
+    From the sample's own age when the reader gave it; else ``now`` is taken as wall time.
+    """
+    if sample.stats_age_s is None:
+        return now
+    return sample.last_update + sample.stats_age_s + (now - sample.t)
+
+
+def size_problem(actual_kib: int, max_kib: int) -> str | None:
+    """Why a guest's balloon sizes cannot be used, or None when they can.
+
+    The second half of the gate: a domain maximum of 0 (or beyond any real guest) or a balloon
+    size of 0 is what a confused or lying source reports, never something to size a balloon
+    from; decide() leaves such a guest alone for the tick instead of computing a target of 0.
+    """
+    if not 0 < max_kib <= MAX_GUEST_KIB:
+        return f"domain maximum {max_kib} KiB makes no sense"
+    if not 0 < actual_kib <= MAX_GUEST_KIB:
+        return f"balloon size {actual_kib} KiB makes no sense"
+    return None
 
 
 def sanitize_guest_stats(raw: Mapping[str, object]) -> tuple[dict[str, int], list[str]]:

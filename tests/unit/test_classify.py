@@ -137,3 +137,21 @@ def test_standard_stats_only(
     got = classify(history, P, now=110.5)
     assert got.klass is expected
     assert got.basis is Basis.STANDARD
+
+
+@pytest.mark.parametrize("extended", [True, False])
+@pytest.mark.parametrize("counters", [{}, {"stalls": 7, "dscan_mib": 3, "oom": 2, "majflt": 9}])
+@pytest.mark.parametrize("now", [110.5, 130.0])
+def test_a_steady_history_reads_as_the_full_computation_does(
+    extended: bool, counters: dict[str, int], now: float
+) -> None:
+    """``steady=True`` (every sample equal) skips the rates; class and reason stay the same."""
+    history = [
+        sample(100.0 + 2 * i, last_update=109, extended=extended, **counters) for i in range(6)
+    ]
+    for since_t in (None, 104.0):
+        full = classify(history, P, now=now, since_t=since_t)
+        fast = classify(history, P, now=now, since_t=since_t, steady=True)
+        assert (fast.klass, fast.reason, fast.basis) == (full.klass, full.reason, full.basis)
+    assert classify(history, P, now=110.5).klass is PressureClass.NONE
+    assert classify(history, P, now=130.0).klass is PressureClass.UNKNOWN  # stale: a timer
