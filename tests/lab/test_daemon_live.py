@@ -9,9 +9,6 @@ two minutes, and in its last part an operator squeezes the steady guest below it
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,15 +18,17 @@ import pytest
 
 from autoballoon.core.classify import PRESSURE_CLASSES
 from autoballoon.core.decide import Action
-from contrib.lab import Guest, GuestSpec, Lab, preset_policy_dir
-from tests.lab.conftest import LabUp
-from tests.lab.daemon_helpers import (
-    INTERVAL_S,
-    REPO,
-    Run,
-    direction_changes,
-    lab_policies,
+from contrib.lab import (
+    Guest,
+    GuestSpec,
+    Lab,
+    daemon_command,
+    preset_policies,
+    preset_policy_dir,
+    run_daemon,
 )
+from tests.lab.conftest import LabUp
+from tests.lab.daemon_helpers import INTERVAL_S, Run, direction_changes
 
 pytestmark = pytest.mark.lab
 
@@ -60,32 +59,16 @@ def test_dry_run_changes_nothing_but_reports_decisions(
 ) -> None:
     policies = preset_policy_dir(tmp_path)
     before = {n: g.balloon_actual_mib() for n, g in guests.items()}
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "autoballoon",
-            "run",
-            "--dry-run",
-            "--duration",
-            "30",
-            "--interval",
-            str(INTERVAL_S),
-            "--include",
-            "ab-lab-d-*",
-            "--policies",
-            str(policies),
-            "--log-format",
-            "json",
-            "--status-file",
-            str(tmp_path / "status.json"),
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=os.environ | {"PYTHONPATH": str(REPO)},
+    cmd = daemon_command(
+        "ab-lab-d-*",
+        policies,
+        dry_run=True,
+        duration_s=30,
+        interval_s=INTERVAL_S,
+        log_format="json",
+        status_file=tmp_path / "status.json",
     )
+    proc = run_daemon(cmd, capture_output=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     after = {n: g.balloon_actual_mib() for n, g in guests.items()}
     assert after == before, "a dry run must not change any balloon"
@@ -113,7 +96,7 @@ def live(guests: dict[str, Guest], lab: Lab) -> Iterator[LiveRun]:
     time.sleep(2)
     oom_before = {n: oom_kills(g) for n, g in guests.items()}
     guests[RAMP].set_balloon_mib(192)  # the ramp guest starts small
-    with Run(list(guests), lab_policies()) as run:
+    with Run(list(guests), preset_policies()) as run:
         time.sleep(LIVE_S)
         squeeze_t = time.time()
         guests[STEADY].set_balloon_mib(SQUEEZE_MIB)  # an operator's `virsh setmem`

@@ -17,9 +17,9 @@ import libvirt
 import pytest
 
 from autoballoon.core.decide import Action
-from contrib.lab import GuestSpec, Lab
+from contrib.lab import GuestSpec, Lab, preset_policies
 from tests.lab.conftest import LabUp
-from tests.lab.daemon_helpers import Run, lab_policies
+from tests.lab.daemon_helpers import Run
 
 pytestmark = pytest.mark.lab
 
@@ -53,7 +53,7 @@ def restart_libvirtd(down_s: float) -> None:
 
 def test_controller_survives_libvirtd_restart(lab: Lab, lab_up: LabUp) -> None:
     (guest,) = lab_up([GuestSpec(NAME, 512, "idle")])
-    with Run([NAME], lab_policies(stable_s=4.0)) as run:
+    with Run([NAME], preset_policies(stable_s=4.0)) as run:
         time.sleep(16)
         before = len(run.reports)
         kill_t = time.time()
