@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from autoballoon.core.classify import PRESSURE_CLASSES
 from autoballoon.core.decide import Action
 from contrib.lab import (
     Guest,
@@ -41,6 +40,7 @@ SPECS = [
 LIVE_S = 110.0  # long enough for the idle guest to converge and stay put for a while
 SQUEEZE_MIB = 120  # below the steady guest's 160 MiB working set
 AFTER_SQUEEZE_S = 24.0
+STATS_PERIOD_S = 1.0  # the lab boots guests with <stats period='1'/>
 
 
 @pytest.fixture(scope="module")
@@ -146,20 +146,20 @@ def test_steady_guest_is_inflated_without_harm(live: LiveRun) -> None:
     assert direction_changes(pre) <= 1
 
 
-def test_operator_squeeze_into_pressure_is_deflated_within_two_ticks(live: LiveRun) -> None:
+def test_operator_squeeze_into_pressure_is_deflated_within_two_ticks(
+    live: LiveRun, record_property: Callable[[str, object], None]
+) -> None:
     after = [d for d in live.run.decisions(STEADY) if d.t >= live.squeeze_t]
-    squeezed = next(
-        (
-            d
-            for d in after
-            if d.current_kib <= (SQUEEZE_MIB + 40) * 1024
-            or d.klass in PRESSURE_CLASSES
-            or d.action is Action.DEFLATE
-        ),
-        None,
-    )
-    assert squeezed is not None, [f"{d.klass} {d.current_kib // 1024} {d.reason}" for d in after]
+    trail = [f"{d.t - live.squeeze_t:.1f}s {d.klass} {d.current_kib // 1024} {d.action} "
+             f"{d.reason}" for d in after]
+    # the controller saw the squeezed size: the test measures a real reaction
+    assert any(d.current_kib <= (SQUEEZE_MIB + 40) * 1024 for d in after), trail
     rescue = next((d for d in after if d.action is Action.DEFLATE), None)
-    assert rescue is not None, [f"{d.klass} {d.current_kib // 1024} {d.reason}" for d in after]
-    assert rescue.t - squeezed.t <= 2 * INTERVAL_S + 0.5, (squeezed, rescue)
+    assert rescue is not None, trail
     assert rescue.target_kib > rescue.current_kib
+    # Timed from the squeeze itself, not from the first tick that noticed it: the next tick
+    # comes within one interval, the guest's evidence within one stats period (1 s) of the
+    # squeeze landing, and the rescue at the latest one tick after that.
+    delay_s = rescue.t - live.squeeze_t
+    record_property("rescue_after_squeeze_s", round(delay_s, 2))  # in --junitxml reports
+    assert 0 < delay_s <= 2 * INTERVAL_S + STATS_PERIOD_S + 0.5, (delay_s, trail)
