@@ -47,6 +47,7 @@ from benchmarks.common import (
     RESULTS,
     down_fresh,
     header,
+    machine,
     other_domains,
     placeholder,
     say,
@@ -65,7 +66,8 @@ from contrib.lab import (
 )
 from contrib.lab.hostmem import SteadyHost
 
-GUESTS = tuple(GuestSpec(f"{GUEST_PREFIX}od-{i}", 1024, "idle") for i in (1, 2, 3))
+MEM_MIB = 1024
+GUESTS = tuple(GuestSpec(f"{GUEST_PREFIX}od-{i}", MEM_MIB, "idle") for i in (1, 2, 3))
 CHECKPOINTS_S = (30.0, 60.0, 90.0, 120.0, 150.0, 180.0)
 
 
@@ -138,6 +140,7 @@ def run(minutes: float, short_mib: int, interval_s: float, work: Path, steady: b
                                      capture_output=True, timeout=30)
                     status_text = (out.stdout + out.stderr).strip()
                 time.sleep(1.0)
+        info = machine()  # at the end of the run, as the other benchmarks' headers
         records = log_records(log_path.read_text().splitlines())
         others = sorted(set(others) | set(other_domains(lab.conn)))
     finally:
@@ -145,6 +148,7 @@ def run(minutes: float, short_mib: int, interval_s: float, work: Path, steady: b
         down_fresh(names)  # a new connection: libvirtd may have restarted during the run
     step = preset_policies("default").default.inflate_step_ratio
     return {
+        "machine": info,
         "minutes": minutes,
         "interval_s": interval_s,
         "t0": t0,
@@ -175,7 +179,7 @@ def at(raw: Mapping[str, Any], t: float) -> dict[str, float | None]:
         return {}
     s = ([x for x in raw["samples"] if x["t"] <= t] or raw["samples"][:1])[-1]
     acts = [a for a in raw["actions"] if a["ts"] - raw["t0"] <= t]
-    taken = [1024 - s[n]["actual_mib"] for n in raw["guests"] if "actual_mib" in s.get(n, {})]
+    taken = [MEM_MIB - s[n]["actual_mib"] for n in raw["guests"] if "actual_mib" in s.get(n, {})]
     rss = [s[n]["rss_mib"] for n in raw["guests"] if "rss_mib" in s.get(n, {})]
     return {
         "t": s["t"],
@@ -197,7 +201,7 @@ def render(raw: Mapping[str, Any], title: str) -> str:
     end = at(raw, samples[-1]["t"]) if samples else {}
     taken_end = end.get("taken_mib")
     lines = [
-        header(title),
+        header(title, raw.get("machine")),
         f"`{' '.join(raw['cmd'])}` (a child process; POLICY_DIR/default.toml is the shipped "
         f"`policies/default.toml` with `[host] reserve_mib = {raw['reserve_mib']}`: the host's "
         f"MemAvailable when the daemon started, {raw['host_avail_start_mib']:.0f} MiB, plus "
