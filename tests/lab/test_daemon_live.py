@@ -149,11 +149,16 @@ def test_steady_guest_is_inflated_without_harm(live: LiveRun) -> None:
 def test_operator_squeeze_into_pressure_is_deflated_within_two_ticks(
     live: LiveRun, record_property: Callable[[str, object], None]
 ) -> None:
-    after = [d for d in live.run.decisions(STEADY) if d.t >= live.squeeze_t]
+    decisions = live.run.decisions(STEADY)
+    before = [d for d in decisions if d.t < live.squeeze_t][-1]
+    after = [d for d in decisions if d.t >= live.squeeze_t]
     trail = [f"{d.t - live.squeeze_t:.1f}s {d.klass} {d.current_kib // 1024} {d.action} "
              f"{d.reason}" for d in after]
-    # the controller saw the squeezed size: the test measures a real reaction
-    assert any(d.current_kib <= (SQUEEZE_MIB + 40) * 1024 for d in after), trail
+    # The controller saw the squeeze land (the balloon below where it was and where the
+    # controller last put it), so the test times a real reaction. Under TCG the balloon can take
+    # a few seconds to get from ~280 to 120 MiB: the rescue may come before it gets there.
+    was_kib = min(before.current_kib, before.target_kib)
+    assert any(d.current_kib < was_kib for d in after), (was_kib // 1024, trail)
     rescue = next((d for d in after if d.action is Action.DEFLATE), None)
     assert rescue is not None, trail
     assert rescue.target_kib > rescue.current_kib
