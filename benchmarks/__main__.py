@@ -10,9 +10,9 @@ versus harm, three scenarios x three modes on real guests, about 23 minutes). Ab
 all; ``--quick`` is a smoke run of every part (about 6 minutes) whose numbers mean little.
 
 Each benchmark runs as its own process. Every one of them holds the shared lab lock
-(/tmp/ab-lab.lock) while it runs: those with lab guests take it themselves, core and replay (CPU
-heavy, and measured) are wrapped here. Do not wrap this command in `flock` yourself: it would
-wait for itself (or set AB_LAB_LOCK_HELD=1 if you must).
+(``contrib.lab.lab_lock``: /tmp/ab-lab.lock, or AB_LAB_LOCK) while it runs: those with lab guests
+take it themselves, core and replay (CPU heavy, and measured) are wrapped here. Do not wrap this
+command in `flock` yourself: it would wait for itself (or set AB_LAB_LOCK_HELD=1 if you must).
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.bench_lab import REPO, RESULTS, header, lab_lock, say
+from benchmarks.common import REPO, RESULTS, header, say
+from contrib.lab import lab_lock
 
 ORDER = ("core", "replay", "adapter", "footprint", "lab")
 
@@ -93,8 +94,12 @@ def run_replay(out: Path, quick: bool) -> int:
     return proc.returncode
 
 
+MODULES = {"adapter": "benchmarks.bench_adapter", "footprint": "benchmarks.bench_footprint",
+           "lab": "benchmarks.lab"}
+
+
 def run_module(name: str, out: Path, quick: bool) -> int:
-    cmd = [sys.executable, "-m", f"benchmarks.bench_{name}", "--out", str(out)]
+    cmd = [sys.executable, "-m", MODULES[name], "--out", str(out)]
     if quick:
         cmd.append("--quick")
     return subprocess.run(cmd, cwd=REPO, check=False).returncode

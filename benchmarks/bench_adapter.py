@@ -17,7 +17,7 @@ core's cost from ``bench_core``), and shows what the daemon does when a tick tak
 than the interval: ``autoballoon run`` is started with its hypervisor's ``read()`` slowed to
 1.3 s at a 0.5 s interval and its controller's tick and overrun counters are printed.
 
-Writes ``<out>/adapter.md``. Holds the shared lab lock (/tmp/ab-lab.lock) while guests exist.
+Writes ``<out>/adapter.md``. Holds the lab lock (``contrib.lab.lab_lock``) while guests exist.
 """
 
 from __future__ import annotations
@@ -36,16 +36,15 @@ from pathlib import Path
 from typing import Any
 
 from autoballoon.core.units import KIB_PER_MIB
-from benchmarks.bench_lab import (
+from benchmarks.common import (
     GUEST_PREFIX,
-    PRESET,
     REPO,
     RESULTS,
     header,
-    lab_lock,
     other_domains,
     say,
 )
+from contrib.lab import daemon_command, lab_lock, preset_policy_dir
 
 
 def timed(fn: Callable[[], object], reps: int) -> list[float]:
@@ -108,14 +107,12 @@ OVERRUN_SCRIPT = textwrap.dedent(
 def overrun_demo(guest: str, interval: float, delay: float, duration: float) -> dict[str, Any]:
     """`autoballoon run --dry-run` with every read() slowed down by `delay` seconds."""
     with tempfile.TemporaryDirectory(prefix="bench-adapter-") as tmp:
-        pol = Path(tmp) / "policies"
-        pol.mkdir(mode=0o755)
-        (pol / "default.toml").write_text(PRESET.read_text())
-        (pol / "default.toml").chmod(0o644)
-        cmd = [sys.executable, "-c", OVERRUN_SCRIPT, str(delay), "run", "--dry-run",
-               "--include", guest, "--policies", str(pol), "--interval", str(interval),
-               "--duration", str(duration), "--status-file", str(Path(tmp) / "status.json"),
-               "--log-level", "warning"]
+        run = daemon_command(
+            guest, preset_policy_dir(Path(tmp)), interval_s=interval, duration_s=duration,
+            status_file=Path(tmp) / "status.json", log_level="warning", dry_run=True,
+        )
+        # the daemon's own command line, run through the script that slows read() down
+        cmd = [sys.executable, "-c", OVERRUN_SCRIPT, str(delay), *run[3:]]
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, check=False)
     result: dict[str, Any] = {"stderr": proc.stderr.strip().splitlines()[-6:]}
     for line in proc.stdout.splitlines():

@@ -9,7 +9,7 @@ samples the process every second from /proc: VmRSS, VmHWM, threads, utime + stim
 resident memory over time and the CPU share (CPU seconds over wall seconds), over the whole life
 of the process and after start-up, and the CPU per tick (ticks from the daemon's status file).
 
-Writes ``<out>/footprint.md``. Holds the shared lab lock (/tmp/ab-lab.lock) while guests exist.
+Writes ``<out>/footprint.md``. Holds the lab lock (``contrib.lab.lab_lock``) while guests exist.
 """
 
 from __future__ import annotations
@@ -25,17 +25,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.bench_lab import (
+from benchmarks.common import (
     GUEST_PREFIX,
-    PRESET,
-    REPO,
     RESULTS,
     down_fresh,
     header,
-    lab_lock,
     other_domains,
+    placeholder,
     say,
 )
+from contrib.lab import daemon_command, lab_lock, preset_policy_dir, start_daemon
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 GUESTS = (
@@ -65,26 +64,12 @@ def proc_sample(pid: int) -> dict[str, float] | None:
     return fields
 
 
-def _placeholder(arg: str, work: Path) -> str:
-    """Temporary paths of this machine do not belong in a committed report."""
-    return arg.replace(str(work / "policies"), "POLICY_DIR").replace(
-        str(work / "status.json"), "STATUS_FILE"
-    )
-
-
 def run(minutes: float, interval: float, names_glob: str, work: Path) -> dict[str, Any]:
-    pol = work / "policies"
-    pol.mkdir(mode=0o755)
-    (pol / "default.toml").write_text(PRESET.read_text())
-    (pol / "default.toml").chmod(0o644)
     status = work / "status.json"
-    cmd = [sys.executable, "-m", "autoballoon", "run", "--include", names_glob,
-           "--policies", str(pol), "--interval", str(interval),
-           "--duration", str(minutes * 60), "--status-file", str(status),
-           "--log-level", "warning"]
+    cmd = daemon_command(names_glob, preset_policy_dir(work), interval_s=interval,
+                         duration_s=minutes * 60, status_file=status, log_level="warning")
     t_start = time.monotonic()
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    proc = start_daemon(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     samples = []
     ticks: list[tuple[float, int]] = []
     while proc.poll() is None:
@@ -110,7 +95,7 @@ def run(minutes: float, interval: float, names_glob: str, work: Path) -> dict[st
         "ticks": ticks,
         "final": final,
         "stderr": err.strip().splitlines()[-10:],
-        "cmd": ["autoballoon", *(_placeholder(a, work) for a in cmd[3:])],
+        "cmd": ["autoballoon", *(placeholder(a, work) for a in cmd[3:])],
     }
 
 

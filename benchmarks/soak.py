@@ -11,7 +11,6 @@ Run as root with the lab set up: `python -m benchmarks.soak [--minutes 30]`.
 from __future__ import annotations
 
 import argparse
-import fcntl
 import json
 import os
 import signal
@@ -21,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from contrib.lab import GuestSpec, Lab, preset_policy_dir
+from contrib.lab import GuestSpec, Lab, daemon_command, lab_lock, preset_policy_dir, start_daemon
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -63,38 +62,22 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=RESULTS / "soak.md")
     args = ap.parse_args()
     duration = args.minutes * 60
-    with open("/tmp/ab-lab.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with lab_lock("soak"):
         lab = Lab()
         guests = lab.up(GUESTS)
         start = {g.name: g.latest_report() or {} for g in guests}
         work = Path(tempfile.mkdtemp(prefix="ab-soak-"))
         policies = preset_policy_dir(work)
         log_path = work / "daemon.log"
-        cmd = [
-            sys.executable,
-            "-m",
-            "autoballoon",
-            "run",
-            "--include",
+        cmd = daemon_command(
             "ab-lab-s-*",
-            "--policies",
-            str(policies),
-            "--interval",
-            str(args.interval),
-            "--log-format",
-            "json",
-            "--status-file",
-            str(work / "status.json"),
-        ]
+            policies,
+            interval_s=args.interval,
+            log_format="json",
+            status_file=work / "status.json",
+        )
         with log_path.open("w") as log:
-            daemon = subprocess.Popen(
-                cmd,
-                cwd=REPO,
-                stderr=log,
-                stdout=subprocess.DEVNULL,
-                env=os.environ | {"PYTHONPATH": str(REPO)},
-            )
+            daemon = start_daemon(cmd, stderr=log, stdout=subprocess.DEVNULL)
             time.sleep(20)  # past start-up: imports, first connection
             rss = [(0.0, rss_kib(daemon.pid))]
             cpu0, t0 = cpu_s(daemon.pid), time.monotonic()

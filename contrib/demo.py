@@ -10,21 +10,28 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
-import os
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-from contrib.lab import Guest, GuestSpec, Lab, LabError, preset_policy_dir
+from contrib.lab import (
+    Guest,
+    GuestSpec,
+    Lab,
+    LabError,
+    autoballoon_command,
+    daemon_command,
+    lab_lock,
+    preset_policy_dir,
+    run_daemon,
+    start_daemon,
+)
 
 REPO = Path(__file__).resolve().parents[1]
-LOCK = Path(os.environ.get("AB_LAB_LOCK", "/tmp/ab-lab.lock"))
 GUESTS = [
     GuestSpec("ab-lab-demo-idle", 512, "idle+cache:48"),
     GuestSpec("ab-lab-demo-steady", 512, "steady:200"),
@@ -50,13 +57,11 @@ def main(argv: list[str] | None = None) -> int:
         help="trace file written by the daemon (for `autoballoon replay`)",
     )
     args = ap.parse_args(argv)
+    with lab_lock("make demo", verbose=False):
+        return demo(args)
 
-    lock = LOCK.open("a")
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        print(f"== waiting for the lab ({LOCK}: tests or benchmarks are using it)...", flush=True)
-        fcntl.flock(lock, fcntl.LOCK_EX)
+
+def demo(args: argparse.Namespace) -> int:
     print(f"== booting {len(GUESTS)} lab guests (TCG: about 10 s)...", flush=True)
     try:
         lab = Lab()
@@ -74,24 +79,14 @@ def main(argv: list[str] | None = None) -> int:
     policies = preset_policy_dir(work)
     args.record.parent.mkdir(parents=True, exist_ok=True)
     args.record.unlink(missing_ok=True)
-    cmd = [
-        sys.executable,
-        "-m",
-        "autoballoon",
-        "run",
-        "--include",
+    cmd = daemon_command(
         "ab-lab-demo-*",
-        "--policies",
-        str(policies),
-        "--interval",
-        str(args.interval),
-        "--duration",
-        str(args.duration),
-        "--record",
-        str(args.record),
-        "--status-file",
-        str(work / "status.json"),
-    ]
+        policies,
+        interval_s=args.interval,
+        duration_s=args.duration,
+        record=args.record,
+        status_file=work / "status.json",
+    )
     print(f"== running the daemon for {args.duration:.0f} s: {' '.join(cmd[1:])}", flush=True)
     sizes: dict[str, list[float]] = {g.name: [] for g in guests}
     stop = threading.Event()
@@ -104,22 +99,14 @@ def main(argv: list[str] | None = None) -> int:
 
     sampler = threading.Thread(target=sample_sizes, daemon=True)
     sampler.start()
-    env = os.environ | {"PYTHONPATH": str(REPO)}
 
     def show_status() -> None:
-        status = [
-            sys.executable,
-            "-m",
-            "autoballoon",
-            "status",
-            "--status-file",
-            str(work / "status.json"),
-        ]
-        out = subprocess.run(status, cwd=REPO, env=env, capture_output=True, text=True)
+        status = autoballoon_command("status", "--status-file", str(work / "status.json"))
+        out = run_daemon(status, capture_output=True)
         print("\n== `autoballoon status` near the end of the run:\n" + out.stdout, flush=True)
 
     threading.Timer(max(args.duration - 12, 1), show_status).start()
-    daemon = subprocess.Popen(cmd, cwd=REPO, env=env)
+    daemon = start_daemon(cmd)
     try:
         code = daemon.wait(timeout=args.duration + 120)
     except KeyboardInterrupt:

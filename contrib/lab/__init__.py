@@ -1,5 +1,12 @@
-"""The autoballoon lab: real libvirt + QEMU with tiny Linux 6.12 guests (see README.md)."""
+"""The autoballoon lab: real libvirt + QEMU with tiny Linux 6.12 guests (see README.md).
 
+- ``lab``: guests (boot, console reports, balloon and stats period through libvirt);
+- ``lock``: the lab lock every lab user holds while it has guests up;
+- ``daemon``: `autoballoon run` against lab guests as a real process;
+- ``policies``: the shipped presets as policy directories or loaded values.
+"""
+
+from contrib.lab.daemon import autoballoon_command, daemon_command, run_daemon, start_daemon
 from contrib.lab.lab import (
     NEW_STATS,
     PREFIX,
@@ -11,7 +18,13 @@ from contrib.lab.lab import (
     build_image,
     detect_virt_type,
     parse_report,
+)
+from contrib.lab.lock import lab_lock
+from contrib.lab.policies import (
+    host_mem_available_kib,
+    preset_policies,
     preset_policy_dir,
+    reserve_policy_dir,
 )
 
 __all__ = [
@@ -22,8 +35,16 @@ __all__ = [
     "GuestSpec",
     "Lab",
     "LabError",
+    "autoballoon_command",
     "build_image",
+    "daemon_command",
     "detect_virt_type",
+    "host_mem_available_kib",
+    "lab_lock",
     "parse_report",
+    "preset_policies",
     "preset_policy_dir",
+    "reserve_policy_dir",
+    "run_daemon",
+    "start_daemon",
 ]

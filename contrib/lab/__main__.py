@@ -89,6 +89,15 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_period(args: argparse.Namespace) -> int:
+    lab = Lab(args.uri)
+    guest = lab.guest(args.name)
+    if args.seconds is not None:
+        guest.set_stats_period_s(args.seconds)
+    print(f"{guest.name}: balloon stats period {guest.stats_period_s()} s")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m contrib.lab",
@@ -115,6 +124,12 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("status", help="show ab-lab-* domains, guest reports and QEMU stats")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("period", help="show or set a guest's balloon stats period, live "
+                       "(like `virsh dommemstat --period N --live`)")
+    p.add_argument("name", help="the guest (ab-lab-NAME or NAME)")
+    p.add_argument("seconds", nargs="?", type=int, help="new period in seconds (e.g. 10)")
+    p.set_defaults(func=cmd_period)
 
     p = sub.add_parser("build", help="build (or reuse) the cached guest image")
     p.set_defaults(func=cmd_build)

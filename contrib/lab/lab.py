@@ -59,20 +59,6 @@ _WORKLOAD_RE = re.compile(
 )
 
 
-def preset_policy_dir(parent: Path, preset: str = "aggressive") -> Path:
-    """A policy directory under ``parent`` whose default.toml is a shipped preset.
-
-    The lab's demos, soak and tests use the aggressive preset (proactive mode, short stability
-    and cooldown) so that things happen within minutes. Modes pass the daemon's strict checks.
-    """
-    policies = parent / "policies"
-    policies.mkdir(mode=0o755, exist_ok=True)
-    default = policies / "default.toml"
-    shutil.copy(LAB_DIR.parent.parent / "policies" / "presets" / f"{preset}.toml", default)
-    default.chmod(0o644)
-    return policies
-
-
 class LabError(RuntimeError):
     """The lab could not do what was asked (daemon unreachable, guest did not boot...)."""
 
@@ -326,6 +312,20 @@ class Guest:
     def set_balloon_mib(self, mib: int) -> None:
         """Set the balloon target (the guest's memory) live, in MiB."""
         self.dom.setMemoryFlags(int(mib) * 1024, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+
+    def set_stats_period_s(self, seconds: int) -> None:
+        """How often the guest reports balloon statistics, live (``virsh dommemstat --period``).
+
+        The lab boots guests with a 1 s period; a cloud manager may set another one (OpenStack
+        Nova sets 10 s), which a controller sees as reports that come less often.
+        """
+        self.dom.setMemoryStatsPeriod(int(seconds), libvirt.VIR_DOMAIN_AFFECT_LIVE)
+
+    def stats_period_s(self) -> int | None:
+        """The stats period in the live XML (``<memballoon><stats period=.../>``), None if unset."""
+        stats = ET.fromstring(self.dom.XMLDesc(0)).find("./devices/memballoon/stats")
+        period = None if stats is None else stats.get("period")
+        return None if period is None else int(period)
 
     def is_running(self) -> bool:
         state, _ = self.dom.state()

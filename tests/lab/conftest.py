@@ -9,7 +9,6 @@ AB_LAB_TEARDOWN=own to remove only the domains this session created.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import sys
 import time
@@ -22,31 +21,23 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from contrib.lab import Guest, GuestSpec, Lab, LabError, build_image  # noqa: E402
+from contrib.lab import Guest, GuestSpec, Lab, LabError, build_image, lab_lock  # noqa: E402
 
 LabUp = Callable[[Sequence[GuestSpec]], list[Guest]]
 
 
-LOCK = Path(os.environ.get("AB_LAB_LOCK", "/tmp/ab-lab.lock"))
-
-
 @pytest.fixture(scope="session")
-def lab_lock() -> Iterator[None]:
+def lab_locked() -> Iterator[None]:
     """The lab has two host cores: lab tests, benchmarks and the demo never run at once.
 
     Timing-sensitive assertions (deflate within two ticks) would be noise otherwise.
     """
-    with LOCK.open("a") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            print(f"\nwaiting for the lab lock {LOCK} (a benchmark or demo is running)...")
-            fcntl.flock(fh, fcntl.LOCK_EX)
+    with lab_lock("lab tests", verbose=False):
         yield
 
 
 @pytest.fixture(scope="session")
-def lab(lab_lock: None) -> Iterator[Lab]:
+def lab(lab_locked: None) -> Iterator[Lab]:
     try:
         the_lab = Lab()
     except LabError as exc:

@@ -10,19 +10,12 @@ from pathlib import Path
 
 from autoballoon.config import DaemonConfig
 from autoballoon.core.decide import Action, Decision
-from autoballoon.core.policy import GuestPolicy, PolicySet
+from autoballoon.core.policy import PolicySet
 from autoballoon.daemon import Controller, TickReport
 from autoballoon.libvirt_adapter import LibvirtHypervisor
-from autoballoon.policyfiles import load_default
 
 REPO = Path(__file__).resolve().parents[2]
 INTERVAL_S = 2.0
-
-
-def lab_policies(**overrides: object) -> PolicySet:
-    """The shipped aggressive preset (proactive, 10 s stability, 6 s cooldown) plus overrides."""
-    policy, host = load_default(REPO / "policies" / "presets" / "aggressive.toml")
-    return PolicySet(GuestPolicy.model_validate(policy.model_dump() | overrides), host)
 
 
 @dataclass

@@ -9,27 +9,25 @@ two minutes, and in its last part an operator squeezes the steady guest below it
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from autoballoon.core.classify import PRESSURE_CLASSES
 from autoballoon.core.decide import Action
-from contrib.lab import Guest, GuestSpec, Lab, preset_policy_dir
-from tests.lab.conftest import LabUp
-from tests.lab.daemon_helpers import (
-    INTERVAL_S,
-    REPO,
-    Run,
-    direction_changes,
-    lab_policies,
+from contrib.lab import (
+    Guest,
+    GuestSpec,
+    Lab,
+    daemon_command,
+    preset_policies,
+    preset_policy_dir,
+    run_daemon,
 )
+from tests.lab.conftest import LabUp
+from tests.lab.daemon_helpers import INTERVAL_S, Run, direction_changes
 
 pytestmark = pytest.mark.lab
 
@@ -42,6 +40,7 @@ SPECS = [
 LIVE_S = 110.0  # long enough for the idle guest to converge and stay put for a while
 SQUEEZE_MIB = 120  # below the steady guest's 160 MiB working set
 AFTER_SQUEEZE_S = 24.0
+STATS_PERIOD_S = 1.0  # the lab boots guests with <stats period='1'/>
 
 
 @pytest.fixture(scope="module")
@@ -60,32 +59,16 @@ def test_dry_run_changes_nothing_but_reports_decisions(
 ) -> None:
     policies = preset_policy_dir(tmp_path)
     before = {n: g.balloon_actual_mib() for n, g in guests.items()}
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "autoballoon",
-            "run",
-            "--dry-run",
-            "--duration",
-            "30",
-            "--interval",
-            str(INTERVAL_S),
-            "--include",
-            "ab-lab-d-*",
-            "--policies",
-            str(policies),
-            "--log-format",
-            "json",
-            "--status-file",
-            str(tmp_path / "status.json"),
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=os.environ | {"PYTHONPATH": str(REPO)},
+    cmd = daemon_command(
+        "ab-lab-d-*",
+        policies,
+        dry_run=True,
+        duration_s=30,
+        interval_s=INTERVAL_S,
+        log_format="json",
+        status_file=tmp_path / "status.json",
     )
+    proc = run_daemon(cmd, capture_output=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     after = {n: g.balloon_actual_mib() for n, g in guests.items()}
     assert after == before, "a dry run must not change any balloon"
@@ -113,7 +96,7 @@ def live(guests: dict[str, Guest], lab: Lab) -> Iterator[LiveRun]:
     time.sleep(2)
     oom_before = {n: oom_kills(g) for n, g in guests.items()}
     guests[RAMP].set_balloon_mib(192)  # the ramp guest starts small
-    with Run(list(guests), lab_policies()) as run:
+    with Run(list(guests), preset_policies()) as run:
         time.sleep(LIVE_S)
         squeeze_t = time.time()
         guests[STEADY].set_balloon_mib(SQUEEZE_MIB)  # an operator's `virsh setmem`
@@ -163,20 +146,25 @@ def test_steady_guest_is_inflated_without_harm(live: LiveRun) -> None:
     assert direction_changes(pre) <= 1
 
 
-def test_operator_squeeze_into_pressure_is_deflated_within_two_ticks(live: LiveRun) -> None:
-    after = [d for d in live.run.decisions(STEADY) if d.t >= live.squeeze_t]
-    squeezed = next(
-        (
-            d
-            for d in after
-            if d.current_kib <= (SQUEEZE_MIB + 40) * 1024
-            or d.klass in PRESSURE_CLASSES
-            or d.action is Action.DEFLATE
-        ),
-        None,
-    )
-    assert squeezed is not None, [f"{d.klass} {d.current_kib // 1024} {d.reason}" for d in after]
+def test_operator_squeeze_into_pressure_is_deflated_within_two_ticks(
+    live: LiveRun, record_property: Callable[[str, object], None]
+) -> None:
+    decisions = live.run.decisions(STEADY)
+    before = [d for d in decisions if d.t < live.squeeze_t][-1]
+    after = [d for d in decisions if d.t >= live.squeeze_t]
+    trail = [f"{d.t - live.squeeze_t:.1f}s {d.klass} {d.current_kib // 1024} {d.action} "
+             f"{d.reason}" for d in after]
+    # The controller saw the squeeze land (the balloon below where it was and where the
+    # controller last put it), so the test times a real reaction. Under TCG the balloon can take
+    # a few seconds to get from ~280 to 120 MiB: the rescue may come before it gets there.
+    was_kib = min(before.current_kib, before.target_kib)
+    assert any(d.current_kib < was_kib for d in after), (was_kib // 1024, trail)
     rescue = next((d for d in after if d.action is Action.DEFLATE), None)
-    assert rescue is not None, [f"{d.klass} {d.current_kib // 1024} {d.reason}" for d in after]
-    assert rescue.t - squeezed.t <= 2 * INTERVAL_S + 0.5, (squeezed, rescue)
+    assert rescue is not None, trail
     assert rescue.target_kib > rescue.current_kib
+    # Timed from the squeeze itself, not from the first tick that noticed it: the next tick
+    # comes within one interval, the guest's evidence within one stats period (1 s) of the
+    # squeeze landing, and the rescue at the latest one tick after that.
+    delay_s = rescue.t - live.squeeze_t
+    record_property("rescue_after_squeeze_s", round(delay_s, 2))  # in --junitxml reports
+    assert 0 < delay_s <= 2 * INTERVAL_S + STATS_PERIOD_S + 0.5, (delay_s, trail)

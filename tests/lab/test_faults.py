@@ -10,10 +10,8 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,9 +21,17 @@ import pytest
 
 from autoballoon.core.classify import Basis, PressureClass
 from autoballoon.core.decide import Action
-from contrib.lab import Guest, GuestSpec, Lab, preset_policy_dir
+from contrib.lab import (
+    Guest,
+    GuestSpec,
+    Lab,
+    daemon_command,
+    preset_policies,
+    preset_policy_dir,
+    start_daemon,
+)
 from tests.lab.conftest import LabUp, wait_until
-from tests.lab.daemon_helpers import INTERVAL_S, REPO, Run, lab_policies
+from tests.lab.daemon_helpers import INTERVAL_S, Run
 
 pytestmark = pytest.mark.lab
 
@@ -47,7 +53,7 @@ def decided(run: Run, name: str, since: float) -> list[object]:
 
 def test_paused_resumed_destroyed_and_rebooted_guests(guests: dict[str, Guest]) -> None:
     a, b, c = guests[A], guests[B], guests[C]
-    with Run([A, B, C], lab_policies()) as run:
+    with Run([A, B, C], preset_policies()) as run:
         time.sleep(3 * INTERVAL_S)
         a.dom.suspend()
         paused_t = time.time()
@@ -78,7 +84,7 @@ def test_paused_resumed_destroyed_and_rebooted_guests(guests: dict[str, Guest]) 
 def test_guest_without_balloon_driver_is_left_alone(lab_up: LabUp, lab: Lab) -> None:
     (g,) = lab_up([GuestSpec("ab-lab-f-nodrv", 256, "idle+noballoon")])
     try:
-        with Run([g.name, A], lab_policies()) as run:
+        with Run([g.name, A], preset_policies()) as run:
             time.sleep(30)
         assert not run.errors
         mine = [d for r in run.reports for d in r.decisions if d.guest == g.name]
@@ -94,7 +100,7 @@ def test_standard_stats_only_is_controlled_and_marked(guests: dict[str, Guest]) 
     a = guests[A]
     a.set_balloon_mib(384)
     wait_until(lambda: a.balloon_actual_mib() == 384, 30, "the guest back at its maximum")
-    run = Run([A], lab_policies(stable_s=4.0))
+    run = Run([A], preset_policies(stable_s=4.0))
     run.hv.extended_stats = "off"  # what a guest with a pre-6.12 kernel looks like
     with run:
         time.sleep(30)
@@ -105,30 +111,17 @@ def test_standard_stats_only_is_controlled_and_marked(guests: dict[str, Guest]) 
     assert any(d.action is Action.INFLATE for d in ds), "still reclaimed from standard stats"
 
 
-def start_daemon(tmp: Path, names: str, *extra: str) -> subprocess.Popen[str]:
-    policies = preset_policy_dir(tmp)
-    cmd = [
-        sys.executable,
-        "-m",
-        "autoballoon",
-        "run",
-        "--include",
+def start_lab_daemon(tmp: Path, names: str, *extra: str) -> subprocess.Popen[str]:
+    cmd = daemon_command(
         names,
-        "--policies",
-        str(policies),
-        "--interval",
-        str(INTERVAL_S),
-        "--status-file",
-        str(tmp / "status.json"),
-        "--log-format",
-        "json",
-        *extra,
-    ]
-    return subprocess.Popen(
+        preset_policy_dir(tmp),
+        interval_s=INTERVAL_S,
+        status_file=tmp / "status.json",
+        log_format="json",
+        extra=extra,
+    )
+    return start_daemon(
         cmd,
-        cwd=REPO,
-        env=os.environ | {"PYTHONPATH": str(REPO)},
-        text=True,
         stdout=subprocess.DEVNULL,
         stderr=open(tmp / "daemon.log", "a"),  # noqa: SIM115
     )
@@ -140,7 +133,7 @@ def test_sigkill_restart_adopts_sizes_and_rescues_pressure_that_rose_meanwhile(
     # 40 MiB at first, 150 MiB from 70 s after boot: the jump comes while the daemon is dead.
     (g,) = lab_up([GuestSpec("ab-lab-f-spike", 384, "spike:40:150:70")])
     try:
-        daemon = start_daemon(tmp_path, g.name)
+        daemon = start_lab_daemon(tmp_path, g.name)
         wait_until(lambda: g.balloon_actual_mib() < 320, 60, "the daemon inflates the guest")
         daemon.send_signal(signal.SIGKILL)
         daemon.wait(timeout=30)
@@ -154,7 +147,7 @@ def test_sigkill_restart_adopts_sizes_and_rescues_pressure_that_rose_meanwhile(
         )
         time.sleep(3)
         assert g.balloon_actual_mib() == left_mib, "nothing moves while the daemon is down"
-        daemon = start_daemon(tmp_path, g.name)
+        daemon = start_lab_daemon(tmp_path, g.name)
         sizes: list[float] = []
 
         def grown() -> bool:
@@ -180,7 +173,7 @@ def test_clean_stop_leaves_or_deflates(
     a = guests[A]
     a.set_balloon_mib(384)
     wait_until(lambda: a.balloon_actual_mib() == 384, 30, "the guest back at its maximum")
-    daemon = start_daemon(tmp_path, A, "--on-stop", on_stop)
+    daemon = start_lab_daemon(tmp_path, A, "--on-stop", on_stop)
     wait_until(lambda: a.balloon_actual_mib() < 330, 60, "the daemon inflates the guest")
     daemon.send_signal(signal.SIGTERM)
     assert daemon.wait(timeout=60) == 0

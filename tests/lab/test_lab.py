@@ -137,6 +137,30 @@ def test_cache_guest_async_scans_and_reclaims(guests: dict[str, Guest]) -> None:
     assert after["stat-oom-kills"] == 0
 
 
+def test_stats_period_set_live_like_virsh_dommemstat(guests: dict[str, Guest]) -> None:
+    g = guests[IDLE.name]
+    assert g.stats_period_s() == 1  # how the lab boots its guests
+    g.set_stats_period_s(10)  # OpenStack Nova's period
+    try:
+        assert g.stats_period_s() == 10
+        alias = g.balloon_alias()
+        path = f"/machine/peripheral/{alias}"
+        assert g.qmp("qom-get", path=path, property="guest-stats-polling-interval") == 10
+        updates: list[int] = []
+
+        def two_new_reports() -> bool:
+            t = int(g.guest_stats()["last-update"])
+            if not updates or t != updates[-1]:
+                updates.append(t)
+            return len(updates) >= 3
+
+        wait_until(two_new_reports, 40, "two reports at the 10 s period", interval=0.5)
+        assert updates[2] - updates[1] >= 9, updates  # reports now come every 10 s, not 1 s
+    finally:
+        g.set_stats_period_s(1)
+    assert g.stats_period_s() == 1
+
+
 def test_balloon_far_below_working_set_causes_oom_kills(guests: dict[str, Guest]) -> None:
     g = guests[STEADY.name]
     wait_until(lambda: report(g)["ws_mib"] == 100, 30, "steady working set", diag=diag(g))

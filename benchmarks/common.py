@@ -1,0 +1,96 @@
+"""What every benchmark shares: where results go, the machine header, log lines, the lab's
+benchmark guests (named ``ab-lab-b-*``, the only domains a benchmark ever destroys).
+
+The lab lock itself is ``contrib.lab.lab_lock``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from contrib.lab import Lab
+
+REPO = Path(__file__).resolve().parents[1]
+
+RESULTS = REPO / "benchmarks" / "results"
+GUEST_PREFIX = "ab-lab-b-"
+
+
+def say(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+
+def machine() -> dict[str, str]:
+    """nproc, CPU model, RAM, kernel, date and commit: the header of every result file."""
+    model = "unknown CPU"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    ram_gib = 0.0
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                ram_gib = int(line.split()[1]) / 1024 / 1024
+    commit = "unknown"
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        out = subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        commit = out.stdout.strip() or commit
+    return {
+        "nproc": str(os.cpu_count()),
+        "cpu": model,
+        "ram": f"{ram_gib:.1f} GiB",
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "commit": commit,
+    }
+
+
+def header(title: str, info: Mapping[str, str] | None = None) -> str:
+    m = dict(info or machine())
+    return (
+        f"# {title}\n\n"
+        f"Machine: {m['nproc']} CPUs ({m['cpu']}), {m['ram']} RAM, Linux {m['kernel']}, "
+        f"Python {m['python']}. Date: {m['date']}. Commit: {m['commit']}.\n"
+    )
+
+
+def placeholder(arg: str, work: Path) -> str:
+    """Temporary paths of this machine do not belong in a committed report."""
+    return arg.replace(str(work / "policies"), "POLICY_DIR").replace(
+        str(work / "status.json"), "STATUS_FILE"
+    )
+
+
+def other_domains(conn: Any, own_prefix: str = GUEST_PREFIX) -> list[str]:
+    """Running domains that are not ours (they share the two cores with our guests)."""
+    try:
+        doms = conn.listAllDomains(1)  # VIR_CONNECT_LIST_DOMAINS_ACTIVE
+    except Exception:  # a listing problem must not stop a benchmark
+        return []
+    return sorted(d.name() for d in doms if not d.name().startswith(own_prefix))
+
+
+def down_fresh(names: Sequence[str]) -> None:
+    """Destroy our guests over a new connection (the old one may have died with libvirtd)."""
+    lab = Lab()
+    try:
+        lab.down(list(names))
+    finally:
+        lab.close()
+

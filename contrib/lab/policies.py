@@ -1,0 +1,71 @@
+"""Policies for lab runs: the shipped presets as a policy directory or as loaded values.
+
+The lab's demo, soak, benchmarks and tests use the aggressive preset (proactive mode, short
+stability and cooldown) so that things happen within minutes; the on-demand benchmark uses the
+shipped default policy with a host reserve placed just above the host's MemAvailable.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from autoballoon.core.policy import GuestPolicy, PolicySet
+from autoballoon.policyfiles import load_default
+
+REPO = Path(__file__).resolve().parents[2]
+POLICIES = REPO / "policies"
+
+
+def preset_path(preset: str = "aggressive") -> Path:
+    """The shipped policy file: ``policies/presets/<preset>.toml``, or ``policies/default.toml``
+    for ``preset="default"``."""
+    if preset == "default":
+        return POLICIES / "default.toml"
+    return POLICIES / "presets" / f"{preset}.toml"
+
+
+def _policy_dir(parent: Path, text: str) -> Path:
+    """A policy directory under ``parent`` whose default.toml is ``text`` (mode 0644, as the
+    daemon's strict checks want)."""
+    policies = parent / "policies"
+    policies.mkdir(mode=0o755, exist_ok=True)
+    default = policies / "default.toml"
+    default.write_text(text)
+    default.chmod(0o644)
+    return policies
+
+
+def preset_policy_dir(parent: Path, preset: str = "aggressive") -> Path:
+    """A policy directory under ``parent`` whose default.toml is a shipped preset."""
+    return _policy_dir(parent, preset_path(preset).read_text())
+
+
+def preset_policies(preset: str = "aggressive", **overrides: object) -> PolicySet:
+    """A shipped preset loaded as the daemon loads it, with guest-policy fields overridden."""
+    policy, host = load_default(preset_path(preset))
+    return PolicySet(GuestPolicy.model_validate(policy.model_dump() | overrides), host)
+
+
+def host_mem_available_kib(meminfo: Path = Path("/proc/meminfo")) -> int:
+    """The host's MemAvailable, as the daemon reads it."""
+    for line in meminfo.read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1])
+    raise ValueError(f"{meminfo}: no MemAvailable line")
+
+
+def reserve_policy_dir(parent: Path, reserve_mib: int, preset: str = "default") -> Path:
+    """A policy directory whose default.toml is a shipped policy with ``[host] reserve_mib``
+    set: with a reserve above the host's MemAvailable, `on-demand` sees a host shortfall of
+    exactly the difference, without taking memory away from anyone else on the host."""
+    source = preset_path(preset)
+    text, n = re.subn(r"(?m)^reserve_mib\s*=.*$", f"reserve_mib = {int(reserve_mib)}",
+                      source.read_text())
+    if n != 1:
+        raise ValueError(f"{source}: expected one `reserve_mib =` line, found {n}")
+    policies = _policy_dir(parent, text)
+    _, host = load_default(policies / "default.toml")  # the daemon must accept it
+    if host.reserve_mib != int(reserve_mib):
+        raise ValueError(f"reserve_mib {reserve_mib} did not land in [host]")
+    return policies
