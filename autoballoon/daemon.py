@@ -26,7 +26,7 @@ from autoballoon.core.policy import PolicySet
 from autoballoon.core.samples import GuestSample, HostSample
 from autoballoon.core.units import KIB_PER_MIB
 from autoballoon.hypervisor import Hypervisor, HypervisorError, TransientError
-from autoballoon.observe import Observer
+from autoballoon.observe import GuestScope, Observer
 from autoballoon.policyfiles import PolicyFileError, load_policy_dir
 
 log = logging.getLogger("autoballoon")
@@ -82,7 +82,7 @@ class Controller:
         self.dry_run = dry_run
         self.actuator = actuator or (DryRunActuator() if dry_run else LiveActuator(hypervisor))
         self.sinks = list(sinks)
-        self.observer = Observer(hypervisor, proc)
+        self.observer = Observer(hypervisor, proc, GuestScope(config.include, config.exclude))
         self.clock = clock
         self.config_path = config_path
         self.cli_overrides = dict(cli_overrides or {})
@@ -202,7 +202,7 @@ class Controller:
 
     def _deflate_all(self) -> None:
         try:
-            reading = self.hypervisor.read()
+            reading = self.hypervisor.read(self.observer.scope)
         except HypervisorError as err:
             log.error("on_stop = deflate: cannot read guests (%s); balloons left as they are", err)
             return
@@ -272,8 +272,6 @@ def run_daemon(
         config.uri,
         extended_stats=config.extended_stats,
         stats_period_s=config.stats_period_s,
-        include=config.include,
-        exclude=config.exclude,
         retry_for_s=config.libvirt_retry_s,
     )
     try:

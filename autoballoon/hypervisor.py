@@ -15,7 +15,7 @@ Errors come in three kinds, mapped once in the adapter:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -65,8 +65,11 @@ class Reading:
 
 
 class Hypervisor(Protocol):
-    def read(self) -> Reading:
-        """Read every running, in-scope guest; TransientError when the host is unreachable."""
+    def read(self, wanted: Callable[[str], bool]) -> Reading:
+        """Read every running guest whose name ``wanted`` accepts (no other guest is touched).
+
+        Raises TransientError when the host is unreachable.
+        """
         ...
 
     def set_balloon_kib(self, name: str, kib: int) -> None:
@@ -74,39 +77,3 @@ class Hypervisor(Protocol):
         ...
 
     def close(self) -> None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class HostMemory:
-    mem_total_kib: int
-    mem_available_kib: int
-    psi_some_avg10: float | None
-    psi_full_avg10: float | None
-
-
-def parse_meminfo(text: str) -> Mapping[str, int]:
-    """/proc/meminfo as {field: kB}."""
-    out: dict[str, int] = {}
-    for line in text.splitlines():
-        key, _, rest = line.partition(":")
-        parts = rest.split()
-        if parts and parts[0].isdigit():
-            out[key.strip()] = int(parts[0])
-    return out
-
-
-def parse_psi(text: str) -> tuple[float | None, float | None]:
-    """/proc/pressure/memory -> (some avg10, full avg10)."""
-    some = full = None
-    for line in text.splitlines():
-        kind, *fields = line.split()
-        values = dict(f.split("=", 1) for f in fields if "=" in f)
-        try:
-            avg10 = float(values["avg10"])
-        except (KeyError, ValueError):
-            continue
-        if kind == "some":
-            some = avg10
-        elif kind == "full":
-            full = avg10
-    return some, full

@@ -16,12 +16,9 @@ statistics for that tick.
 from __future__ import annotations
 
 import contextlib
-import fnmatch
-import json
 import logging
 import threading
-import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,22 +40,14 @@ from autoballoon.hypervisor import (
     Reading,
     TransientError,
 )
+from autoballoon.qmp import (
+    balloon_info_from_xml,
+    guest_stats_command,
+    parse_guest_stats_reply,
+    stats_from_libvirt_fields,
+)
 
 log = logging.getLogger(__name__)
-
-# libvirt's getAllDomainStats balloon.* fields -> QEMU guest-stats names, with the factor to bytes.
-_LIBVIRT_TO_QEMU = {
-    "balloon.swap_in": ("stat-swap-in", 1024),
-    "balloon.swap_out": ("stat-swap-out", 1024),
-    "balloon.major_fault": ("stat-major-faults", 1),
-    "balloon.minor_fault": ("stat-minor-faults", 1),
-    "balloon.unused": ("stat-free-memory", 1024),
-    "balloon.available": ("stat-total-memory", 1024),
-    "balloon.usable": ("stat-available-memory", 1024),
-    "balloon.disk_caches": ("stat-disk-caches", 1024),
-    "balloon.hugetlb_pgalloc": ("stat-htlb-pgalloc", 1),
-    "balloon.hugetlb_pgfail": ("stat-htlb-pgfail", 1),
-}
 
 _TRANSIENT_CODES = {
     libvirt.VIR_ERR_NO_CONNECT,
@@ -139,24 +128,6 @@ class _DomainInfo:
     tainted_logged: bool = False
 
 
-def balloon_info_from_xml(xml: str) -> tuple[str | None, int | None]:
-    """(QOM path of the balloon, stats period in s or None) from a domain's live XML.
-
-    The path is "" for a balloon without an alias (QMP unusable, libvirt still reads it) and
-    None for no balloon at all.
-    """
-    root = ET.fromstring(xml)
-    balloon = root.find("./devices/memballoon")
-    if balloon is None or balloon.get("model") in (None, "none"):
-        return None, None
-    alias = balloon.find("./alias")
-    name = alias.get("name") if alias is not None else None
-    stats = balloon.find("./stats")
-    period = stats.get("period") if stats is not None else None
-    path = f"/machine/peripheral/{name}" if name else ""
-    return path, int(period) if period and period.isdigit() else None
-
-
 def _fields_from_memory_stats(dom: Any) -> dict[str, Any]:
     """Per-domain fallback for drivers whose bulk stats lack balloon.* (e.g. the test driver)."""
     stats = dom.memoryStats()
@@ -181,6 +152,11 @@ def _job_running(dom: Any) -> bool:
     return job not in (libvirt.VIR_DOMAIN_JOB_NONE, libvirt.VIR_DOMAIN_JOB_COMPLETED)
 
 
+def _nothing(_name: str) -> bool:
+    """The scope before the first read: lifecycle events are logged for no guest."""
+    return False
+
+
 def _log_retry(state: RetryCallState) -> None:
     err = state.outcome.exception() if state.outcome else None
     wait = state.next_action.sleep if state.next_action else 0
@@ -196,16 +172,12 @@ class LibvirtHypervisor:
         *,
         extended_stats: str = "qmp",
         stats_period_s: int = 1,
-        include: Iterable[str] = ("*",),
-        exclude: Iterable[str] = (),
         retry_for_s: float = 20.0,
         on_event: Callable[[str, str], None] | None = None,
     ) -> None:
         self.uri = uri
         self.extended_stats = extended_stats
         self.stats_period_s = stats_period_s
-        self.include = tuple(include)
-        self.exclude = tuple(exclude)
         self.retry_for_s = retry_for_s
         self.on_event = on_event
         self.reconnects = 0
@@ -217,6 +189,7 @@ class LibvirtHypervisor:
         self._ever_connected = False
         self._lifecycle_id: int | None = None
         self._close_registered = False
+        self._wanted: Callable[[str], bool] = _nothing
         try:
             _start_event_loop()
         except libvirt.libvirtError as err:  # events are a nicety; polling still works
@@ -224,11 +197,6 @@ class LibvirtHypervisor:
             log.warning("libvirt event loop unavailable (%s); lifecycle events not followed", err)
 
     # --- connection ------------------------------------------------------------------------
-    def in_scope(self, name: str) -> bool:
-        return any(fnmatch.fnmatchcase(name, p) for p in self.include) and not any(
-            fnmatch.fnmatchcase(name, p) for p in self.exclude
-        )
-
     def _connect(self) -> Any:
         if self._conn is not None:
             try:
@@ -296,7 +264,7 @@ class LibvirtHypervisor:
 
     def _on_lifecycle(self, _conn: Any, dom: Any, event: int, _detail: int, _opaque: Any) -> None:
         name = dom.name()
-        if not self.in_scope(name):
+        if not self._wanted(name):
             return
         what = _EVENT_NAMES.get(event, str(event))
         if event in (libvirt.VIR_DOMAIN_EVENT_STOPPED, libvirt.VIR_DOMAIN_EVENT_UNDEFINED):
@@ -309,7 +277,8 @@ class LibvirtHypervisor:
         self._drop_connection()
 
     # --- reading -----------------------------------------------------------------------------
-    def read(self) -> Reading:
+    def read(self, wanted: Callable[[str], bool]) -> Reading:
+        self._wanted = wanted
         decorated = retry(
             retry=retry_if_exception_type(TransientError),
             stop=stop_after_delay(self.retry_for_s),
@@ -336,7 +305,7 @@ class LibvirtHypervisor:
         for dom, fields in records:
             try:
                 name = dom.name()
-                if not self.in_scope(name):
+                if not self._wanted(name):
                     continue
                 self._domains[name] = dom
                 self._read_guest(dom, name, fields, reading)
@@ -384,39 +353,30 @@ class LibvirtHypervisor:
         maximum = int(fields["balloon.maximum"])
         rss = fields.get("balloon.rss")
         if self.extended_stats == "qmp" and info.balloon_path:  # "" (no alias): no QMP
-            qmp = self._qmp_guest_stats(dom, name, info)
+            qmp = self._qmp_guest_stats(dom, name, info.balloon_path, info)
             if qmp is not None:
                 last_update, stats = qmp
                 out.guests.append(
                     RawGuest(name, uuid, actual, maximum, last_update, stats, "qmp", rss)
                 )
                 return
-        stats = {
-            qemu_name: int(fields[key]) * factor
-            for key, (qemu_name, factor) in _LIBVIRT_TO_QEMU.items()
-            if key in fields
-        }
+        stats = stats_from_libvirt_fields(fields)
         last_update = int(fields.get("balloon.last-update", 0))
         out.guests.append(RawGuest(name, uuid, actual, maximum, last_update, stats, "libvirt", rss))
 
     def _qmp_guest_stats(
-        self, dom: Any, name: str, info: _DomainInfo
+        self, dom: Any, name: str, balloon_path: str, info: _DomainInfo
     ) -> tuple[int, dict[str, object]] | None:
-        cmd = json.dumps(
-            {
-                "execute": "qom-get",
-                "arguments": {"path": info.balloon_path, "property": "guest-stats"},
-            }
-        )
         try:
-            reply = json.loads(libvirt_qemu.qemuMonitorCommand(dom, cmd, 0))
+            reply = libvirt_qemu.qemuMonitorCommand(dom, guest_stats_command(balloon_path), 0)
         except libvirt.libvirtError as err:
             mapped = map_error(err)
             if isinstance(mapped, TransientError | DomainGone):
                 raise
             log.debug("guest %s: QMP guest-stats failed (%s); standard stats", name, mapped)
             return None
-        except ValueError:
+        parsed = parse_guest_stats_reply(reply)
+        if parsed is None:
             return None
         if not info.tainted_logged:
             log.info(
@@ -425,13 +385,7 @@ class LibvirtHypervisor:
                 name,
             )
             info.tainted_logged = True
-        ret = reply.get("return") if isinstance(reply, dict) else None
-        if not isinstance(ret, dict) or not isinstance(ret.get("stats"), dict):
-            return None
-        last_update = ret.get("last-update", 0)
-        if not isinstance(last_update, int) or isinstance(last_update, bool):
-            last_update = 0
-        return last_update, dict(ret["stats"])
+        return parsed
 
     # --- acting ------------------------------------------------------------------------------
     def set_balloon_kib(self, name: str, kib: int) -> None:

@@ -375,9 +375,10 @@ def run_one(lab: Any, sc: Scenario, mode: str, interval_s: float) -> dict[str, A
 
     extended = "off" if mode == "off" else "qmp"
     policies = aggressive_policies(mode="observe") if mode == "none" else aggressive_policies()
-    hv = LibvirtHypervisor(include=names, extended_stats=extended, retry_for_s=3.0)
+    hv = LibvirtHypervisor(extended_stats=extended, retry_for_s=3.0)
     config = DaemonConfig(
-        interval_s=interval_s, policy_dir=PRESET.parent, extended_stats=extended
+        interval_s=interval_s, policy_dir=PRESET.parent, extended_stats=extended,
+        include=tuple(names),
     )
     controller = Controller(config, hv, policies)
     ticks: list[dict[str, Any]] = []
