@@ -4,13 +4,16 @@ Sits at the edge between observe/act and the one module that imports libvirt
 (``autoballoon.libvirt_adapter``). Nothing here imports libvirt, so the daemon, the observer and
 the actuator can be read (and tested) without it.
 
-Errors come in three kinds, mapped once in the adapter:
+Errors come in four kinds, mapped once in the adapter:
 
-- ``TransientError``: the connection is lost or the daemon is restarting. Retried (with backoff)
-  at the adapter edge, then the whole tick is skipped: no decision is ever made on stale data.
+- ``TransientError``: the connection itself is lost (an RPC or remote error, a dead keepalive) or
+  the daemon is restarting. Only this kind is retried, with backoff, at the adapter edge; a tick
+  that cannot read the host makes no decision: never one on stale data.
 - ``DomainGone``: the guest stopped or was undefined between listing and acting. Dropped quietly.
-- ``GuestError``: anything else about one guest. That guest is skipped this tick; the others are
-  still controlled.
+- ``GuestError``: one guest's trouble (its QEMU monitor does not answer, an operation failed).
+  That guest is not controlled this tick and is tried again next tick; the others are controlled.
+- ``PermanentError`` (a ``GuestError``): a call that cannot work as asked (not supported, invalid
+  argument, denied); retrying would not help, and it is reported as an error.
 """
 
 from __future__ import annotations
@@ -33,7 +36,11 @@ class DomainGone(HypervisorError):
 
 
 class GuestError(HypervisorError):
-    """A per-guest failure that retrying now would not fix."""
+    """One guest's failure: that guest is left alone this tick, the others are not affected."""
+
+
+class PermanentError(GuestError):
+    """A call that cannot succeed as asked; not worth repeating unchanged."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,6 +36,7 @@ from autoballoon.hypervisor import (
     DomainGone,
     GuestError,
     HypervisorError,
+    PermanentError,
     RawGuest,
     Reading,
     TransientError,
@@ -49,14 +50,19 @@ from autoballoon.qmp import (
 
 log = logging.getLogger(__name__)
 
-_TRANSIENT_CODES = {
-    libvirt.VIR_ERR_NO_CONNECT,
-    libvirt.VIR_ERR_INVALID_CONN,
-    libvirt.VIR_ERR_SYSTEM_ERROR,
-    libvirt.VIR_ERR_RPC,
-}
-_TRANSIENT_DOMAINS = {libvirt.VIR_FROM_RPC, libvirt.VIR_FROM_REMOTE}
+# Connection-level: the connection is unusable for every guest. VIR_ERR_SYSTEM_ERROR is not in
+# the list: from the QEMU driver it is one guest's monitor ("Unable to read from monitor"); the
+# same code from the RPC layer ("Cannot recv data") is caught by its error domain.
+_CONNECTION_CODES = {libvirt.VIR_ERR_NO_CONNECT, libvirt.VIR_ERR_INVALID_CONN, libvirt.VIR_ERR_RPC}
+_CONNECTION_DOMAINS = {libvirt.VIR_FROM_RPC, libvirt.VIR_FROM_REMOTE}
 _GONE_CODES = {libvirt.VIR_ERR_NO_DOMAIN, libvirt.VIR_ERR_OPERATION_INVALID}
+_PERMANENT_CODES = {
+    libvirt.VIR_ERR_NO_SUPPORT,
+    libvirt.VIR_ERR_INVALID_ARG,
+    libvirt.VIR_ERR_OPERATION_DENIED,
+    libvirt.VIR_ERR_ARGUMENT_UNSUPPORTED,
+    libvirt.VIR_ERR_CONFIG_UNSUPPORTED,
+}
 
 _STATE_NAMES = {
     libvirt.VIR_DOMAIN_NOSTATE: "no state",
@@ -86,10 +92,12 @@ def map_error(err: libvirt.libvirtError) -> HypervisorError:
     """The single place where libvirt errors become the project's taxonomy."""
     code, domain = err.get_error_code(), err.get_error_domain()
     msg = err.get_error_message() or str(err)
+    if code in _CONNECTION_CODES or domain in _CONNECTION_DOMAINS:
+        return TransientError(msg)
     if code in _GONE_CODES:
         return DomainGone(msg)
-    if code in _TRANSIENT_CODES or domain in _TRANSIENT_DOMAINS:
-        return TransientError(msg)
+    if code in _PERMANENT_CODES:
+        return PermanentError(msg)
     return GuestError(msg)
 
 
@@ -296,27 +304,22 @@ class LibvirtHypervisor:
                 libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_ACTIVE,
             )
         except libvirt.libvirtError as err:
-            mapped = map_error(err)
-            if isinstance(mapped, TransientError):
-                self._drop_connection()
-            raise mapped from err
+            raise self._map(err) from err
         reading = Reading()
         self._domains = {}
         for dom, fields in records:
+            name = dom.name()
+            if not self._wanted(name):
+                continue
             try:
-                name = dom.name()
-                if not self._wanted(name):
-                    continue
                 self._domains[name] = dom
                 self._read_guest(dom, name, fields, reading)
             except libvirt.libvirtError as err:
-                mapped = map_error(err)
+                mapped = self._map(err)
                 if isinstance(mapped, TransientError):
-                    self._drop_connection()
                     raise mapped from err
                 if not isinstance(mapped, DomainGone):
-                    self.errors += 1
-                    reading.skipped[dom.name()] = f"error: {mapped}"
+                    reading.skipped[name] = f"error: {mapped}"
         return reading
 
     def _read_guest(self, dom: Any, name: str, fields: dict[str, Any], out: Reading) -> None:
@@ -371,8 +374,8 @@ class LibvirtHypervisor:
             reply = libvirt_qemu.qemuMonitorCommand(dom, guest_stats_command(balloon_path), 0)
         except libvirt.libvirtError as err:
             mapped = map_error(err)
-            if isinstance(mapped, TransientError | DomainGone):
-                raise
+            if not isinstance(mapped, PermanentError):
+                raise  # this guest's monitor, its end or the connection: not for a fallback
             log.debug("guest %s: QMP guest-stats failed (%s); standard stats", name, mapped)
             return None
         parsed = parse_guest_stats_reply(reply)
@@ -399,9 +402,23 @@ class LibvirtHypervisor:
                 raise GuestError("a job (migration, save, dump) is running; not resized now")
             dom.setMemoryFlags(int(kib), libvirt.VIR_DOMAIN_AFFECT_LIVE)
         except libvirt.libvirtError as err:
-            mapped = map_error(err)
-            if isinstance(mapped, TransientError):
-                self._drop_connection()
-            if isinstance(mapped, GuestError):
-                self.errors += 1
-            raise mapped from err
+            raise self._map(err) from err
+
+    def _map(self, err: libvirt.libvirtError) -> HypervisorError:
+        """``map_error``, plus the connection's own word: an error on a dead connection is a lost
+        connection whatever its code. Drops the connection or counts the guest error."""
+        mapped = map_error(err)
+        if not isinstance(mapped, TransientError) and not self._alive():
+            mapped = TransientError(f"connection lost: {mapped}")
+        if isinstance(mapped, TransientError):
+            self._drop_connection()
+        elif isinstance(mapped, GuestError):
+            self.errors += 1
+        return mapped
+
+    def _alive(self) -> bool:
+        conn = self._conn
+        try:
+            return conn is not None and bool(conn.isAlive())
+        except libvirt.libvirtError:
+            return False

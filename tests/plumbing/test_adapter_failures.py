@@ -1,0 +1,164 @@
+"""How the libvirt adapter maps real failures: one guest's trouble is not a lost connection.
+
+These tests wrap a real test:///default connection (no daemon) and make chosen domains raise a
+libvirtError with a chosen code from every per-domain call, which is the adapter's edge with
+libvirt. They test the error mapping and the isolation of guests, not ballooning (the lab does).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import libvirt
+import pytest
+
+from autoballoon.hypervisor import DomainGone, GuestError, PermanentError, TransientError
+from autoballoon.libvirt_adapter import LibvirtHypervisor, map_error
+from autoballoon.observe import GuestScope
+
+URI = "test:///default"
+ALL = GuestScope()
+SECOND = """<domain type='test'><name>test2</name><memory unit='KiB'>1048576</memory>
+  <currentMemory unit='KiB'>1048576</currentMemory><os><type>hvm</type></os>
+  <devices><memballoon model='virtio'/></devices></domain>"""
+# Identity calls answer from the client side; everything else would reach the domain's monitor.
+IDENTITY = {"name", "UUIDString", "UUID", "ID", "connect"}
+
+
+def libvirt_error(code: int, domain: int, message: str) -> libvirt.libvirtError:
+    err = libvirt.libvirtError(message)
+    err.err = (code, domain, message, 2, None, None, None, 0, 0)
+    return err
+
+
+MONITOR_GONE = (libvirt.VIR_ERR_SYSTEM_ERROR, libvirt.VIR_FROM_QEMU, "Unable to read from monitor")
+RPC_LOST = (libvirt.VIR_ERR_SYSTEM_ERROR, libvirt.VIR_FROM_RPC, "Cannot recv data: EOF")
+
+
+class FaultyDomain:
+    """A real domain whose per-domain calls raise ``err`` (identity calls still work)."""
+
+    def __init__(self, dom: Any, err: libvirt.libvirtError) -> None:
+        self.real, self.err = dom, err
+
+    def __getattr__(self, attr: str) -> Any:
+        value = getattr(self.real, attr)
+        if attr in IDENTITY or not callable(value):
+            return value
+
+        def fail(*_args: object, **_kwargs: object) -> Any:
+            raise self.err
+
+        return fail
+
+
+class FaultyConnection:
+    """A real test:///default connection; domains named in ``faults`` fail as told."""
+
+    def __init__(self, conn: Any, faults: dict[str, libvirt.libvirtError]) -> None:
+        self.real, self.faults = conn, faults
+
+    def _wrap(self, dom: Any) -> Any:
+        err = self.faults.get(dom.name())
+        return FaultyDomain(dom, err) if err is not None else dom
+
+    def getAllDomainStats(self, *args: Any) -> list[tuple[Any, dict[str, Any]]]:  # noqa: N802
+        return [(self._wrap(d), f) for d, f in self.real.getAllDomainStats(*args)]
+
+    def domainListGetStats(self, doms: list[Any], *args: Any) -> Any:  # noqa: N802
+        for d in doms:
+            if isinstance(d, FaultyDomain):
+                raise d.err
+        return self.real.domainListGetStats(doms, *args)
+
+    def lookupByName(self, name: str) -> Any:  # noqa: N802
+        return self._wrap(self.real.lookupByName(name))
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self.real, attr)
+
+
+@pytest.fixture
+def faults(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, libvirt.libvirtError]]:
+    """Opens of test:///default get a second running guest, test2, and the faults given."""
+    table: dict[str, libvirt.libvirtError] = {}
+    real_open = libvirt.open
+
+    def open_(uri: str | None = None) -> Any:
+        conn = real_open(uri)
+        if "test2" not in conn.listDefinedDomains() + [d.name() for d in conn.listAllDomains()]:
+            conn.createXML(SECOND, 0)  # test:///default is shared by the process's connections
+        return FaultyConnection(conn, table)
+
+    monkeypatch.setattr(libvirt, "open", open_)
+    yield table
+    conn = real_open(URI)
+    with contextlib.suppress(libvirt.libvirtError):  # already gone if that was the last user
+        conn.lookupByName("test2").destroy()  # transient: gone for the next test
+    conn.close()
+
+
+@pytest.fixture
+def hv(faults: dict[str, libvirt.libvirtError]) -> Iterator[LibvirtHypervisor]:
+    adapter = LibvirtHypervisor(URI, extended_stats="off", retry_for_s=0)
+    yield adapter
+    adapter.close()  # test:///default is reset once its last connection closes
+
+
+def test_both_guests_read_without_faults(hv: LibvirtHypervisor) -> None:
+    reading = hv.read(ALL)
+    assert sorted(g.name for g in reading.guests) == ["test", "test2"] and not reading.skipped
+
+
+def test_one_guests_monitor_error_is_not_a_lost_connection(
+    hv: LibvirtHypervisor, faults: dict[str, libvirt.libvirtError]
+) -> None:
+    faults["test2"] = libvirt_error(*MONITOR_GONE)
+    reading = hv.read(ALL)  # before: TransientError, every guest dropped
+    assert [g.name for g in reading.guests] == ["test"]
+    assert "Unable to read from monitor" in reading.skipped["test2"]
+    assert hv.reconnects == 0 and hv.errors == 1
+
+
+def test_one_guests_monitor_error_when_acting_is_that_guests_error(
+    hv: LibvirtHypervisor, faults: dict[str, libvirt.libvirtError]
+) -> None:
+    faults["test2"] = libvirt_error(*MONITOR_GONE)
+    hv.read(ALL)
+    with pytest.raises(GuestError):
+        hv.set_balloon_kib("test2", 524288)
+    hv.set_balloon_kib("test", 1048576)  # the connection was kept: the other guest is resized
+    assert {g.name: g.actual_kib for g in hv.read(ALL).guests}["test"] == 1048576
+
+
+def test_rpc_error_on_one_guest_is_a_lost_connection(
+    hv: LibvirtHypervisor, faults: dict[str, libvirt.libvirtError]
+) -> None:
+    faults["test2"] = libvirt_error(*RPC_LOST)
+    with pytest.raises(TransientError):
+        hv.read(ALL)
+
+
+@pytest.mark.parametrize(
+    ("code", "domain", "kind"),
+    [
+        (libvirt.VIR_ERR_SYSTEM_ERROR, libvirt.VIR_FROM_QEMU, GuestError),
+        (libvirt.VIR_ERR_OPERATION_TIMEOUT, libvirt.VIR_FROM_QEMU, GuestError),
+        (libvirt.VIR_ERR_OPERATION_FAILED, libvirt.VIR_FROM_QEMU, GuestError),
+        (libvirt.VIR_ERR_INTERNAL_ERROR, libvirt.VIR_FROM_QEMU, GuestError),
+        (libvirt.VIR_ERR_NO_DOMAIN, libvirt.VIR_FROM_QEMU, DomainGone),
+        (libvirt.VIR_ERR_OPERATION_INVALID, libvirt.VIR_FROM_QEMU, DomainGone),
+        (libvirt.VIR_ERR_NO_SUPPORT, libvirt.VIR_FROM_QEMU, PermanentError),
+        (libvirt.VIR_ERR_INVALID_ARG, libvirt.VIR_FROM_QEMU, PermanentError),
+        (libvirt.VIR_ERR_OPERATION_DENIED, libvirt.VIR_FROM_QEMU, PermanentError),
+        (libvirt.VIR_ERR_SYSTEM_ERROR, libvirt.VIR_FROM_RPC, TransientError),
+        (libvirt.VIR_ERR_INTERNAL_ERROR, libvirt.VIR_FROM_REMOTE, TransientError),
+        (libvirt.VIR_ERR_NO_CONNECT, libvirt.VIR_FROM_NONE, TransientError),
+        (libvirt.VIR_ERR_INVALID_CONN, libvirt.VIR_FROM_NONE, TransientError),
+        (libvirt.VIR_ERR_RPC, libvirt.VIR_FROM_NONE, TransientError),
+    ],
+)
+def test_error_taxonomy(code: int, domain: int, kind: type[Exception]) -> None:
+    assert type(map_error(libvirt_error(code, domain, "msg"))) is kind
