@@ -273,6 +273,7 @@ def run_daemon(
         extended_stats=config.extended_stats,
         stats_period_s=config.stats_period_s,
         retry_for_s=config.libvirt_retry_s,
+        dry_run=dry_run,
     )
     try:
         sinks = build_sinks(config, dry_run=dry_run, record=record)

@@ -132,7 +132,10 @@ class _DomainInfo:
 
     balloon_path: str | None
     """QOM path of the balloon device; "" when it has no alias; None when there is none."""
-    period_set: bool
+    stats_period_s: int | None
+    """The guest's statistics period, None while it has none."""
+    period_tried: bool = False
+    """Setting a period was tried (live) or said to be skipped (dry-run): never twice."""
     tainted_logged: bool = False
 
 
@@ -182,8 +185,11 @@ class LibvirtHypervisor:
         stats_period_s: int = 1,
         retry_for_s: float = 20.0,
         on_event: Callable[[str, str], None] | None = None,
+        dry_run: bool = False,
     ) -> None:
+        """``dry_run``: call no setter at all (no balloon target, no statistics period)."""
         self.uri = uri
+        self.dry_run = dry_run
         self.extended_stats = extended_stats
         self.stats_period_s = stats_period_s
         self.retry_for_s = retry_for_s
@@ -335,7 +341,7 @@ class LibvirtHypervisor:
         info = self._info.get(uuid)
         if info is None:
             path, period = balloon_info_from_xml(dom.XMLDesc(0))
-            info = _DomainInfo(path, period_set=bool(period))
+            info = _DomainInfo(path, period or None)
             self._info[uuid] = info
         if info.balloon_path is None:
             out.skipped[name] = "no virtio balloon device"
@@ -345,16 +351,14 @@ class LibvirtHypervisor:
         if "balloon.current" not in fields or "balloon.maximum" not in fields:
             out.skipped[name] = "balloon reports no size"
             return
-        if not info.period_set:
-            try:
-                dom.setMemoryStatsPeriod(self.stats_period_s, libvirt.VIR_DOMAIN_AFFECT_LIVE)
-                log.info("guest %s: statistics period set to %d s", name, self.stats_period_s)
-            except libvirt.libvirtError as err:
-                log.warning("guest %s: cannot set the statistics period: %s", name, err)
-            info.period_set = True
         actual = int(fields["balloon.current"])
         maximum = int(fields["balloon.maximum"])
         rss = fields.get("balloon.rss")
+        if info.stats_period_s is None and not self._give_stats_period(dom, name, info):
+            # No period, none set: whatever QEMU holds is no statistics. Reported as such, so
+            # the guest is classified unknown and never squeezed on numbers it did not send.
+            out.guests.append(RawGuest(name, uuid, actual, maximum, 0, {}, "libvirt", rss))
+            return
         if self.extended_stats == "qmp" and info.balloon_path:  # "" (no alias): no QMP
             qmp = self._qmp_guest_stats(dom, name, info.balloon_path, info)
             if qmp is not None:
@@ -366,6 +370,30 @@ class LibvirtHypervisor:
         stats = stats_from_libvirt_fields(fields)
         last_update = int(fields.get("balloon.last-update", 0))
         out.guests.append(RawGuest(name, uuid, actual, maximum, last_update, stats, "libvirt", rss))
+
+    def _give_stats_period(self, dom: Any, name: str, info: _DomainInfo) -> bool:
+        """Set the configured statistics period on a guest that has none (never in dry-run).
+
+        True when the guest now has one. Tried once per running instance, said once.
+        """
+        if info.period_tried:
+            return False
+        info.period_tried = True
+        if self.dry_run:
+            log.warning(
+                "guest %s has no balloon statistics period and dry-run sets none: it is reported "
+                "as sending no statistics (unknown) until one is set (virsh dommemstat --period)",
+                name,
+            )
+            return False
+        try:
+            dom.setMemoryStatsPeriod(self.stats_period_s, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+        except libvirt.libvirtError as err:
+            log.warning("guest %s: cannot set the statistics period: %s", name, err)
+            return False
+        log.info("guest %s: statistics period set to %d s", name, self.stats_period_s)
+        info.stats_period_s = self.stats_period_s
+        return True
 
     def _qmp_guest_stats(
         self, dom: Any, name: str, balloon_path: str, info: _DomainInfo
@@ -392,6 +420,8 @@ class LibvirtHypervisor:
 
     # --- acting ------------------------------------------------------------------------------
     def set_balloon_kib(self, name: str, kib: int) -> None:
+        if self.dry_run:
+            raise PermanentError(f"dry-run: guest {name}'s balloon is not changed")
         dom = self._domains.get(name)
         try:
             if dom is None:

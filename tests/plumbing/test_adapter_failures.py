@@ -8,15 +8,21 @@ libvirt. They test the error mapping and the isolation of guests, not ballooning
 from __future__ import annotations
 
 import contextlib
+import gc
+import signal
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import libvirt
 import pytest
 
+from autoballoon.config import DaemonConfig
+from autoballoon.daemon import run_daemon
 from autoballoon.hypervisor import DomainGone, GuestError, PermanentError, TransientError
 from autoballoon.libvirt_adapter import LibvirtHypervisor, map_error
 from autoballoon.observe import GuestScope
+from autoballoon.qmp import balloon_info_from_xml
 
 URI = "test:///default"
 ALL = GuestScope()
@@ -37,11 +43,15 @@ MONITOR_GONE = (libvirt.VIR_ERR_SYSTEM_ERROR, libvirt.VIR_FROM_QEMU, "Unable to 
 RPC_LOST = (libvirt.VIR_ERR_SYSTEM_ERROR, libvirt.VIR_FROM_RPC, "Cannot recv data: EOF")
 
 
-class FaultyDomain:
-    """A real domain whose per-domain calls raise ``err`` (identity calls still work)."""
+Fault = tuple[int, int, str]
+"""(libvirt error code, libvirt error domain, message) of an error to raise."""
 
-    def __init__(self, dom: Any, err: libvirt.libvirtError) -> None:
-        self.real, self.err = dom, err
+
+class FaultyDomain:
+    """A real domain whose per-domain calls raise ``fault`` (identity calls still work)."""
+
+    def __init__(self, dom: Any, fault: Fault) -> None:
+        self.real, self.fault = dom, fault
 
     def __getattr__(self, attr: str) -> Any:
         value = getattr(self.real, attr)
@@ -49,7 +59,7 @@ class FaultyDomain:
             return value
 
         def fail(*_args: object, **_kwargs: object) -> Any:
-            raise self.err
+            raise libvirt_error(*self.fault)  # a fresh error: no traceback kept between tests
 
         return fail
 
@@ -57,12 +67,12 @@ class FaultyDomain:
 class FaultyConnection:
     """A real test:///default connection; domains named in ``faults`` fail as told."""
 
-    def __init__(self, conn: Any, faults: dict[str, libvirt.libvirtError]) -> None:
+    def __init__(self, conn: Any, faults: dict[str, Fault]) -> None:
         self.real, self.faults = conn, faults
 
     def _wrap(self, dom: Any) -> Any:
-        err = self.faults.get(dom.name())
-        return FaultyDomain(dom, err) if err is not None else dom
+        fault = self.faults.get(dom.name())
+        return FaultyDomain(dom, fault) if fault is not None else dom
 
     def getAllDomainStats(self, *args: Any) -> list[tuple[Any, dict[str, Any]]]:  # noqa: N802
         return [(self._wrap(d), f) for d, f in self.real.getAllDomainStats(*args)]
@@ -70,7 +80,7 @@ class FaultyConnection:
     def domainListGetStats(self, doms: list[Any], *args: Any) -> Any:  # noqa: N802
         for d in doms:
             if isinstance(d, FaultyDomain):
-                raise d.err
+                raise libvirt_error(*d.fault)
         return self.real.domainListGetStats(doms, *args)
 
     def lookupByName(self, name: str) -> Any:  # noqa: N802
@@ -81,9 +91,9 @@ class FaultyConnection:
 
 
 @pytest.fixture
-def faults(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, libvirt.libvirtError]]:
+def faults(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Fault]]:
     """Opens of test:///default get a second running guest, test2, and the faults given."""
-    table: dict[str, libvirt.libvirtError] = {}
+    table: dict[str, Fault] = {}
     real_open = libvirt.open
 
     def open_(uri: str | None = None) -> Any:
@@ -94,6 +104,7 @@ def faults(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, libvirt.libvir
 
     monkeypatch.setattr(libvirt, "open", open_)
     yield table
+    gc.collect()  # domain objects left in tracebacks hold the shared test driver open
     conn = real_open(URI)
     with contextlib.suppress(libvirt.libvirtError):  # already gone if that was the last user
         conn.lookupByName("test2").destroy()  # transient: gone for the next test
@@ -101,7 +112,7 @@ def faults(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, libvirt.libvir
 
 
 @pytest.fixture
-def hv(faults: dict[str, libvirt.libvirtError]) -> Iterator[LibvirtHypervisor]:
+def hv(faults: dict[str, Fault]) -> Iterator[LibvirtHypervisor]:
     adapter = LibvirtHypervisor(URI, extended_stats="off", retry_for_s=0)
     yield adapter
     adapter.close()  # test:///default is reset once its last connection closes
@@ -113,9 +124,9 @@ def test_both_guests_read_without_faults(hv: LibvirtHypervisor) -> None:
 
 
 def test_one_guests_monitor_error_is_not_a_lost_connection(
-    hv: LibvirtHypervisor, faults: dict[str, libvirt.libvirtError]
+    hv: LibvirtHypervisor, faults: dict[str, Fault]
 ) -> None:
-    faults["test2"] = libvirt_error(*MONITOR_GONE)
+    faults["test2"] = MONITOR_GONE
     reading = hv.read(ALL)  # before: TransientError, every guest dropped
     assert [g.name for g in reading.guests] == ["test"]
     assert "Unable to read from monitor" in reading.skipped["test2"]
@@ -123,9 +134,9 @@ def test_one_guests_monitor_error_is_not_a_lost_connection(
 
 
 def test_one_guests_monitor_error_when_acting_is_that_guests_error(
-    hv: LibvirtHypervisor, faults: dict[str, libvirt.libvirtError]
+    hv: LibvirtHypervisor, faults: dict[str, Fault]
 ) -> None:
-    faults["test2"] = libvirt_error(*MONITOR_GONE)
+    faults["test2"] = MONITOR_GONE
     hv.read(ALL)
     with pytest.raises(GuestError):
         hv.set_balloon_kib("test2", 524288)
@@ -134,9 +145,9 @@ def test_one_guests_monitor_error_when_acting_is_that_guests_error(
 
 
 def test_rpc_error_on_one_guest_is_a_lost_connection(
-    hv: LibvirtHypervisor, faults: dict[str, libvirt.libvirtError]
+    hv: LibvirtHypervisor, faults: dict[str, Fault]
 ) -> None:
-    faults["test2"] = libvirt_error(*RPC_LOST)
+    faults["test2"] = RPC_LOST
     with pytest.raises(TransientError):
         hv.read(ALL)
 
@@ -162,3 +173,57 @@ def test_rpc_error_on_one_guest_is_a_lost_connection(
 )
 def test_error_taxonomy(code: int, domain: int, kind: type[Exception]) -> None:
     assert type(map_error(libvirt_error(code, domain, "msg"))) is kind
+
+
+def stats_period_in_xml(name: str) -> int | None:
+    """The live XML's <memballoon><stats period=...>, read on a connection of its own."""
+    conn = libvirt.open(URI)
+    try:
+        return balloon_info_from_xml(conn.lookupByName(name).XMLDesc(0))[1]
+    finally:
+        conn.close()
+
+
+def test_dry_run_sets_no_stats_period_and_reports_no_statistics(
+    faults: dict[str, Fault], caplog: pytest.LogCaptureFixture
+) -> None:
+    hv = LibvirtHypervisor(URI, extended_stats="off", retry_for_s=0, dry_run=True)
+    try:
+        assert stats_period_in_xml("test") is None  # the test driver's guests start without one
+        readings = [hv.read(ALL), hv.read(ALL)]
+        assert stats_period_in_xml("test") is None, "dry-run changed the guest"
+        for reading in readings:
+            g = {g.name: g for g in reading.guests}["test"]
+            assert g.last_update == 0 and g.stats == {}  # classified unknown: "no statistics"
+        said = [r for r in caplog.records if r.getMessage().startswith("guest test has no")]
+        assert len(said) == 1, said  # said once, not every tick
+        with pytest.raises(PermanentError):
+            hv.set_balloon_kib("test", 1048576)
+    finally:
+        hv.close()
+
+
+def test_live_run_sets_the_stats_period_once(faults: dict[str, Fault]) -> None:
+    hv = LibvirtHypervisor(URI, extended_stats="off", retry_for_s=0, stats_period_s=3)
+    try:
+        hv.read(ALL)
+        assert stats_period_in_xml("test") == 3
+    finally:
+        hv.close()
+
+
+def test_run_dry_run_leaves_the_guests_stats_period_alone(tmp_path: Path) -> None:
+    """`autoballoon run --dry-run --once` on the test driver: the guest is not changed."""
+    watcher = libvirt.open(URI)  # keeps test:///default's state alive across the daemon's close
+    signals = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+    try:
+        config = DaemonConfig(
+            uri=URI, interval_s=0.5, policy_dir=tmp_path, strict_modes=False,
+            status_file=tmp_path / "status.json",
+        )
+        assert run_daemon(config, dry_run=True, once=True) == 0
+        assert balloon_info_from_xml(watcher.lookupByName("test").XMLDesc(0))[1] is None
+    finally:
+        for s, handler in signals.items():
+            signal.signal(s, handler)
+        watcher.close()
