@@ -128,7 +128,7 @@ def _start_event_loop() -> None:
 
 @dataclass
 class _DomainInfo:
-    """What is learnt once per domain (by UUID) from its live XML."""
+    """What is learnt once per running instance of a domain (``_instance``) from its live XML."""
 
     balloon_path: str | None
     """QOM path of the balloon device; "" when it has no alias; None when there is none."""
@@ -137,6 +137,15 @@ class _DomainInfo:
     period_tried: bool = False
     """Setting a period was tried (live) or said to be skipped (dry-run): never twice."""
     tainted_logged: bool = False
+
+
+def _instance(dom: Any) -> tuple[str, int]:
+    """What tells one running instance of a domain from the next: a restart changes the ID.
+
+    Both are known client-side (no call to the daemon). Keyed so, the cache stays right when
+    lifecycle events were missed (a reconnect, a daemon restart).
+    """
+    return dom.UUIDString(), int(dom.ID())
 
 
 def _fields_from_memory_stats(dom: Any) -> dict[str, Any]:
@@ -198,7 +207,8 @@ class LibvirtHypervisor:
         self.errors = 0
         self._conn: Any = None
         self._domains: dict[str, Any] = {}
-        self._info: dict[str, _DomainInfo] = {}
+        self._info: dict[tuple[str, int], _DomainInfo] = {}
+        self._closed = False  # set by libvirt's close callback (event thread)
         self._events_ok = True
         self._ever_connected = False
         self._lifecycle_id: int | None = None
@@ -213,12 +223,9 @@ class LibvirtHypervisor:
     # --- connection ------------------------------------------------------------------------
     def _connect(self) -> Any:
         if self._conn is not None:
-            try:
-                if self._conn.isAlive():
-                    return self._conn
-            except libvirt.libvirtError:
-                pass
-            self._drop_connection()
+            if not self._closed and self._alive():
+                return self._conn
+            self._drop_connection()  # its callbacks too, or it never really closes
         try:
             conn = libvirt.open(self.uri)
         except libvirt.libvirtError as err:
@@ -231,7 +238,7 @@ class LibvirtHypervisor:
             self.reconnects += 1
             log.info("reconnected to %s", self.uri)
         self._ever_connected = True
-        self._conn = conn
+        self._conn, self._closed = conn, False
         return conn
 
     def _subscribe(self, conn: Any) -> None:
@@ -274,7 +281,7 @@ class LibvirtHypervisor:
 
     def _on_close(self, _conn: Any, reason: int, _opaque: Any) -> None:
         log.warning("libvirt connection closed (reason %d); will reconnect", reason)
-        self._conn = None
+        self._closed = True  # released and replaced by the next _connect, in the tick's thread
 
     def _on_lifecycle(self, _conn: Any, dom: Any, event: int, _detail: int, _opaque: Any) -> None:
         name = dom.name()
@@ -282,7 +289,7 @@ class LibvirtHypervisor:
             return
         what = _EVENT_NAMES.get(event, str(event))
         if event in (libvirt.VIR_DOMAIN_EVENT_STOPPED, libvirt.VIR_DOMAIN_EVENT_UNDEFINED):
-            self._info.pop(dom.UUIDString(), None)
+            self._info.pop(_instance(dom), None)
         log.info("guest %s %s", name, what)
         if self.on_event:
             self.on_event(name, what)
@@ -326,6 +333,9 @@ class LibvirtHypervisor:
                     raise mapped from err
                 if not isinstance(mapped, DomainGone):
                     reading.skipped[name] = f"error: {mapped}"
+        running = {_instance(dom) for dom, _fields in records}
+        for gone in set(self._info) - running:  # stopped while its event was missed
+            del self._info[gone]
         return reading
 
     def _read_guest(self, dom: Any, name: str, fields: dict[str, Any], out: Reading) -> None:
@@ -338,11 +348,11 @@ class LibvirtHypervisor:
                 out.skipped[name] = _STATE_NAMES.get(state, f"state {state}")
             return
         uuid = dom.UUIDString()
-        info = self._info.get(uuid)
+        info = self._info.get(_instance(dom))
         if info is None:
             path, period = balloon_info_from_xml(dom.XMLDesc(0))
             info = _DomainInfo(path, period or None)
-            self._info[uuid] = info
+            self._info[_instance(dom)] = info
         if info.balloon_path is None:
             out.skipped[name] = "no virtio balloon device"
             return

@@ -227,3 +227,68 @@ def test_run_dry_run_leaves_the_guests_stats_period_alone(tmp_path: Path) -> Non
         for s, handler in signals.items():
             signal.signal(s, handler)
         watcher.close()
+
+
+def test_guest_restarted_while_events_were_missed_gets_its_stats_period_again(
+    faults: dict[str, Fault], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hv = LibvirtHypervisor(URI, extended_stats="off", retry_for_s=0, stats_period_s=3)
+    monkeypatch.setattr(hv, "_on_lifecycle", lambda *_args: None)  # every event missed
+    watcher = libvirt.open(URI)
+    try:
+        hv.read(ALL)
+        assert stats_period_in_xml("test") == 3
+        dom = watcher.lookupByName("test")
+        dom.destroy()  # a restart: the new instance starts from the config, without a period
+        dom.create()
+        assert stats_period_in_xml("test") is None
+        hv.read(ALL)
+        assert stats_period_in_xml("test") == 3, "the new instance was taken for the old one"
+    finally:
+        hv.close()
+        watcher.close()
+
+
+class RecordingConnection:
+    """A real connection that records the calls that release it."""
+
+    def __init__(self, conn: Any, log: list[str]) -> None:
+        self.real, self.log = conn, log
+
+    def domainEventDeregisterAny(self, callback_id: int) -> Any:  # noqa: N802
+        self.log.append("deregister lifecycle")
+        return self.real.domainEventDeregisterAny(callback_id)
+
+    def unregisterCloseCallback(self) -> Any:  # noqa: N802
+        self.log.append("unregister close")
+        return self.real.unregisterCloseCallback()
+
+    def close(self) -> Any:
+        self.log.append("close")
+        return self.real.close()
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self.real, attr)
+
+
+def test_reconnect_after_a_close_event_releases_the_old_connection(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    released: list[list[str]] = []
+    real_open = libvirt.open
+
+    def open_(uri: str | None = None) -> Any:
+        released.append([])
+        return RecordingConnection(real_open(uri), released[-1])
+
+    monkeypatch.setattr(libvirt, "open", open_)
+    hv = LibvirtHypervisor(URI, extended_stats="off", retry_for_s=0)
+    try:
+        hv.read(ALL)
+        old = hv._conn
+        hv._on_close(old, libvirt.VIR_CONNECT_CLOSE_REASON_EOF, None)  # as libvirt's thread does
+        assert [g.name for g in hv.read(ALL).guests] == ["test"]
+        assert hv.reconnects == 1 and len(released) == 2
+        assert released[0] == ["deregister lifecycle", "unregister close", "close"]
+    finally:
+        hv.close()
