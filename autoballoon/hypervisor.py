@@ -60,6 +60,9 @@ class RawGuest:
     stats: Mapping[str, object]
     source: str
     rss_kib: int | None = None
+    """Resident memory of the guest's QEMU process on the host (libvirt's balloon.rss)."""
+    stats_period_s: int | None = None
+    """How often the guest reports statistics (the live XML's memballoon stats period)."""
 
 
 @dataclass

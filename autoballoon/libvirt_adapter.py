@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -137,6 +138,8 @@ class _DomainInfo:
     period_tried: bool = False
     """Setting a period was tried (live) or said to be skipped (dry-run): never twice."""
     tainted_logged: bool = False
+    xml_read_at: float = 0.0
+    """time.monotonic() of the last read of the live XML."""
 
 
 def _instance(dom: Any) -> tuple[str, int]:
@@ -195,10 +198,16 @@ class LibvirtHypervisor:
         retry_for_s: float = 20.0,
         on_event: Callable[[str, str], None] | None = None,
         dry_run: bool = False,
+        xml_refresh_s: float = 30.0,
     ) -> None:
-        """``dry_run``: call no setter at all (no balloon target, no statistics period)."""
+        """``dry_run``: call no setter at all (no balloon target, no statistics period).
+
+        ``xml_refresh_s``: how often a running guest's live XML is read again, to follow a stats
+        period someone else changes (``virsh dommemstat --period``); no event tells.
+        """
         self.uri = uri
         self.dry_run = dry_run
+        self.xml_refresh_s = xml_refresh_s
         self.extended_stats = extended_stats
         self.stats_period_s = stats_period_s
         self.retry_for_s = retry_for_s
@@ -348,11 +357,7 @@ class LibvirtHypervisor:
                 out.skipped[name] = _STATE_NAMES.get(state, f"state {state}")
             return
         uuid = dom.UUIDString()
-        info = self._info.get(_instance(dom))
-        if info is None:
-            path, period = balloon_info_from_xml(dom.XMLDesc(0))
-            info = _DomainInfo(path, period or None)
-            self._info[_instance(dom)] = info
+        info = self._domain_info(dom)
         if info.balloon_path is None:
             out.skipped[name] = "no virtio balloon device"
             return
@@ -364,22 +369,43 @@ class LibvirtHypervisor:
         actual = int(fields["balloon.current"])
         maximum = int(fields["balloon.maximum"])
         rss = fields.get("balloon.rss")
+        rss_kib = int(rss) if rss is not None else None
         if info.stats_period_s is None and not self._give_stats_period(dom, name, info):
             # No period, none set: whatever QEMU holds is no statistics. Reported as such, so
             # the guest is classified unknown and never squeezed on numbers it did not send.
-            out.guests.append(RawGuest(name, uuid, actual, maximum, 0, {}, "libvirt", rss))
+            out.guests.append(RawGuest(name, uuid, actual, maximum, 0, {}, "libvirt", rss_kib))
             return
+        qmp = None
         if self.extended_stats == "qmp" and info.balloon_path:  # "" (no alias): no QMP
             qmp = self._qmp_guest_stats(dom, name, info.balloon_path, info)
-            if qmp is not None:
-                last_update, stats = qmp
-                out.guests.append(
-                    RawGuest(name, uuid, actual, maximum, last_update, stats, "qmp", rss)
-                )
-                return
-        stats = stats_from_libvirt_fields(fields)
-        last_update = int(fields.get("balloon.last-update", 0))
-        out.guests.append(RawGuest(name, uuid, actual, maximum, last_update, stats, "libvirt", rss))
+        source = "libvirt" if qmp is None else "qmp"
+        last_update, stats = qmp or (
+            int(fields.get("balloon.last-update", 0)),
+            stats_from_libvirt_fields(fields),
+        )
+        out.guests.append(
+            RawGuest(
+                name, uuid, actual, maximum, last_update, stats, source, rss_kib,
+                info.stats_period_s,
+            )
+        )
+
+    def _domain_info(self, dom: Any) -> _DomainInfo:
+        """The cached facts of this running instance, from its live XML (re-read now and then:
+        the stats period can be changed by someone else, and no event says so)."""
+        key = _instance(dom)
+        info = self._info.get(key)
+        now = time.monotonic()
+        if info is not None and now - info.xml_read_at < self.xml_refresh_s:
+            return info
+        path, period = balloon_info_from_xml(dom.XMLDesc(0))
+        if info is None:
+            info = self._info[key] = _DomainInfo(path, period or None)
+        elif period and period != info.stats_period_s:
+            log.info("guest %s: statistics period is now %d s", dom.name(), period)
+            info.stats_period_s = period
+        info.xml_read_at = now
+        return info
 
     def _give_stats_period(self, dom: Any, name: str, info: _DomainInfo) -> bool:
         """Set the configured statistics period on a guest that has none (never in dry-run).

@@ -95,6 +95,8 @@ class Observer:
                 max_kib=max(g.max_kib, 0),
                 last_update=max(g.last_update, 0),
                 stats=stats,
+                stats_period_s=g.stats_period_s,
+                rss_kib=g.rss_kib,
             )
             sources[g.name] = g.source
             if g.rss_kib is not None:

@@ -21,7 +21,7 @@ from autoballoon.config import DaemonConfig
 from autoballoon.daemon import run_daemon
 from autoballoon.hypervisor import DomainGone, GuestError, PermanentError, TransientError
 from autoballoon.libvirt_adapter import LibvirtHypervisor, map_error
-from autoballoon.observe import GuestScope
+from autoballoon.observe import GuestScope, Observer
 from autoballoon.qmp import balloon_info_from_xml
 
 URI = "test:///default"
@@ -292,3 +292,25 @@ def test_reconnect_after_a_close_event_releases_the_old_connection(
         assert released[0] == ["deregister lifecycle", "unregister close", "close"]
     finally:
         hv.close()
+
+
+def test_samples_carry_the_guests_real_stats_period_and_rss(
+    faults: dict[str, Fault], tmp_path: Path
+) -> None:
+    proc = tmp_path / "proc"
+    (proc / "pressure").mkdir(parents=True)
+    (proc / "meminfo").write_text("MemTotal: 8000000 kB\nMemAvailable: 4000000 kB\n")
+    hv = LibvirtHypervisor(URI, extended_stats="off", retry_for_s=0, stats_period_s=3)
+    watcher = libvirt.open(URI)
+    try:
+        observer = Observer(hv, proc)
+        sample = observer.observe(1.0).samples["test"]
+        assert sample.stats_period_s == 3  # the one the adapter set
+        assert sample.rss_kib == 1048576  # the test driver's made-up balloon.rss
+        # Someone else (Nova, an operator) sets 10 s, as `virsh dommemstat --period 10` does.
+        watcher.lookupByName("test").setMemoryStatsPeriod(10, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+        hv.xml_refresh_s = 0.0  # re-read the live XML at once rather than within 30 s
+        assert observer.observe(2.0).samples["test"].stats_period_s == 10
+    finally:
+        hv.close()
+        watcher.close()
