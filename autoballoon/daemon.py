@@ -272,8 +272,8 @@ def run_daemon(
         config.uri,
         extended_stats=config.extended_stats,
         stats_period_s=config.stats_period_s,
-        retry_for_s=config.libvirt_retry_s,
         dry_run=dry_run,
+        read_budget_s=min(2.0, config.interval_s / 2),
     )
     try:
         sinks = build_sinks(config, dry_run=dry_run, record=record)

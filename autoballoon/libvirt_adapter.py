@@ -1,16 +1,21 @@
 """The one module that imports libvirt: reading guests and setting balloons.
 
 Sits at the outer edge of observe and act. It maps every libvirt error once into the taxonomy of
-``autoballoon.hypervisor`` and retries only the transient kind (tenacity, with backoff and a
-reconnect), here and nowhere else. Units are converted here, once: libvirt speaks KiB, QEMU bytes;
-everything leaving this module uses QEMU's names and bytes for statistics and KiB for sizes.
+``autoballoon.hypervisor`` and retries only the transient kind (tenacity, with backoff), here and
+nowhere else: a lost connection is reopened in the background, between ticks, while ticks fail
+fast. Nothing in a read waits long on one guest: domain states are listed without touching any
+QEMU monitor, each guest's balloon is read in a worker within a time budget, and libvirt is asked
+not to wait for a guest's job (``VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT``).
+
+Units are converted here, once: libvirt speaks KiB, QEMU bytes; everything leaving this module
+uses QEMU's names and bytes for statistics and KiB for sizes.
 
 The 6.12 counters (stat-oom-kills ... stat-direct-reclaims) are not exposed by any libvirt API;
 the only route is QEMU's ``qom-get <balloon>/guest-stats`` through ``qemuMonitorCommand``. That
 marks the domain "tainted: custom-monitor" in libvirt's logs (once per domain). It is on by
 default (``extended_stats = "qmp"``) and can be switched off (``"off"``), in which case only the
-standard balloon statistics are used. A guest whose QMP read fails falls back to the standard
-statistics for that tick.
+standard balloon statistics are used. A guest whose QEMU refuses the QMP read (not supported)
+falls back to the standard statistics; one whose monitor fails is not controlled that tick.
 """
 
 from __future__ import annotations
@@ -20,18 +25,14 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_for_futures
 from dataclasses import dataclass
 from typing import Any
 
 import libvirt
 import libvirt_qemu
-from tenacity import (
-    RetryCallState,
-    retry,
-    retry_if_exception_type,
-    stop_after_delay,
-    wait_exponential,
-)
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_exponential
 
 from autoballoon.hypervisor import (
     DomainGone,
@@ -151,6 +152,18 @@ def _instance(dom: Any) -> tuple[str, int]:
     return dom.UUIDString(), int(dom.ID())
 
 
+def _not_running(fields: dict[str, Any]) -> str | None:
+    """Why a listed domain is not controlled now (paused, migrating...), or None if running."""
+    state = fields.get("state.state", libvirt.VIR_DOMAIN_RUNNING)
+    if state == libvirt.VIR_DOMAIN_RUNNING:
+        return None
+    if state == libvirt.VIR_DOMAIN_PAUSED and fields.get("state.reason") == (
+        libvirt.VIR_DOMAIN_PAUSED_MIGRATION
+    ):
+        return "migrating"
+    return _STATE_NAMES.get(state, f"state {state}")
+
+
 def _fields_from_memory_stats(dom: Any) -> dict[str, Any]:
     """Per-domain fallback for drivers whose bulk stats lack balloon.* (e.g. the test driver)."""
     stats = dom.memoryStats()
@@ -180,12 +193,6 @@ def _nothing(_name: str) -> bool:
     return False
 
 
-def _log_retry(state: RetryCallState) -> None:
-    err = state.outcome.exception() if state.outcome else None
-    wait = state.next_action.sleep if state.next_action else 0
-    log.warning("libvirt unreachable (%s); retrying in %.1f s", err, wait)
-
-
 class LibvirtHypervisor:
     """``autoballoon.hypervisor.Hypervisor`` over a libvirt connection."""
 
@@ -199,11 +206,19 @@ class LibvirtHypervisor:
         on_event: Callable[[str, str], None] | None = None,
         dry_run: bool = False,
         xml_refresh_s: float = 30.0,
+        read_budget_s: float = 2.0,
+        read_workers: int = 8,
     ) -> None:
         """``dry_run``: call no setter at all (no balloon target, no statistics period).
 
         ``xml_refresh_s``: how often a running guest's live XML is read again, to follow a stats
         period someone else changes (``virsh dommemstat --period``); no event tells.
+
+        ``read_budget_s``: how long one read waits for the guests' balloons (``read_workers`` of
+        them read at once). A guest not read by then is left out of this tick (busy) and is read
+        again once its pending call returns; a setter that gets no answer in that time is
+        reported as failed. ``retry_for_s`` is no longer used: a read never waits for libvirt to
+        come back, reconnection runs in the background between ticks.
         """
         self.uri = uri
         self.dry_run = dry_run
@@ -211,6 +226,14 @@ class LibvirtHypervisor:
         self.extended_stats = extended_stats
         self.stats_period_s = stats_period_s
         self.retry_for_s = retry_for_s
+        self.read_budget_s = read_budget_s
+        self.read_workers = read_workers
+        self._busy: dict[tuple[str, int], Future[RawGuest | str]] = {}
+        self._conn_lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._reconnector: threading.Thread | None = None
+        self._last_error: TransientError | None = None
+        self._connect_inline = True  # at start and after close(); never after a loss
         self.on_event = on_event
         self.reconnects = 0
         self.errors = 0
@@ -231,10 +254,32 @@ class LibvirtHypervisor:
 
     # --- connection ------------------------------------------------------------------------
     def _connect(self) -> Any:
-        if self._conn is not None:
-            if not self._closed and self._alive():
-                return self._conn
+        """The live connection, or TransientError at once: a read never waits for libvirt.
+
+        Only the first connection (at start, or after close()) is opened here, in the caller's
+        thread; after a loss the connection is reopened in the background, with backoff, while
+        ticks fail fast.
+        """
+        conn = self._conn
+        if conn is not None and not self._closed and self._alive():
+            return conn
+        if conn is not None:
             self._drop_connection()  # its callbacks too, or it never really closes
+        if self._connect_inline:
+            self._connect_inline = False
+            try:
+                return self._open()
+            except TransientError as err:
+                self._last_error = err
+                self._start_reconnecting()
+                raise
+        self._start_reconnecting()
+        raise TransientError(
+            f"cannot connect to {self.uri} ({self._last_error or 'connection lost'}); "
+            "reconnecting in the background"
+        )
+
+    def _open(self) -> Any:
         try:
             conn = libvirt.open(self.uri)
         except libvirt.libvirtError as err:
@@ -243,12 +288,41 @@ class LibvirtHypervisor:
             raise TransientError(f"cannot connect to {self.uri}")
         if self._events_ok:
             self._subscribe(conn)
-        if self._ever_connected:
-            self.reconnects += 1
-            log.info("reconnected to %s", self.uri)
-        self._ever_connected = True
-        self._conn, self._closed = conn, False
+        with self._conn_lock:
+            if self._ever_connected:
+                self.reconnects += 1
+                log.info("reconnected to %s", self.uri)
+            self._ever_connected = True
+            self._conn, self._closed = conn, False
         return conn
+
+    def _start_reconnecting(self) -> None:
+        with self._conn_lock:
+            if self._reconnector is not None and self._reconnector.is_alive():
+                return
+            self._reconnector = threading.Thread(
+                target=self._reconnect, name="libvirt-reconnect", daemon=True
+            )
+            self._reconnector.start()
+
+    def _reconnect(self) -> None:
+        """Reopen the connection with backoff until it works or the adapter is closed.
+
+        tenacity retries the transient kind only; its sleep is the stop event's wait, so that
+        close() ends the loop at once.
+        """
+        retrying = Retrying(
+            retry=retry_if_exception_type(TransientError),
+            wait=wait_exponential(multiplier=0.5, max=8),
+            stop=lambda _state: self._stopping.is_set(),
+            sleep=lambda seconds: None if self._stopping.wait(seconds) else None,
+            before_sleep=self._log_retry,
+            reraise=True,
+        )
+        try:
+            retrying(self._open)
+        except TransientError as err:
+            self._last_error = err
 
     def _subscribe(self, conn: Any) -> None:
         """Keepalive, close and lifecycle callbacks; each optional (the test driver lacks some)."""
@@ -303,69 +377,113 @@ class LibvirtHypervisor:
         if self.on_event:
             self.on_event(name, what)
 
+    def _log_retry(self, state: RetryCallState) -> None:
+        err = state.outcome.exception() if state.outcome else None
+        if isinstance(err, TransientError):
+            self._last_error = err
+        wait = state.next_action.sleep if state.next_action else 0
+        log.warning("libvirt unreachable (%s); next reconnection attempt in %.1f s", err, wait)
+
     def close(self) -> None:
+        """Drop the connection and stop reconnecting; a later read connects afresh."""
+        self._stopping.set()
+        reconnector, self._reconnector = self._reconnector, None
+        if reconnector is not None:
+            reconnector.join(timeout=5)
+        self._stopping.clear()
         self._drop_connection()
+        self._connect_inline = True
 
     # --- reading -----------------------------------------------------------------------------
     def read(self, wanted: Callable[[str], bool]) -> Reading:
-        self._wanted = wanted
-        decorated = retry(
-            retry=retry_if_exception_type(TransientError),
-            stop=stop_after_delay(self.retry_for_s),
-            wait=wait_exponential(multiplier=0.5, max=8),
-            before_sleep=_log_retry,
-            reraise=True,
-        )(self._read_once)
-        return decorated()
+        """Every running guest ``wanted`` accepts, read within ``read_budget_s``.
 
-    def _read_once(self) -> Reading:
+        The listing asks for domain states only, which never waits on a guest's QEMU monitor;
+        each guest's balloon is then read in a worker, so one guest whose monitor does not
+        answer costs this tick the budget, not the other guests' readings.
+        """
+        self._wanted = wanted
         conn = self._connect()
         try:
             records = conn.getAllDomainStats(
-                libvirt.VIR_DOMAIN_STATS_BALLOON | libvirt.VIR_DOMAIN_STATS_STATE,
-                libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_ACTIVE,
+                libvirt.VIR_DOMAIN_STATS_STATE, libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_ACTIVE
             )
         except libvirt.libvirtError as err:
             raise self._map(err) from err
         reading = Reading()
         self._domains = {}
-        for dom, fields in records:
-            name = dom.name()
-            if not self._wanted(name):
+        started: dict[str, tuple[tuple[str, int], Future[RawGuest | str]]] = {}
+        pool = ThreadPoolExecutor(self.read_workers, thread_name_prefix="libvirt-read")
+        try:
+            for dom, fields in records:
+                name = dom.name()
+                if not wanted(name):
+                    continue
+                self._domains[name] = dom
+                key = _instance(dom)
+                why = _not_running(fields) or self._still_busy(key)
+                if why is not None:
+                    reading.skipped[name] = why
+                    continue
+                started[name] = (key, pool.submit(self._read_guest, conn, dom, name))
+        finally:
+            pool.shutdown(wait=False)
+        wait_for_futures([f for _key, f in started.values()], timeout=self.read_budget_s)
+        for name, (key, future) in started.items():
+            if future.cancel():  # never started: the budget ran out while it was queued
+                reading.skipped[name] = "not read: the tick's read budget ran out first"
+                continue
+            if not future.done():
+                self._busy[key] = future
+                reading.skipped[name] = (
+                    f"busy: its QEMU monitor did not answer within {self.read_budget_s:g} s; "
+                    "read again once it does"
+                )
                 continue
             try:
-                self._domains[name] = dom
-                self._read_guest(dom, name, fields, reading)
+                outcome = future.result()
             except libvirt.libvirtError as err:
                 mapped = self._map(err)
                 if isinstance(mapped, TransientError):
                     raise mapped from err
                 if not isinstance(mapped, DomainGone):
                     reading.skipped[name] = f"error: {mapped}"
+                continue
+            if isinstance(outcome, str):
+                reading.skipped[name] = outcome
+            else:
+                reading.guests.append(outcome)
         running = {_instance(dom) for dom, _fields in records}
         for gone in set(self._info) - running:  # stopped while its event was missed
             del self._info[gone]
+        for gone in set(self._busy) - running:
+            del self._busy[gone]
         return reading
 
-    def _read_guest(self, dom: Any, name: str, fields: dict[str, Any], out: Reading) -> None:
-        state = fields.get("state.state", libvirt.VIR_DOMAIN_RUNNING)
-        if state != libvirt.VIR_DOMAIN_RUNNING:
-            reason = fields.get("state.reason")
-            if state == libvirt.VIR_DOMAIN_PAUSED and reason == libvirt.VIR_DOMAIN_PAUSED_MIGRATION:
-                out.skipped[name] = "migrating"
-            else:
-                out.skipped[name] = _STATE_NAMES.get(state, f"state {state}")
-            return
+    def _still_busy(self, key: tuple[str, int]) -> str | None:
+        """Why a guest whose previous read has not returned yet is not asked again."""
+        future = self._busy.get(key)
+        if future is None:
+            return None
+        if not future.done():
+            return "busy: its QEMU monitor has not answered an earlier read yet"
+        del self._busy[key]  # answered late: its result is old, read it afresh
+        return None
+
+    def _read_guest(self, conn: Any, dom: Any, name: str) -> RawGuest | str:
+        """One running guest's balloon (in a worker): the guest, or why it is not controlled."""
         uuid = dom.UUIDString()
         info = self._domain_info(dom)
         if info.balloon_path is None:
-            out.skipped[name] = "no virtio balloon device"
-            return
+            return "no virtio balloon device"
+        # NOWAIT: if another call holds this guest's libvirt job (a hung monitor, a migration),
+        # libvirt answers at once with the sizes only instead of waiting for the job.
+        nowait = libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT
+        ((_dom, fields),) = conn.domainListGetStats([dom], libvirt.VIR_DOMAIN_STATS_BALLOON, nowait)
         if "balloon.current" not in fields:
             fields = fields | _fields_from_memory_stats(dom)
         if "balloon.current" not in fields or "balloon.maximum" not in fields:
-            out.skipped[name] = "balloon reports no size"
-            return
+            return "balloon reports no size"
         actual = int(fields["balloon.current"])
         maximum = int(fields["balloon.maximum"])
         rss = fields.get("balloon.rss")
@@ -373,8 +491,9 @@ class LibvirtHypervisor:
         if info.stats_period_s is None and not self._give_stats_period(dom, name, info):
             # No period, none set: whatever QEMU holds is no statistics. Reported as such, so
             # the guest is classified unknown and never squeezed on numbers it did not send.
-            out.guests.append(RawGuest(name, uuid, actual, maximum, 0, {}, "libvirt", rss_kib))
-            return
+            return RawGuest(name, uuid, actual, maximum, 0, {}, "libvirt", rss_kib)
+        if rss is None:  # libvirt read no statistics: another call holds the guest's job
+            return "busy: another libvirt call holds the guest; read again next tick"
         qmp = None
         if self.extended_stats == "qmp" and info.balloon_path:  # "" (no alias): no QMP
             qmp = self._qmp_guest_stats(dom, name, info.balloon_path, info)
@@ -383,11 +502,8 @@ class LibvirtHypervisor:
             int(fields.get("balloon.last-update", 0)),
             stats_from_libvirt_fields(fields),
         )
-        out.guests.append(
-            RawGuest(
-                name, uuid, actual, maximum, last_update, stats, source, rss_kib,
-                info.stats_period_s,
-            )
+        return RawGuest(
+            name, uuid, actual, maximum, last_update, stats, source, rss_kib, info.stats_period_s
         )
 
     def _domain_info(self, dom: Any) -> _DomainInfo:

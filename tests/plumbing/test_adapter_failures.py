@@ -10,7 +10,9 @@ from __future__ import annotations
 import contextlib
 import gc
 import signal
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,8 +45,21 @@ MONITOR_GONE = (libvirt.VIR_ERR_SYSTEM_ERROR, libvirt.VIR_FROM_QEMU, "Unable to 
 RPC_LOST = (libvirt.VIR_ERR_SYSTEM_ERROR, libvirt.VIR_FROM_RPC, "Cannot recv data: EOF")
 
 
-Fault = tuple[int, int, str]
-"""(libvirt error code, libvirt error domain, message) of an error to raise."""
+class Hang:
+    """A guest whose QEMU monitor does not answer: its per-domain calls block until released."""
+
+    def __init__(self) -> None:
+        self.released = threading.Event()
+        self.calls = 0
+
+    def __call__(self, call: Callable[..., Any], *args: object) -> Any:
+        self.calls += 1
+        self.released.wait()
+        return call(*args)
+
+
+Fault = tuple[int, int, str] | Hang
+"""(libvirt error code, libvirt error domain, message) of an error to raise, or a Hang."""
 
 
 class FaultyDomain:
@@ -58,7 +73,9 @@ class FaultyDomain:
         if attr in IDENTITY or not callable(value):
             return value
 
-        def fail(*_args: object, **_kwargs: object) -> Any:
+        def fail(*args: object) -> Any:
+            if isinstance(self.fault, Hang):
+                return self.fault(value, *args)
             raise libvirt_error(*self.fault)  # a fresh error: no traceback kept between tests
 
         return fail
@@ -79,9 +96,13 @@ class FaultyConnection:
 
     def domainListGetStats(self, doms: list[Any], *args: Any) -> Any:  # noqa: N802
         for d in doms:
-            if isinstance(d, FaultyDomain):
+            if isinstance(d, FaultyDomain) and not isinstance(d.fault, Hang):
                 raise libvirt_error(*d.fault)
-        return self.real.domainListGetStats(doms, *args)
+        real = [d.real if isinstance(d, FaultyDomain) else d for d in doms]
+        for d in doms:
+            if isinstance(d, FaultyDomain) and isinstance(d.fault, Hang):
+                return d.fault(self.real.domainListGetStats, real, *args)
+        return self.real.domainListGetStats(real, *args)
 
     def lookupByName(self, name: str) -> Any:  # noqa: N802
         return self._wrap(self.real.lookupByName(name))
@@ -90,11 +111,28 @@ class FaultyConnection:
         return getattr(self.real, attr)
 
 
+def fresh_test_guest(open_: Callable[[str], Any]) -> None:
+    """Restart test:///default's "test" guest: back to its config, without a stats period.
+
+    test:///default is shared by all of a process's open connections, and other tests leave
+    theirs open with the guest changed.
+    """
+    conn = open_(URI)
+    try:
+        dom = conn.lookupByName("test")
+        dom.destroy()
+        dom.create()
+    finally:
+        conn.close()
+
+
 @pytest.fixture
 def faults(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Fault]]:
     """Opens of test:///default get a second running guest, test2, and the faults given."""
     table: dict[str, Fault] = {}
     real_open = libvirt.open
+
+    fresh_test_guest(real_open)
 
     def open_(uri: str | None = None) -> Any:
         conn = real_open(uri)
@@ -215,6 +253,7 @@ def test_live_run_sets_the_stats_period_once(faults: dict[str, Fault]) -> None:
 def test_run_dry_run_leaves_the_guests_stats_period_alone(tmp_path: Path) -> None:
     """`autoballoon run --dry-run --once` on the test driver: the guest is not changed."""
     watcher = libvirt.open(URI)  # keeps test:///default's state alive across the daemon's close
+    fresh_test_guest(libvirt.open)
     signals = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
     try:
         config = DaemonConfig(
@@ -247,6 +286,14 @@ def test_guest_restarted_while_events_were_missed_gets_its_stats_period_again(
     finally:
         hv.close()
         watcher.close()
+
+
+def wait_for(check: Callable[[], bool], what: str, timeout_s: float = 20.0) -> None:
+    """A guard against hanging, not a timing assertion."""
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline, f"no {what} within {timeout_s:g} s"
+        time.sleep(0.05)
 
 
 class RecordingConnection:
@@ -287,8 +334,11 @@ def test_reconnect_after_a_close_event_releases_the_old_connection(
         hv.read(ALL)
         old = hv._conn
         hv._on_close(old, libvirt.VIR_CONNECT_CLOSE_REASON_EOF, None)  # as libvirt's thread does
+        with pytest.raises(TransientError):  # fails fast; reconnects in the background
+            hv.read(ALL)
+        wait_for(lambda: hv.reconnects == 1, "the background reconnection")
         assert [g.name for g in hv.read(ALL).guests] == ["test"]
-        assert hv.reconnects == 1 and len(released) == 2
+        assert len(released) == 2
         assert released[0] == ["deregister lifecycle", "unregister close", "close"]
     finally:
         hv.close()
@@ -314,3 +364,63 @@ def test_samples_carry_the_guests_real_stats_period_and_rss(
     finally:
         hv.close()
         watcher.close()
+
+
+def guarded(call: Callable[[], Any], what: str, timeout_s: float = 20.0) -> Any:
+    """call() in a thread; fails the test (instead of hanging it) if it has not returned."""
+    out: list[Any] = []
+    thread = threading.Thread(target=lambda: out.append(_outcome(call)), daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    assert not thread.is_alive(), f"{what} did not return within {timeout_s:g} s"
+    if isinstance(out[0], BaseException):
+        raise out[0]
+    return out[0]
+
+
+def _outcome(call: Callable[[], Any]) -> Any:
+    try:
+        return call()
+    except BaseException as err:  # handed to the test's thread
+        return err
+
+
+def test_a_hung_monitor_costs_the_read_budget_not_the_other_guests(
+    faults: dict[str, Fault],
+) -> None:
+    hang = Hang()
+    faults["test2"] = hang
+    hv = LibvirtHypervisor(URI, extended_stats="off", read_budget_s=0.5)
+    try:
+        for _tick in range(3):
+            reading = guarded(lambda: hv.read(ALL), "a read while test2 hangs")
+            assert [g.name for g in reading.guests] == ["test"]
+            assert reading.skipped["test2"].startswith("busy: its QEMU monitor"), reading.skipped
+        assert hang.calls == 1, "a guest whose call has not returned is not asked again"
+        hang.released.set()  # SIGCONT: the monitor answers again
+        wait_for(lambda: "test2" in [g.name for g in hv.read(ALL).guests], "test2 read again")
+    finally:
+        hang.released.set()
+        hv.close()
+
+
+def test_ticks_fail_fast_while_libvirt_hangs_and_reconnect_between_ticks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real_open = libvirt.open
+    hv = LibvirtHypervisor(URI, extended_stats="off")
+    hung = Hang()
+    try:
+        hv.read(ALL)
+        monkeypatch.setattr(libvirt, "open", lambda uri=None: hung(real_open, uri))
+        hv._on_close(hv._conn, libvirt.VIR_CONNECT_CLOSE_REASON_EOF, None)  # libvirtd went away
+        for _tick in range(3):  # libvirtd accepts but does not answer: open() hangs
+            with pytest.raises(TransientError, match="reconnecting in the background"):
+                guarded(lambda: hv.read(ALL), "a read while libvirt hangs")
+        assert hung.calls == 1, "one reconnection attempt in the background, none in a tick"
+        hung.released.set()  # libvirtd answers again
+        wait_for(lambda: hv.reconnects == 1, "the background reconnection")
+        assert [g.name for g in hv.read(ALL).guests] == ["test"]
+    finally:
+        hung.released.set()
+        hv.close()

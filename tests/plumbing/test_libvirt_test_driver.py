@@ -63,6 +63,7 @@ def test_unreachable_daemon_is_transient() -> None:
     hv = LibvirtHypervisor("qemu+unix:///system?socket=/nonexistent/sock", retry_for_s=0)
     with pytest.raises(TransientError):
         hv.read(ALL)
+    hv.close()  # stops the background reconnection
 
 
 def test_error_taxonomy() -> None:
@@ -118,6 +119,7 @@ def test_tick_survives_unreachable_libvirt(tmp_path: Path) -> None:
     ctl = controller(hv, False, tmp_path)
     report = ctl.tick()
     assert report.error and report.decisions == [] and ctl.failed_ticks == 1
+    hv.close()
 
 
 def test_reload_keeps_the_last_good_policies_on_error(
