@@ -26,6 +26,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures import wait as wait_for_futures
 from dataclasses import dataclass
 from typing import Any
@@ -186,6 +187,14 @@ def _job_running(dom: Any) -> bool:
             return False  # drivers without jobs (the test driver) cannot be migrating
         raise
     return job not in (libvirt.VIR_DOMAIN_JOB_NONE, libvirt.VIR_DOMAIN_JOB_COMPLETED)
+
+
+def _resize(dom: Any, kib: int) -> None:
+    # A running domain being migrated (or under another job) keeps state "running": ask for
+    # its job only now, when about to act, not for every guest every tick.
+    if _job_running(dom):
+        raise GuestError("a job (migration, save, dump) is running; not resized now")
+    dom.setMemoryFlags(kib, libvirt.VIR_DOMAIN_AFFECT_LIVE)
 
 
 def _nothing(_name: str) -> bool:
@@ -476,10 +485,14 @@ class LibvirtHypervisor:
         info = self._domain_info(dom)
         if info.balloon_path is None:
             return "no virtio balloon device"
-        # NOWAIT: if another call holds this guest's libvirt job (a hung monitor, a migration),
-        # libvirt answers at once with the sizes only instead of waiting for the job.
+        # NOWAIT: if another call holds this guest's libvirt job (another client's query, a
+        # migration, a hung monitor), libvirt answers at once with the sizes only. Then wait for
+        # the job after all: this is a worker, the tick waits no longer than its budget.
+        balloon = libvirt.VIR_DOMAIN_STATS_BALLOON
         nowait = libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT
-        ((_dom, fields),) = conn.domainListGetStats([dom], libvirt.VIR_DOMAIN_STATS_BALLOON, nowait)
+        ((_dom, fields),) = conn.domainListGetStats([dom], balloon, nowait)
+        if "balloon.current" in fields and "balloon.rss" not in fields:
+            ((_dom, fields),) = conn.domainListGetStats([dom], balloon, 0)
         if "balloon.current" not in fields:
             fields = fields | _fields_from_memory_stats(dom)
         if "balloon.current" not in fields or "balloon.maximum" not in fields:
@@ -492,8 +505,8 @@ class LibvirtHypervisor:
             # No period, none set: whatever QEMU holds is no statistics. Reported as such, so
             # the guest is classified unknown and never squeezed on numbers it did not send.
             return RawGuest(name, uuid, actual, maximum, 0, {}, "libvirt", rss_kib)
-        if rss is None:  # libvirt read no statistics: another call holds the guest's job
-            return "busy: another libvirt call holds the guest; read again next tick"
+        if rss is None:  # libvirt read no statistics even with the job
+            return "libvirt reads no balloon statistics for it"
         qmp = None
         if self.extended_stats == "qmp" and info.balloon_path:  # "" (no alias): no QMP
             qmp = self._qmp_guest_stats(dom, name, info.balloon_path, info)
@@ -578,11 +591,20 @@ class LibvirtHypervisor:
         try:
             if dom is None:
                 dom = self._connect().lookupByName(name)
-            # A running domain being migrated (or under another job) keeps state "running":
-            # ask for its job only now, when about to act, not for every guest every tick.
-            if _job_running(dom):
-                raise GuestError("a job (migration, save, dump) is running; not resized now")
-            dom.setMemoryFlags(int(kib), libvirt.VIR_DOMAIN_AFFECT_LIVE)
+            if self._still_busy(_instance(dom)) is not None:
+                raise GuestError("busy: its QEMU monitor has not answered an earlier read yet")
+            # In a worker, like the reads: a guest that stopped answering since it was read
+            # costs this tick the budget, not the resizing of the guests after it.
+            pool = ThreadPoolExecutor(1, thread_name_prefix="libvirt-set")
+            done = pool.submit(_resize, dom, int(kib))
+            pool.shutdown(wait=False)
+            try:
+                done.result(timeout=self.read_budget_s)
+            except FutureTimeout:
+                raise GuestError(
+                    f"no answer within {self.read_budget_s:g} s (its QEMU monitor is busy?); "
+                    "the new size may still be applied"
+                ) from None
         except libvirt.libvirtError as err:
             raise self._map(err) from err
 
