@@ -30,7 +30,7 @@ from autoballoon.core.decide import EngineState, step
 from autoballoon.core.policy import PolicySet
 from autoballoon.core.units import KIB_PER_MIB
 from autoballoon.hypervisor import Hypervisor, HypervisorError, TransientError
-from autoballoon.observe import Observer
+from autoballoon.observe import GuestScope, Observer
 from autoballoon.policyfiles import PolicyFileError, load_policy_dir
 from autoballoon.report import Health, Sink, TickReport
 
@@ -60,7 +60,7 @@ class Controller:
         self.dry_run = dry_run
         self.actuator = actuator or (DryRunActuator() if dry_run else LiveActuator(hypervisor))
         self.sinks = list(sinks)
-        self.observer = Observer(hypervisor, proc)
+        self.observer = Observer(hypervisor, proc, GuestScope(config.include, config.exclude))
         self.clock = clock
         self.config_path = config_path
         self.cli_overrides = dict(cli_overrides or {})
@@ -191,7 +191,7 @@ class Controller:
         policy cannot be resolved is never resized, and ``max_mib`` caps the size given back.
         """
         try:
-            reading = self.hypervisor.read()
+            reading = self.hypervisor.read(self.observer.scope)
         except HypervisorError as err:
             log.error("on_stop = deflate: cannot read guests (%s); balloons left as they are", err)
             return

@@ -4,18 +4,21 @@ Sits at the edge between observe/act and the one module that imports libvirt
 (``autoballoon.libvirt_adapter``). Nothing here imports libvirt, so the daemon, the observer and
 the actuator can be read (and tested) without it.
 
-Errors come in three kinds, mapped once in the adapter:
+Errors come in four kinds, mapped once in the adapter:
 
-- ``TransientError``: the connection is lost or the daemon is restarting. Retried (with backoff)
-  at the adapter edge, then the whole tick is skipped: no decision is ever made on stale data.
+- ``TransientError``: the connection itself is lost (an RPC or remote error, a dead keepalive) or
+  the daemon is restarting. Only this kind is retried, with backoff, at the adapter edge; a tick
+  that cannot read the host makes no decision: never one on stale data.
 - ``DomainGone``: the guest stopped or was undefined between listing and acting. Dropped quietly.
-- ``GuestError``: anything else about one guest. That guest is skipped this tick; the others are
-  still controlled.
+- ``GuestError``: one guest's trouble (its QEMU monitor does not answer, an operation failed).
+  That guest is not controlled this tick and is tried again next tick; the others are controlled.
+- ``PermanentError`` (a ``GuestError``): a call that cannot work as asked (not supported, invalid
+  argument, denied); retrying would not help, and it is reported as an error.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -33,7 +36,11 @@ class DomainGone(HypervisorError):
 
 
 class GuestError(HypervisorError):
-    """A per-guest failure that retrying now would not fix."""
+    """One guest's failure: that guest is left alone this tick, the others are not affected."""
+
+
+class PermanentError(GuestError):
+    """A call that cannot succeed as asked; not worth repeating unchanged."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +60,9 @@ class RawGuest:
     stats: Mapping[str, object]
     source: str
     rss_kib: int | None = None
+    """Resident memory of the guest's QEMU process on the host (libvirt's balloon.rss)."""
+    stats_period_s: int | None = None
+    """How often the guest reports statistics (the live XML's memballoon stats period)."""
 
 
 @dataclass
@@ -65,8 +75,11 @@ class Reading:
 
 
 class Hypervisor(Protocol):
-    def read(self) -> Reading:
-        """Read every running, in-scope guest; TransientError when the host is unreachable."""
+    def read(self, wanted: Callable[[str], bool]) -> Reading:
+        """Read every running guest whose name ``wanted`` accepts (no other guest is touched).
+
+        Raises TransientError when the host is unreachable.
+        """
         ...
 
     def set_balloon_kib(self, name: str, kib: int) -> None:
@@ -74,39 +87,3 @@ class Hypervisor(Protocol):
         ...
 
     def close(self) -> None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class HostMemory:
-    mem_total_kib: int
-    mem_available_kib: int
-    psi_some_avg10: float | None
-    psi_full_avg10: float | None
-
-
-def parse_meminfo(text: str) -> Mapping[str, int]:
-    """/proc/meminfo as {field: kB}."""
-    out: dict[str, int] = {}
-    for line in text.splitlines():
-        key, _, rest = line.partition(":")
-        parts = rest.split()
-        if parts and parts[0].isdigit():
-            out[key.strip()] = int(parts[0])
-    return out
-
-
-def parse_psi(text: str) -> tuple[float | None, float | None]:
-    """/proc/pressure/memory -> (some avg10, full avg10)."""
-    some = full = None
-    for line in text.splitlines():
-        kind, *fields = line.split()
-        values = dict(f.split("=", 1) for f in fields if "=" in f)
-        try:
-            avg10 = float(values["avg10"])
-        except (KeyError, ValueError):
-            continue
-        if kind == "some":
-            some = avg10
-        elif kind == "full":
-            full = avg10
-    return some, full

@@ -1,73 +1,71 @@
 """The one module that imports libvirt: reading guests and setting balloons.
 
 Sits at the outer edge of observe and act. It maps every libvirt error once into the taxonomy of
-``autoballoon.hypervisor`` and retries only the transient kind (tenacity, with backoff and a
-reconnect), here and nowhere else. Units are converted here, once: libvirt speaks KiB, QEMU bytes;
-everything leaving this module uses QEMU's names and bytes for statistics and KiB for sizes.
+``autoballoon.hypervisor`` and retries only the transient kind (tenacity, with backoff), here and
+nowhere else: a lost connection is reopened in the background, between ticks, while ticks fail
+fast. Nothing in a read waits long on one guest: domain states are listed without touching any
+QEMU monitor, each guest's balloon is read in a worker within a time budget, and libvirt is asked
+not to wait for a guest's job (``VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT``).
+
+Units are converted here, once: libvirt speaks KiB, QEMU bytes; everything leaving this module
+uses QEMU's names and bytes for statistics and KiB for sizes.
 
 The 6.12 counters (stat-oom-kills ... stat-direct-reclaims) are not exposed by any libvirt API;
 the only route is QEMU's ``qom-get <balloon>/guest-stats`` through ``qemuMonitorCommand``. That
 marks the domain "tainted: custom-monitor" in libvirt's logs (once per domain). It is on by
 default (``extended_stats = "qmp"``) and can be switched off (``"off"``), in which case only the
-standard balloon statistics are used. A guest whose QMP read fails falls back to the standard
-statistics for that tick.
+standard balloon statistics are used. A guest whose QEMU refuses the QMP read (not supported)
+falls back to the standard statistics; one whose monitor fails is not controlled that tick.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fnmatch
-import json
 import logging
 import threading
-import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterable
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from concurrent.futures import wait as wait_for_futures
 from dataclasses import dataclass
 from typing import Any
 
 import libvirt
 import libvirt_qemu
-from tenacity import (
-    RetryCallState,
-    retry,
-    retry_if_exception_type,
-    stop_after_delay,
-    wait_exponential,
-)
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_exponential
 
 from autoballoon.hypervisor import (
     DomainGone,
     GuestError,
     HypervisorError,
+    PermanentError,
     RawGuest,
     Reading,
     TransientError,
 )
+from autoballoon.qmp import (
+    balloon_info_from_xml,
+    guest_stats_command,
+    parse_guest_stats_reply,
+    stats_from_libvirt_fields,
+)
 
 log = logging.getLogger(__name__)
 
-# libvirt's getAllDomainStats balloon.* fields -> QEMU guest-stats names, with the factor to bytes.
-_LIBVIRT_TO_QEMU = {
-    "balloon.swap_in": ("stat-swap-in", 1024),
-    "balloon.swap_out": ("stat-swap-out", 1024),
-    "balloon.major_fault": ("stat-major-faults", 1),
-    "balloon.minor_fault": ("stat-minor-faults", 1),
-    "balloon.unused": ("stat-free-memory", 1024),
-    "balloon.available": ("stat-total-memory", 1024),
-    "balloon.usable": ("stat-available-memory", 1024),
-    "balloon.disk_caches": ("stat-disk-caches", 1024),
-    "balloon.hugetlb_pgalloc": ("stat-htlb-pgalloc", 1),
-    "balloon.hugetlb_pgfail": ("stat-htlb-pgfail", 1),
-}
-
-_TRANSIENT_CODES = {
-    libvirt.VIR_ERR_NO_CONNECT,
-    libvirt.VIR_ERR_INVALID_CONN,
-    libvirt.VIR_ERR_SYSTEM_ERROR,
-    libvirt.VIR_ERR_RPC,
-}
-_TRANSIENT_DOMAINS = {libvirt.VIR_FROM_RPC, libvirt.VIR_FROM_REMOTE}
+# Connection-level: the connection is unusable for every guest. VIR_ERR_SYSTEM_ERROR is not in
+# the list: from the QEMU driver it is one guest's monitor ("Unable to read from monitor"); the
+# same code from the RPC layer ("Cannot recv data") is caught by its error domain.
+_CONNECTION_CODES = {libvirt.VIR_ERR_NO_CONNECT, libvirt.VIR_ERR_INVALID_CONN, libvirt.VIR_ERR_RPC}
+_CONNECTION_DOMAINS = {libvirt.VIR_FROM_RPC, libvirt.VIR_FROM_REMOTE}
 _GONE_CODES = {libvirt.VIR_ERR_NO_DOMAIN, libvirt.VIR_ERR_OPERATION_INVALID}
+_PERMANENT_CODES = {
+    libvirt.VIR_ERR_NO_SUPPORT,
+    libvirt.VIR_ERR_INVALID_ARG,
+    libvirt.VIR_ERR_OPERATION_DENIED,
+    libvirt.VIR_ERR_ARGUMENT_UNSUPPORTED,
+    libvirt.VIR_ERR_CONFIG_UNSUPPORTED,
+}
 
 _STATE_NAMES = {
     libvirt.VIR_DOMAIN_NOSTATE: "no state",
@@ -97,10 +95,12 @@ def map_error(err: libvirt.libvirtError) -> HypervisorError:
     """The single place where libvirt errors become the project's taxonomy."""
     code, domain = err.get_error_code(), err.get_error_domain()
     msg = err.get_error_message() or str(err)
+    if code in _CONNECTION_CODES or domain in _CONNECTION_DOMAINS:
+        return TransientError(msg)
     if code in _GONE_CODES:
         return DomainGone(msg)
-    if code in _TRANSIENT_CODES or domain in _TRANSIENT_DOMAINS:
-        return TransientError(msg)
+    if code in _PERMANENT_CODES:
+        return PermanentError(msg)
     return GuestError(msg)
 
 
@@ -131,30 +131,38 @@ def _start_event_loop() -> None:
 
 @dataclass
 class _DomainInfo:
-    """What is learnt once per domain (by UUID) from its live XML."""
+    """What is learnt once per running instance of a domain (``_instance``) from its live XML."""
 
     balloon_path: str | None
     """QOM path of the balloon device; "" when it has no alias; None when there is none."""
-    period_set: bool
+    stats_period_s: int | None
+    """The guest's statistics period, None while it has none."""
+    period_tried: bool = False
+    """Setting a period was tried (live) or said to be skipped (dry-run): never twice."""
     tainted_logged: bool = False
+    xml_read_at: float = 0.0
+    """time.monotonic() of the last read of the live XML."""
 
 
-def balloon_info_from_xml(xml: str) -> tuple[str | None, int | None]:
-    """(QOM path of the balloon, stats period in s or None) from a domain's live XML.
+def _instance(dom: Any) -> tuple[str, int]:
+    """What tells one running instance of a domain from the next: a restart changes the ID.
 
-    The path is "" for a balloon without an alias (QMP unusable, libvirt still reads it) and
-    None for no balloon at all.
+    Both are known client-side (no call to the daemon). Keyed so, the cache stays right when
+    lifecycle events were missed (a reconnect, a daemon restart).
     """
-    root = ET.fromstring(xml)
-    balloon = root.find("./devices/memballoon")
-    if balloon is None or balloon.get("model") in (None, "none"):
-        return None, None
-    alias = balloon.find("./alias")
-    name = alias.get("name") if alias is not None else None
-    stats = balloon.find("./stats")
-    period = stats.get("period") if stats is not None else None
-    path = f"/machine/peripheral/{name}" if name else ""
-    return path, int(period) if period and period.isdigit() else None
+    return dom.UUIDString(), int(dom.ID())
+
+
+def _not_running(fields: dict[str, Any]) -> str | None:
+    """Why a listed domain is not controlled now (paused, migrating...), or None if running."""
+    state = fields.get("state.state", libvirt.VIR_DOMAIN_RUNNING)
+    if state == libvirt.VIR_DOMAIN_RUNNING:
+        return None
+    if state == libvirt.VIR_DOMAIN_PAUSED and fields.get("state.reason") == (
+        libvirt.VIR_DOMAIN_PAUSED_MIGRATION
+    ):
+        return "migrating"
+    return _STATE_NAMES.get(state, f"state {state}")
 
 
 def _fields_from_memory_stats(dom: Any) -> dict[str, Any]:
@@ -181,10 +189,17 @@ def _job_running(dom: Any) -> bool:
     return job not in (libvirt.VIR_DOMAIN_JOB_NONE, libvirt.VIR_DOMAIN_JOB_COMPLETED)
 
 
-def _log_retry(state: RetryCallState) -> None:
-    err = state.outcome.exception() if state.outcome else None
-    wait = state.next_action.sleep if state.next_action else 0
-    log.warning("libvirt unreachable (%s); retrying in %.1f s", err, wait)
+def _resize(dom: Any, kib: int) -> None:
+    # A running domain being migrated (or under another job) keeps state "running": ask for
+    # its job only now, when about to act, not for every guest every tick.
+    if _job_running(dom):
+        raise GuestError("a job (migration, save, dump) is running; not resized now")
+    dom.setMemoryFlags(kib, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+
+
+def _nothing(_name: str) -> bool:
+    """The scope before the first read: lifecycle events are logged for no guest."""
+    return False
 
 
 class LibvirtHypervisor:
@@ -196,27 +211,50 @@ class LibvirtHypervisor:
         *,
         extended_stats: str = "qmp",
         stats_period_s: int = 1,
-        include: Iterable[str] = ("*",),
-        exclude: Iterable[str] = (),
         retry_for_s: float = 20.0,
         on_event: Callable[[str, str], None] | None = None,
+        dry_run: bool = False,
+        xml_refresh_s: float = 30.0,
+        read_budget_s: float = 2.0,
+        read_workers: int = 8,
     ) -> None:
+        """``dry_run``: call no setter at all (no balloon target, no statistics period).
+
+        ``xml_refresh_s``: how often a running guest's live XML is read again, to follow a stats
+        period someone else changes (``virsh dommemstat --period``); no event tells.
+
+        ``read_budget_s``: how long one read waits for the guests' balloons (``read_workers`` of
+        them read at once). A guest not read by then is left out of this tick (busy) and is read
+        again once its pending call returns; a setter that gets no answer in that time is
+        reported as failed. ``retry_for_s`` is no longer used: a read never waits for libvirt to
+        come back, reconnection runs in the background between ticks.
+        """
         self.uri = uri
+        self.dry_run = dry_run
+        self.xml_refresh_s = xml_refresh_s
         self.extended_stats = extended_stats
         self.stats_period_s = stats_period_s
-        self.include = tuple(include)
-        self.exclude = tuple(exclude)
         self.retry_for_s = retry_for_s
+        self.read_budget_s = read_budget_s
+        self.read_workers = read_workers
+        self._busy: dict[tuple[str, int], Future[RawGuest | str]] = {}
+        self._conn_lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._reconnector: threading.Thread | None = None
+        self._last_error: TransientError | None = None
+        self._connect_inline = True  # at start and after close(); never after a loss
         self.on_event = on_event
         self.reconnects = 0
         self.errors = 0
         self._conn: Any = None
         self._domains: dict[str, Any] = {}
-        self._info: dict[str, _DomainInfo] = {}
+        self._info: dict[tuple[str, int], _DomainInfo] = {}
+        self._closed = False  # set by libvirt's close callback (event thread)
         self._events_ok = True
         self._ever_connected = False
         self._lifecycle_id: int | None = None
         self._close_registered = False
+        self._wanted: Callable[[str], bool] = _nothing
         try:
             _start_event_loop()
         except libvirt.libvirtError as err:  # events are a nicety; polling still works
@@ -224,19 +262,33 @@ class LibvirtHypervisor:
             log.warning("libvirt event loop unavailable (%s); lifecycle events not followed", err)
 
     # --- connection ------------------------------------------------------------------------
-    def in_scope(self, name: str) -> bool:
-        return any(fnmatch.fnmatchcase(name, p) for p in self.include) and not any(
-            fnmatch.fnmatchcase(name, p) for p in self.exclude
+    def _connect(self) -> Any:
+        """The live connection, or TransientError at once: a read never waits for libvirt.
+
+        Only the first connection (at start, or after close()) is opened here, in the caller's
+        thread; after a loss the connection is reopened in the background, with backoff, while
+        ticks fail fast.
+        """
+        conn = self._conn
+        if conn is not None and not self._closed and self._alive():
+            return conn
+        if conn is not None:
+            self._drop_connection()  # its callbacks too, or it never really closes
+        if self._connect_inline:
+            self._connect_inline = False
+            try:
+                return self._open()
+            except TransientError as err:
+                self._last_error = err
+                self._start_reconnecting()
+                raise
+        self._start_reconnecting()
+        raise TransientError(
+            f"cannot connect to {self.uri} ({self._last_error or 'connection lost'}); "
+            "reconnecting in the background"
         )
 
-    def _connect(self) -> Any:
-        if self._conn is not None:
-            try:
-                if self._conn.isAlive():
-                    return self._conn
-            except libvirt.libvirtError:
-                pass
-            self._drop_connection()
+    def _open(self) -> Any:
         try:
             conn = libvirt.open(self.uri)
         except libvirt.libvirtError as err:
@@ -245,12 +297,41 @@ class LibvirtHypervisor:
             raise TransientError(f"cannot connect to {self.uri}")
         if self._events_ok:
             self._subscribe(conn)
-        if self._ever_connected:
-            self.reconnects += 1
-            log.info("reconnected to %s", self.uri)
-        self._ever_connected = True
-        self._conn = conn
+        with self._conn_lock:
+            if self._ever_connected:
+                self.reconnects += 1
+                log.info("reconnected to %s", self.uri)
+            self._ever_connected = True
+            self._conn, self._closed = conn, False
         return conn
+
+    def _start_reconnecting(self) -> None:
+        with self._conn_lock:
+            if self._reconnector is not None and self._reconnector.is_alive():
+                return
+            self._reconnector = threading.Thread(
+                target=self._reconnect, name="libvirt-reconnect", daemon=True
+            )
+            self._reconnector.start()
+
+    def _reconnect(self) -> None:
+        """Reopen the connection with backoff until it works or the adapter is closed.
+
+        tenacity retries the transient kind only; its sleep is the stop event's wait, so that
+        close() ends the loop at once.
+        """
+        retrying = Retrying(
+            retry=retry_if_exception_type(TransientError),
+            wait=wait_exponential(multiplier=0.5, max=8),
+            stop=lambda _state: self._stopping.is_set(),
+            sleep=lambda seconds: None if self._stopping.wait(seconds) else None,
+            before_sleep=self._log_retry,
+            reraise=True,
+        )
+        try:
+            retrying(self._open)
+        except TransientError as err:
+            self._last_error = err
 
     def _subscribe(self, conn: Any) -> None:
         """Keepalive, close and lifecycle callbacks; each optional (the test driver lacks some)."""
@@ -292,131 +373,206 @@ class LibvirtHypervisor:
 
     def _on_close(self, _conn: Any, reason: int, _opaque: Any) -> None:
         log.warning("libvirt connection closed (reason %d); will reconnect", reason)
-        self._conn = None
+        self._closed = True  # released and replaced by the next _connect, in the tick's thread
 
     def _on_lifecycle(self, _conn: Any, dom: Any, event: int, _detail: int, _opaque: Any) -> None:
         name = dom.name()
-        if not self.in_scope(name):
+        if not self._wanted(name):
             return
         what = _EVENT_NAMES.get(event, str(event))
         if event in (libvirt.VIR_DOMAIN_EVENT_STOPPED, libvirt.VIR_DOMAIN_EVENT_UNDEFINED):
-            self._info.pop(dom.UUIDString(), None)
+            self._info.pop(_instance(dom), None)
         log.info("guest %s %s", name, what)
         if self.on_event:
             self.on_event(name, what)
 
+    def _log_retry(self, state: RetryCallState) -> None:
+        err = state.outcome.exception() if state.outcome else None
+        if isinstance(err, TransientError):
+            self._last_error = err
+        wait = state.next_action.sleep if state.next_action else 0
+        log.warning("libvirt unreachable (%s); next reconnection attempt in %.1f s", err, wait)
+
     def close(self) -> None:
+        """Drop the connection and stop reconnecting; a later read connects afresh."""
+        self._stopping.set()
+        reconnector, self._reconnector = self._reconnector, None
+        if reconnector is not None:
+            reconnector.join(timeout=5)
+        self._stopping.clear()
         self._drop_connection()
+        self._connect_inline = True
 
     # --- reading -----------------------------------------------------------------------------
-    def read(self) -> Reading:
-        decorated = retry(
-            retry=retry_if_exception_type(TransientError),
-            stop=stop_after_delay(self.retry_for_s),
-            wait=wait_exponential(multiplier=0.5, max=8),
-            before_sleep=_log_retry,
-            reraise=True,
-        )(self._read_once)
-        return decorated()
+    def read(self, wanted: Callable[[str], bool]) -> Reading:
+        """Every running guest ``wanted`` accepts, read within ``read_budget_s``.
 
-    def _read_once(self) -> Reading:
+        The listing asks for domain states only, which never waits on a guest's QEMU monitor;
+        each guest's balloon is then read in a worker, so one guest whose monitor does not
+        answer costs this tick the budget, not the other guests' readings.
+        """
+        self._wanted = wanted
         conn = self._connect()
         try:
             records = conn.getAllDomainStats(
-                libvirt.VIR_DOMAIN_STATS_BALLOON | libvirt.VIR_DOMAIN_STATS_STATE,
-                libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_ACTIVE,
+                libvirt.VIR_DOMAIN_STATS_STATE, libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_ACTIVE
             )
         except libvirt.libvirtError as err:
-            mapped = map_error(err)
-            if isinstance(mapped, TransientError):
-                self._drop_connection()
-            raise mapped from err
+            raise self._map(err) from err
         reading = Reading()
         self._domains = {}
-        for dom, fields in records:
-            try:
+        started: dict[str, tuple[tuple[str, int], Future[RawGuest | str]]] = {}
+        pool = ThreadPoolExecutor(self.read_workers, thread_name_prefix="libvirt-read")
+        try:
+            for dom, fields in records:
                 name = dom.name()
-                if not self.in_scope(name):
+                if not wanted(name):
                     continue
                 self._domains[name] = dom
-                self._read_guest(dom, name, fields, reading)
+                key = _instance(dom)
+                why = _not_running(fields) or self._still_busy(key)
+                if why is not None:
+                    reading.skipped[name] = why
+                    continue
+                started[name] = (key, pool.submit(self._read_guest, conn, dom, name))
+        finally:
+            pool.shutdown(wait=False)
+        wait_for_futures([f for _key, f in started.values()], timeout=self.read_budget_s)
+        for name, (key, future) in started.items():
+            if future.cancel():  # never started: the budget ran out while it was queued
+                reading.skipped[name] = "not read: the tick's read budget ran out first"
+                continue
+            if not future.done():
+                self._busy[key] = future
+                reading.skipped[name] = (
+                    f"busy: its QEMU monitor did not answer within {self.read_budget_s:g} s; "
+                    "read again once it does"
+                )
+                continue
+            try:
+                outcome = future.result()
             except libvirt.libvirtError as err:
-                mapped = map_error(err)
+                mapped = self._map(err)
                 if isinstance(mapped, TransientError):
-                    self._drop_connection()
                     raise mapped from err
                 if not isinstance(mapped, DomainGone):
-                    self.errors += 1
-                    reading.skipped[dom.name()] = f"error: {mapped}"
+                    reading.skipped[name] = f"error: {mapped}"
+                continue
+            if isinstance(outcome, str):
+                reading.skipped[name] = outcome
+            else:
+                reading.guests.append(outcome)
+        running = {_instance(dom) for dom, _fields in records}
+        for gone in set(self._info) - running:  # stopped while its event was missed
+            del self._info[gone]
+        for gone in set(self._busy) - running:
+            del self._busy[gone]
         return reading
 
-    def _read_guest(self, dom: Any, name: str, fields: dict[str, Any], out: Reading) -> None:
-        state = fields.get("state.state", libvirt.VIR_DOMAIN_RUNNING)
-        if state != libvirt.VIR_DOMAIN_RUNNING:
-            reason = fields.get("state.reason")
-            if state == libvirt.VIR_DOMAIN_PAUSED and reason == libvirt.VIR_DOMAIN_PAUSED_MIGRATION:
-                out.skipped[name] = "migrating"
-            else:
-                out.skipped[name] = _STATE_NAMES.get(state, f"state {state}")
-            return
+    def _still_busy(self, key: tuple[str, int]) -> str | None:
+        """Why a guest whose previous read has not returned yet is not asked again."""
+        future = self._busy.get(key)
+        if future is None:
+            return None
+        if not future.done():
+            return "busy: its QEMU monitor has not answered an earlier read yet"
+        del self._busy[key]  # answered late: its result is old, read it afresh
+        return None
+
+    def _read_guest(self, conn: Any, dom: Any, name: str) -> RawGuest | str:
+        """One running guest's balloon (in a worker): the guest, or why it is not controlled."""
         uuid = dom.UUIDString()
-        info = self._info.get(uuid)
-        if info is None:
-            path, period = balloon_info_from_xml(dom.XMLDesc(0))
-            info = _DomainInfo(path, period_set=bool(period))
-            self._info[uuid] = info
+        info = self._domain_info(dom)
         if info.balloon_path is None:
-            out.skipped[name] = "no virtio balloon device"
-            return
+            return "no virtio balloon device"
+        # NOWAIT: if another call holds this guest's libvirt job (another client's query, a
+        # migration, a hung monitor), libvirt answers at once with the sizes only. Then wait for
+        # the job after all: this is a worker, the tick waits no longer than its budget.
+        balloon = libvirt.VIR_DOMAIN_STATS_BALLOON
+        nowait = libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT
+        ((_dom, fields),) = conn.domainListGetStats([dom], balloon, nowait)
+        if "balloon.current" in fields and "balloon.rss" not in fields:
+            ((_dom, fields),) = conn.domainListGetStats([dom], balloon, 0)
         if "balloon.current" not in fields:
             fields = fields | _fields_from_memory_stats(dom)
         if "balloon.current" not in fields or "balloon.maximum" not in fields:
-            out.skipped[name] = "balloon reports no size"
-            return
-        if not info.period_set:
-            try:
-                dom.setMemoryStatsPeriod(self.stats_period_s, libvirt.VIR_DOMAIN_AFFECT_LIVE)
-                log.info("guest %s: statistics period set to %d s", name, self.stats_period_s)
-            except libvirt.libvirtError as err:
-                log.warning("guest %s: cannot set the statistics period: %s", name, err)
-            info.period_set = True
+            return "balloon reports no size"
         actual = int(fields["balloon.current"])
         maximum = int(fields["balloon.maximum"])
         rss = fields.get("balloon.rss")
+        rss_kib = int(rss) if rss is not None else None
+        if info.stats_period_s is None and not self._give_stats_period(dom, name, info):
+            # No period, none set: whatever QEMU holds is no statistics. Reported as such, so
+            # the guest is classified unknown and never squeezed on numbers it did not send.
+            return RawGuest(name, uuid, actual, maximum, 0, {}, "libvirt", rss_kib)
+        if rss is None:  # libvirt read no statistics even with the job
+            return "libvirt reads no balloon statistics for it"
+        qmp = None
         if self.extended_stats == "qmp" and info.balloon_path:  # "" (no alias): no QMP
-            qmp = self._qmp_guest_stats(dom, name, info)
-            if qmp is not None:
-                last_update, stats = qmp
-                out.guests.append(
-                    RawGuest(name, uuid, actual, maximum, last_update, stats, "qmp", rss)
-                )
-                return
-        stats = {
-            qemu_name: int(fields[key]) * factor
-            for key, (qemu_name, factor) in _LIBVIRT_TO_QEMU.items()
-            if key in fields
-        }
-        last_update = int(fields.get("balloon.last-update", 0))
-        out.guests.append(RawGuest(name, uuid, actual, maximum, last_update, stats, "libvirt", rss))
+            qmp = self._qmp_guest_stats(dom, name, info.balloon_path, info)
+        source = "libvirt" if qmp is None else "qmp"
+        last_update, stats = qmp or (
+            int(fields.get("balloon.last-update", 0)),
+            stats_from_libvirt_fields(fields),
+        )
+        return RawGuest(
+            name, uuid, actual, maximum, last_update, stats, source, rss_kib, info.stats_period_s
+        )
+
+    def _domain_info(self, dom: Any) -> _DomainInfo:
+        """The cached facts of this running instance, from its live XML (re-read now and then:
+        the stats period can be changed by someone else, and no event says so)."""
+        key = _instance(dom)
+        info = self._info.get(key)
+        now = time.monotonic()
+        if info is not None and now - info.xml_read_at < self.xml_refresh_s:
+            return info
+        path, period = balloon_info_from_xml(dom.XMLDesc(0))
+        if info is None:
+            info = self._info[key] = _DomainInfo(path, period or None)
+        elif period and period != info.stats_period_s:
+            log.info("guest %s: statistics period is now %d s", dom.name(), period)
+            info.stats_period_s = period
+        info.xml_read_at = now
+        return info
+
+    def _give_stats_period(self, dom: Any, name: str, info: _DomainInfo) -> bool:
+        """Set the configured statistics period on a guest that has none (never in dry-run).
+
+        True when the guest now has one. Tried once per running instance, said once.
+        """
+        if info.period_tried:
+            return False
+        info.period_tried = True
+        if self.dry_run:
+            log.warning(
+                "guest %s has no balloon statistics period and dry-run sets none: it is reported "
+                "as sending no statistics (unknown) until one is set (virsh dommemstat --period)",
+                name,
+            )
+            return False
+        try:
+            dom.setMemoryStatsPeriod(self.stats_period_s, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+        except libvirt.libvirtError as err:
+            log.warning("guest %s: cannot set the statistics period: %s", name, err)
+            return False
+        log.info("guest %s: statistics period set to %d s", name, self.stats_period_s)
+        info.stats_period_s = self.stats_period_s
+        return True
 
     def _qmp_guest_stats(
-        self, dom: Any, name: str, info: _DomainInfo
+        self, dom: Any, name: str, balloon_path: str, info: _DomainInfo
     ) -> tuple[int, dict[str, object]] | None:
-        cmd = json.dumps(
-            {
-                "execute": "qom-get",
-                "arguments": {"path": info.balloon_path, "property": "guest-stats"},
-            }
-        )
         try:
-            reply = json.loads(libvirt_qemu.qemuMonitorCommand(dom, cmd, 0))
+            reply = libvirt_qemu.qemuMonitorCommand(dom, guest_stats_command(balloon_path), 0)
         except libvirt.libvirtError as err:
             mapped = map_error(err)
-            if isinstance(mapped, TransientError | DomainGone):
-                raise
+            if not isinstance(mapped, PermanentError):
+                raise  # this guest's monitor, its end or the connection: not for a fallback
             log.debug("guest %s: QMP guest-stats failed (%s); standard stats", name, mapped)
             return None
-        except ValueError:
+        parsed = parse_guest_stats_reply(reply)
+        if parsed is None:
             return None
         if not info.tainted_logged:
             log.info(
@@ -425,29 +581,48 @@ class LibvirtHypervisor:
                 name,
             )
             info.tainted_logged = True
-        ret = reply.get("return") if isinstance(reply, dict) else None
-        if not isinstance(ret, dict) or not isinstance(ret.get("stats"), dict):
-            return None
-        last_update = ret.get("last-update", 0)
-        if not isinstance(last_update, int) or isinstance(last_update, bool):
-            last_update = 0
-        return last_update, dict(ret["stats"])
+        return parsed
 
     # --- acting ------------------------------------------------------------------------------
     def set_balloon_kib(self, name: str, kib: int) -> None:
+        if self.dry_run:
+            raise PermanentError(f"dry-run: guest {name}'s balloon is not changed")
         dom = self._domains.get(name)
         try:
             if dom is None:
                 dom = self._connect().lookupByName(name)
-            # A running domain being migrated (or under another job) keeps state "running":
-            # ask for its job only now, when about to act, not for every guest every tick.
-            if _job_running(dom):
-                raise GuestError("a job (migration, save, dump) is running; not resized now")
-            dom.setMemoryFlags(int(kib), libvirt.VIR_DOMAIN_AFFECT_LIVE)
+            if self._still_busy(_instance(dom)) is not None:
+                raise GuestError("busy: its QEMU monitor has not answered an earlier read yet")
+            # In a worker, like the reads: a guest that stopped answering since it was read
+            # costs this tick the budget, not the resizing of the guests after it.
+            pool = ThreadPoolExecutor(1, thread_name_prefix="libvirt-set")
+            done = pool.submit(_resize, dom, int(kib))
+            pool.shutdown(wait=False)
+            try:
+                done.result(timeout=self.read_budget_s)
+            except FutureTimeout:
+                raise GuestError(
+                    f"no answer within {self.read_budget_s:g} s (its QEMU monitor is busy?); "
+                    "the new size may still be applied"
+                ) from None
         except libvirt.libvirtError as err:
-            mapped = map_error(err)
-            if isinstance(mapped, TransientError):
-                self._drop_connection()
-            if isinstance(mapped, GuestError):
-                self.errors += 1
-            raise mapped from err
+            raise self._map(err) from err
+
+    def _map(self, err: libvirt.libvirtError) -> HypervisorError:
+        """``map_error``, plus the connection's own word: an error on a dead connection is a lost
+        connection whatever its code. Drops the connection or counts the guest error."""
+        mapped = map_error(err)
+        if not isinstance(mapped, TransientError) and not self._alive():
+            mapped = TransientError(f"connection lost: {mapped}")
+        if isinstance(mapped, TransientError):
+            self._drop_connection()
+        elif isinstance(mapped, GuestError):
+            self.errors += 1
+        return mapped
+
+    def _alive(self) -> bool:
+        conn = self._conn
+        try:
+            return conn is not None and bool(conn.isAlive())
+        except libvirt.libvirtError:
+            return False

@@ -4,19 +4,40 @@ First stage of the pipeline. Reads /proc (under a configurable root, so tests ca
 fixture tree) and asks the hypervisor for its guests; turns both into the pure core's
 ``HostSample`` and ``GuestSample`` values. Guest statistics pass through
 ``sanitize_guest_stats`` here: what a guest reports is untrusted, and problems are logged once per
-guest and kind, not every tick.
+guest and kind, not every tick. Which guests are autoballoon's (``GuestScope``, the include/exclude
+globs) is decided here too, and handed to the hypervisor with every read, whatever the backend.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from autoballoon.core.samples import GuestSample, HostSample, sanitize_guest_stats
-from autoballoon.hypervisor import Hypervisor, Reading, parse_meminfo, parse_psi
+from autoballoon.hypervisor import Hypervisor, Reading
+from autoballoon.procfs import parse_meminfo, parse_psi
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class GuestScope:
+    """Which guests autoballoon may read and manage: domain-name globs (fnmatch, case-sensitive).
+
+    Given to the hypervisor at every read, so that no backend touches (reads through QMP, sets a
+    statistics period on, resizes) a guest outside it.
+    """
+
+    include: tuple[str, ...] = ("*",)
+    exclude: tuple[str, ...] = ()
+    """Wins over ``include``."""
+
+    def __call__(self, name: str) -> bool:
+        return any(fnmatch.fnmatchcase(name, p) for p in self.include) and not any(
+            fnmatch.fnmatchcase(name, p) for p in self.exclude
+        )
 
 
 def read_host(t: float, proc: Path = Path("/proc")) -> HostSample:
@@ -57,11 +78,12 @@ class Observation:
 class Observer:
     hypervisor: Hypervisor
     proc: Path = Path("/proc")
+    scope: GuestScope = GuestScope()
     _reported: set[tuple[str, str]] = field(default_factory=set)
 
     def observe(self, t: float) -> Observation:
         """Raises TransientError (from the hypervisor) when the host cannot be read at all."""
-        reading: Reading = self.hypervisor.read()
+        reading: Reading = self.hypervisor.read(self.scope)
         host = read_host(t, self.proc)
         samples: dict[str, GuestSample] = {}
         sources: dict[str, str] = {}
@@ -81,6 +103,8 @@ class Observer:
                 max_kib=max(g.max_kib, 0),
                 last_update=max(g.last_update, 0),
                 stats=stats,
+                stats_period_s=g.stats_period_s,
+                rss_kib=g.rss_kib,
             )
             sources[g.name] = g.source
             if g.rss_kib is not None:

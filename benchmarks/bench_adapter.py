@@ -73,14 +73,14 @@ OVERRUN_SCRIPT = textwrap.dedent(
     lock = threading.Lock()
     real_read = adapter.LibvirtHypervisor.read
 
-    def slow_read(self):
+    def slow_read(self, wanted):
         with lock:
             state["running"] += 1
             state["max_running"] = max(state["max_running"], state["running"])
             state["reads"] += 1
         try:
             time.sleep(DELAY)
-            return real_read(self)
+            return real_read(self, wanted)
         finally:
             with lock:
                 state["running"] -= 1
@@ -134,7 +134,9 @@ def measure(names: Sequence[str], conn: Any, reps: int) -> dict[str, Any]:
     import libvirt
     import libvirt_qemu
 
-    from autoballoon.libvirt_adapter import LibvirtHypervisor, balloon_info_from_xml
+    from autoballoon.libvirt_adapter import LibvirtHypervisor
+    from autoballoon.observe import GuestScope
+    from autoballoon.qmp import balloon_info_from_xml, guest_stats_command
 
     doms = [conn.lookupByName(n) for n in names]
     flags = libvirt.VIR_DOMAIN_STATS_BALLOON | libvirt.VIR_DOMAIN_STATS_STATE
@@ -153,8 +155,8 @@ def measure(names: Sequence[str], conn: Any, reps: int) -> dict[str, Any]:
     cmds = []
     for d in doms:
         path, _ = balloon_info_from_xml(d.XMLDesc(0))
-        cmds.append(json.dumps({"execute": "qom-get",
-                                "arguments": {"path": path, "property": "guest-stats"}}))
+        assert path, f"{d.name()}: no balloon alias"
+        cmds.append(guest_stats_command(path))
     qmp_times: list[float] = []
     for _ in range(reps):
         for d, cmd in zip(doms, cmds, strict=True):
@@ -167,22 +169,23 @@ def measure(names: Sequence[str], conn: Any, reps: int) -> dict[str, Any]:
     res["read"] = {}
     for mode in ("off", "qmp"):
         for k in ks:
-            hv = LibvirtHypervisor(include=list(names[:k]), extended_stats=mode, retry_for_s=3.0)
+            hv = LibvirtHypervisor(extended_stats=mode, retry_for_s=3.0)
+            scope = GuestScope(tuple(names[:k]))
             try:
-                reading = hv.read()  # first read: XML parsed, stats period checked
+                reading = hv.read(scope)  # first read: XML parsed, stats period checked
                 assert len(reading.guests) == k, (mode, k, reading)
                 assert all(g.source == ("qmp" if mode == "qmp" else "libvirt")
                            for g in reading.guests)
-                res["read"][(mode, k)] = summary(timed(hv.read, reps))
+                res["read"][(mode, k)] = summary(timed(lambda h=hv, s=scope: h.read(s), reps))
             finally:
                 hv.close()
 
     # Setters: down by 32 MiB and back, alternating, on every guest.
-    hv = LibvirtHypervisor(include=list(names), retry_for_s=3.0)
+    hv = LibvirtHypervisor(retry_for_s=3.0)
     set_times: list[float] = []
     settle: list[float] = []
     try:
-        reading = hv.read()
+        reading = hv.read(GuestScope(tuple(names)))
         sizes = {g.name: g.max_kib for g in reading.guests}
         for i in range(max(reps // 2, 2)):
             for name, dom in zip(names, doms, strict=True):

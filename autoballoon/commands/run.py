@@ -149,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
     setup_logging(config.log_format, config.log_level)
     return run_daemon(
         config,
-        build_hypervisor(config),
+        build_hypervisor(config, dry_run=args.dry_run),
         lambda: build_sinks(config, record=args.record),
         dry_run=args.dry_run,
         once=args.once,

@@ -18,15 +18,16 @@ from autoballoon.sinks import LogSink, TraceSink
 from autoballoon.status import StatusSink
 
 
-def build_hypervisor(config: DaemonConfig) -> LibvirtHypervisor:
-    """The libvirt backend the config describes (it connects on first use)."""
+def build_hypervisor(config: DaemonConfig, *, dry_run: bool) -> LibvirtHypervisor:
+    """The libvirt backend the config describes (it connects on first use). In dry-run it
+    calls no setter at all. One tick waits at most half an interval (2 s at most) for the
+    guests' statistics: a guest whose monitor is busy is read at a later tick."""
     return LibvirtHypervisor(
         config.uri,
         extended_stats=config.extended_stats,
         stats_period_s=config.stats_period_s,
-        include=config.include,
-        exclude=config.exclude,
-        retry_for_s=config.libvirt_retry_s,
+        dry_run=dry_run,
+        read_budget_s=min(2.0, config.interval_s / 2),
     )
 
 

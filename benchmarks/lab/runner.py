@@ -108,9 +108,12 @@ def run_one(lab: Any, sc: Scenario, mode: str, interval_s: float) -> dict[str, A
 
     extended = "off" if mode == "off" else "qmp"
     policies = preset_policies(mode="observe") if mode == "none" else preset_policies()
-    hv = LibvirtHypervisor(include=names, extended_stats=extended, retry_for_s=3.0)
+    hv = LibvirtHypervisor(extended_stats=extended, read_budget_s=min(2.0, interval_s / 2))
     config = DaemonConfig(
-        interval_s=interval_s, policy_dir=preset_path().parent, extended_stats=extended
+        interval_s=interval_s,
+        policy_dir=preset_path().parent,
+        extended_stats=extended,
+        include=tuple(names),
     )
     controller = Controller(config, hv, policies)
     ticks: list[dict[str, Any]] = []

@@ -30,8 +30,10 @@ class Run:
     errors: list[BaseException] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.hv = LibvirtHypervisor(include=list(self.names), retry_for_s=3.0)
-        config = DaemonConfig(interval_s=self.interval_s, policy_dir=REPO / "policies")
+        self.hv = LibvirtHypervisor(retry_for_s=3.0)
+        config = DaemonConfig(
+            interval_s=self.interval_s, policy_dir=REPO / "policies", include=tuple(self.names)
+        )
         self.controller = Controller(config, self.hv, self.policies, dry_run=self.dry_run)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +50,7 @@ class ExtendedGuestHypervisor:
             "stat-direct-reclaims": 30 * BYTES_PER_MIB,
         }
 
-    def read(self) -> Reading:
+    def read(self, wanted: Callable[[str], bool]) -> Reading:
         g = RawGuest(
             "vm-612", "uuid-612", 1024 * 1024, 2048 * 1024, int(time.time()), self.stats, "qmp"
         )

@@ -62,8 +62,19 @@ def test_json_format_is_one_object_per_line_with_the_action_fields(tmp_path: Pat
     assert a["msg"].startswith(f"guest test: deflate 2048 -> {a['to_kib'] // 1024} MiB [unknown]")
 
 
+# The default test guest has no statistics period, and dry-run sets none (it changes no guest):
+# this host's guest has one, so there is something to decide.
+HOST_WITH_PERIOD = """<node><domain type='test'><name>test</name>
+<memory unit='KiB'>8388608</memory><currentMemory unit='KiB'>2097152</currentMemory>
+<os><type>hvm</type></os><devices><memballoon model='virtio'><stats period='1'/></memballoon>
+</devices></domain></node>"""
+
+
 def test_dry_run_json_says_would(tmp_path: Path) -> None:
-    docs = [json.loads(x) for x in run_once(tmp_path, "--log-format", "json", "--dry-run")]
+    host = tmp_path / "host.xml"
+    host.write_text(HOST_WITH_PERIOD)
+    args = ("--log-format", "json", "--dry-run", "--uri", f"test://{host}")
+    docs = [json.loads(x) for x in run_once(tmp_path, *args)]
     (a,) = (d for d in docs if "action" in d)
     assert a["dry_run"] is True and a["result"] == "dry-run"
     assert a["msg"].startswith("[dry-run] guest test: would deflate 2048 ->")

@@ -18,9 +18,12 @@ from autoballoon.core.decide import Action
 from autoballoon.core.policy import GuestPolicy, PolicySet
 from autoballoon.daemon import Controller
 from autoballoon.hypervisor import DomainGone, GuestError, TransientError
-from autoballoon.libvirt_adapter import LibvirtHypervisor, balloon_info_from_xml, map_error
+from autoballoon.libvirt_adapter import LibvirtHypervisor, map_error
+from autoballoon.observe import GuestScope
+from autoballoon.qmp import balloon_info_from_xml
 
 URI = "test:///default"
+ALL = GuestScope()
 
 
 @pytest.fixture
@@ -30,7 +33,7 @@ def hv() -> LibvirtHypervisor:
 
 
 def test_reads_running_domain_with_units_converted(hv: LibvirtHypervisor) -> None:
-    reading = hv.read()
+    reading = hv.read(ALL)
     (g,) = reading.guests
     assert g.name == "test" and g.source == "libvirt"  # the test driver has no QMP
     assert g.actual_kib == 2097152 and g.max_kib == 8388608
@@ -39,18 +42,19 @@ def test_reads_running_domain_with_units_converted(hv: LibvirtHypervisor) -> Non
 
 
 def test_include_exclude_scope(hv: LibvirtHypervisor) -> None:
-    assert LibvirtHypervisor(URI, include=["ab-lab-*"], retry_for_s=0).read().guests == []
-    assert LibvirtHypervisor(URI, exclude=["te*"], retry_for_s=0).read().guests == []
+    assert hv.read(GuestScope(include=("ab-lab-*",))).guests == []
+    assert hv.read(GuestScope(exclude=("te*",))).guests == []
+    assert [g.name for g in hv.read(GuestScope(include=("te*",))).guests] == ["test"]
 
 
 def test_set_balloon_is_live(hv: LibvirtHypervisor) -> None:
-    hv.read()
+    hv.read(ALL)
     hv.set_balloon_kib("test", 1048576)
-    assert hv.read().guests[0].actual_kib == 1048576
+    assert hv.read(ALL).guests[0].actual_kib == 1048576
 
 
 def test_unknown_domain_is_gone_or_guest_error(hv: LibvirtHypervisor) -> None:
-    hv.read()
+    hv.read(ALL)
     with pytest.raises((DomainGone, GuestError)):
         hv.set_balloon_kib("no-such-guest", 1048576)
 
@@ -58,7 +62,8 @@ def test_unknown_domain_is_gone_or_guest_error(hv: LibvirtHypervisor) -> None:
 def test_unreachable_daemon_is_transient() -> None:
     hv = LibvirtHypervisor("qemu+unix:///system?socket=/nonexistent/sock", retry_for_s=0)
     with pytest.raises(TransientError):
-        hv.read()
+        hv.read(ALL)
+    hv.close()  # stops the background reconnection
 
 
 def test_error_taxonomy() -> None:
@@ -95,14 +100,14 @@ def controller(hv: LibvirtHypervisor, dry_run: bool, tmp_path: Path) -> Controll
 def test_stale_guest_is_given_memory_back_live_but_not_in_dry_run(
     hv: LibvirtHypervisor, dry_run: bool, tmp_path: Path
 ) -> None:
-    hv.read()
+    hv.read(ALL)
     hv.set_balloon_kib("test", 1048576)
     ctl = controller(hv, dry_run, tmp_path)
     report = ctl.tick()
     (d,) = report.decisions
     assert d.klass is PressureClass.UNKNOWN  # the test driver's last-update is decades old
     assert d.action is Action.DEFLATE
-    actual = hv.read().guests[0].actual_kib
+    actual = hv.read(ALL).guests[0].actual_kib
     if dry_run:
         assert report.results == {"test": "dry-run"} and actual == 1048576
     else:
@@ -114,6 +119,7 @@ def test_tick_survives_unreachable_libvirt(tmp_path: Path) -> None:
     ctl = controller(hv, False, tmp_path)
     report = ctl.tick()
     assert report.error and report.decisions == [] and ctl.failed_ticks == 1
+    hv.close()
 
 
 def test_reload_keeps_the_last_good_policies_on_error(

@@ -19,6 +19,7 @@ from autoballoon.core.policy import GuestPolicy, Match, PolicyLayer, PolicySet
 from autoballoon.core.units import KIB_PER_MIB
 from autoballoon.daemon import Controller
 from autoballoon.libvirt_adapter import LibvirtHypervisor
+from autoballoon.observe import GuestScope
 
 URI = "test:///default"
 START_KIB = 2048 * KIB_PER_MIB
@@ -45,13 +46,13 @@ def hv() -> Iterator[LibvirtHypervisor]:
 
 def stop_with(hv: LibvirtHypervisor, policies: PolicySet, tmp_path: Path) -> int:
     """A clean stop with on_stop = "deflate"; the guest's balloon size afterwards."""
-    (g,) = hv.read().guests
+    (g,) = hv.read(GuestScope()).guests
     assert (g.actual_kib, g.max_kib) == (START_KIB, DOMAIN_MAX_KIB)
     config = DaemonConfig(
         uri=URI, policy_dir=tmp_path, status_file=tmp_path / "s.json", on_stop="deflate"
     )
     Controller(config, hv, policies).finish()
-    (g,) = hv.read().guests
+    (g,) = hv.read(GuestScope()).guests
     return g.actual_kib
 
 

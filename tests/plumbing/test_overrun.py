@@ -6,6 +6,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from autoballoon.config import DaemonConfig
@@ -24,14 +25,14 @@ class SlowHypervisor(LibvirtHypervisor):
         self.reads: list[float] = []
         self._mutex = threading.Lock()
 
-    def read(self) -> Reading:
+    def read(self, wanted: Callable[[str], bool]) -> Reading:
         with self._mutex:
             self.active += 1
             self.max_active = max(self.max_active, self.active)
         try:
             self.reads.append(time.monotonic())
             time.sleep(2.5)
-            return super().read()
+            return super().read(wanted)
         finally:
             with self._mutex:
                 self.active -= 1

@@ -1,0 +1,82 @@
+"""QEMU's side of the balloon: the QMP commands, their replies, the live XML's balloon facts.
+
+Below observe and beside the backends: ``autoballoon.libvirt_adapter`` sends these commands through
+``qemuMonitorCommand``; a backend that talks to QEMU's monitor socket directly would send the same
+text. Nothing here imports libvirt or does I/O: text in, values out. Statistics leave in QEMU's
+guest-stats names and units (bytes for amounts), whichever route they came by.
+"""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from collections.abc import Mapping
+from typing import Any
+
+# libvirt's bulk balloon.* fields -> QEMU guest-stats names, with the factor to bytes
+# (libvirt speaks KiB for amounts; fault counts are counts).
+LIBVIRT_TO_QEMU = {
+    "balloon.swap_in": ("stat-swap-in", 1024),
+    "balloon.swap_out": ("stat-swap-out", 1024),
+    "balloon.major_fault": ("stat-major-faults", 1),
+    "balloon.minor_fault": ("stat-minor-faults", 1),
+    "balloon.unused": ("stat-free-memory", 1024),
+    "balloon.available": ("stat-total-memory", 1024),
+    "balloon.usable": ("stat-available-memory", 1024),
+    "balloon.disk_caches": ("stat-disk-caches", 1024),
+    "balloon.hugetlb_pgalloc": ("stat-htlb-pgalloc", 1),
+    "balloon.hugetlb_pgfail": ("stat-htlb-pgfail", 1),
+}
+
+
+def stats_from_libvirt_fields(fields: Mapping[str, Any]) -> dict[str, object]:
+    """libvirt's balloon.* fields renamed to QEMU's guest-stats names, amounts in bytes."""
+    return {
+        qemu_name: int(fields[key]) * factor
+        for key, (qemu_name, factor) in LIBVIRT_TO_QEMU.items()
+        if key in fields
+    }
+
+
+def balloon_info_from_xml(xml: str) -> tuple[str | None, int | None]:
+    """(QOM path of the balloon, stats period in s or None) from a domain's live XML.
+
+    The path is "" for a balloon without an alias (QMP unusable, libvirt still reads it) and
+    None for no balloon at all.
+    """
+    root = ET.fromstring(xml)
+    balloon = root.find("./devices/memballoon")
+    if balloon is None or balloon.get("model") in (None, "none"):
+        return None, None
+    alias = balloon.find("./alias")
+    name = alias.get("name") if alias is not None else None
+    stats = balloon.find("./stats")
+    period = stats.get("period") if stats is not None else None
+    path = f"/machine/peripheral/{name}" if name else ""
+    return path, int(period) if period and period.isdigit() else None
+
+
+def guest_stats_command(balloon_path: str) -> str:
+    """The QMP command that reads the balloon's guest-stats (all of them, 6.12 counters too)."""
+    return json.dumps(
+        {"execute": "qom-get", "arguments": {"path": balloon_path, "property": "guest-stats"}}
+    )
+
+
+def parse_guest_stats_reply(reply: str) -> tuple[int, dict[str, object]] | None:
+    """(last-update in epoch s, stats) from the reply to ``guest_stats_command``.
+
+    None when the reply is not JSON or not the expected shape. A last-update that is not an
+    integer reads as 0 (never reported), which the core treats as no fresh report.
+    """
+    try:
+        doc = json.loads(reply)
+    except ValueError:
+        return None
+    ret = doc.get("return") if isinstance(doc, dict) else None
+    if not isinstance(ret, dict) or not isinstance(ret.get("stats"), dict):
+        return None
+    last_update = ret.get("last-update", 0)
+    if not isinstance(last_update, int) or isinstance(last_update, bool):
+        last_update = 0
+    return last_update, dict(ret["stats"])
