@@ -12,8 +12,9 @@
 #                                      re-install never overwrites what the operator edited
 #   /etc/systemd/system/autoballoon.service, /usr/share/doc/autoballoon/README.md
 #
-# Idempotent: run again after `git pull` to upgrade. Installs missing build packages with apt
-# (libvirt-python compiles against libvirt's headers). Does not enable or start the service.
+# Idempotent: run again after `git pull` to upgrade. Installs missing packages with apt
+# (libvirt-python compiles against libvirt's headers; the unit's ExecReload needs /bin/kill).
+# Does not enable or start the service.
 # uninstall removes all of the above but /etc/autoballoon (PURGE=1 removes that too).
 #
 # Env: AB_VENV (/opt/autoballoon), AB_BIN (/usr/local/bin), AB_CONF (/etc/autoballoon),
@@ -45,11 +46,14 @@ install_if_absent() { # mode src dest
     fi
 }
 
-build_packages() {
-    local pkgs=(python3-venv python3-dev gcc pkg-config libvirt-dev) missing=()
+packages() {
+    # Build: libvirt-python compiles against Python.h and libvirt's headers. Run: procps has
+    # /bin/kill, the unit's ExecReload (a minimal Debian lacks it).
+    local pkgs=(python3-venv python3-dev gcc pkg-config libvirt-dev procps) missing=()
     if ! command -v dpkg-query >/dev/null; then
         say "not a Debian system: make sure python3 (>= 3.11) with venv, gcc, pkg-config and"
-        say "libvirt's development headers are installed (Fedora: python3 gcc pkgconf libvirt-devel)"
+        say "libvirt's development headers are installed (Fedora: python3-devel gcc pkgconf"
+        say "libvirt-devel), and /bin/kill (the unit's ExecReload)"
         return
     fi
     for p in "${pkgs[@]}"; do
@@ -64,7 +68,7 @@ build_packages() {
 
 do_install() {
     [ "$(id -u)" -eq 0 ] || die "run as root"
-    build_packages
+    packages
     if [ ! -x "$VENV/bin/python" ]; then
         python3 -m venv "$VENV"
         say "created venv $VENV"
