@@ -48,6 +48,8 @@ def one_line_entries(path: Path) -> list[Entry]:
     entries = []
     for raw in path.read_text(errors="replace").splitlines():
         line = raw.split("#", 1)[0].strip()
+        if re.match(r"^\S+\s+(\[[^\]]*\]\s+)?cdrom:", line):
+            continue  # the installer's disc: no backports there (and its URI holds spaces)
         # Options may contain spaces only inside their brackets: keep "[...]" as one token.
         m = re.match(r"^(\S+)\s+(\[[^\]]*\]\s+)?(\S+)\s+(\S+)(.*)$", line)
         if not m:

@@ -22,6 +22,7 @@ MIRROR = "http://mirror.invalid/debian/"
 
 ONE_LINE = f"""\
 # written by the installer
+deb cdrom:[Debian_GNU/Linux_12.5.0_Bookworm]/ bookworm main
 deb [arch=amd64 signed-by={KEYRING}] {MIRROR} bookworm main non-free-firmware
 deb-src [signed-by={KEYRING}] {MIRROR} bookworm main
 # deb {MIRROR} bookworm-backports main
