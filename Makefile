@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup host venv demo test lint unit lab-tests bench clean
+.PHONY: setup host venv demo test lint unit lab-tests bench clean install uninstall check-fresh
 
 setup: host venv
 
@@ -42,3 +42,24 @@ bench: setup
 
 clean:
 	rm -rf $(VENV) contrib/lab/cache
+
+# Operators: the daemon where the systemd unit expects it (venv in /opt/autoballoon, a link in
+# /usr/local/bin, /etc/autoballoon filled only where empty, the unit). See contrib/install.sh.
+install:
+	bash contrib/install.sh install
+
+uninstall:
+	bash contrib/install.sh uninstall
+
+# From nothing: both commands and the install path on brand-new minimal Debian 12 roots, with
+# one-line and with deb822 apt sources (about 45 minutes). Needs the fresh-debian tool (it
+# builds the roots with debootstrap); not part of `make test`, which checks the apt-source
+# derivation on fixtures instead (tests/setup).
+FRESH_DEBIAN ?= ../shared/tools/fresh-debian
+check-fresh:
+	@test -x $(FRESH_DEBIAN) || { echo "check-fresh: $(FRESH_DEBIAN) not found (set FRESH_DEBIAN=)"; exit 2; }
+	$(FRESH_DEBIAN) --reset -- make demo
+	$(FRESH_DEBIAN) -- make test
+	$(FRESH_DEBIAN) -- bash tests/setup/check-install.sh
+	$(FRESH_DEBIAN) --deb822 --reset -- make demo
+	$(FRESH_DEBIAN) --deb822 -- make test

@@ -35,7 +35,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="read live data and decide, but never change a balloon",
     )
     p.add_argument(
-        "--once", action="store_true", help="take two readings one interval apart, act once, exit"
+        "--once",
+        action="store_true",
+        help="take two readings one interval apart, act once, exit. It shows rescues and holds "
+        "but no inflation: a guest must first be calm for its policy's stable_s (20 s by "
+        "default), and --once has seen it calm for 0 s (only stable_s = 0 inflates here)",
     )
     p.add_argument(
         "--duration", type=float, metavar="S", help="stop by itself after S seconds (demos, tests)"

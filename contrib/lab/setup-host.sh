@@ -1,13 +1,19 @@
 #!/usr/bin/env bash
 # Host set-up for the autoballoon lab (Debian 12 "bookworm", run as root).
 #
-# Idempotent: installs only what is missing (apt-get update only then), adds
-# bookworm-backports derived from the existing debian.sources (QEMU >= 9.2),
-# configures libvirtd for root-run QEMU without virtlogd, and starts libvirtd.
-# When everything is in place it finishes in about a second.
+# Needs only bash, python3 and apt (a minimal Debian 12 has them). Idempotent:
+# installs only what is missing (apt-get update only then), adds bookworm-backports
+# (for QEMU >= 9.2) derived from the apt entry for plain bookworm, in either source
+# format (apt_backports.py), installs the build and lab packages (python3-venv and
+# python3-dev included), configures libvirtd for root-run QEMU without virtlogd, and
+# starts libvirtd. When everything is in place it finishes in about a second.
+#
+#   setup-host.sh                     everything
+#   setup-host.sh --backports-only    only the backports step (no root needed with AB_APT_DIR)
 #
 # Env: AB_LAB_URI (default qemu:///system), AB_LAB_SKIP_IMAGE=1 to skip the
-# guest image build at the end.
+# guest image build at the end, AB_APT_DIR (default /etc/apt) where apt's
+# sources.list and sources.list.d/ are read and the backports entry is written.
 set -euo pipefail
 
 export DEBIAN_FRONTEND=noninteractive
@@ -19,10 +25,16 @@ trap 'rm -f "$APT_LOG"' EXIT
 say() { printf 'lab-setup: %s\n' "$*"; }
 die() { printf 'lab-setup: ERROR: %s\n' "$*" >&2; exit 1; }
 
-[ "$(id -u)" -eq 0 ] || die "must run as root"
-[ -r /etc/os-release ] && . /etc/os-release
-if [ "${VERSION_CODENAME:-}" != "bookworm" ]; then
-    die "this script targets Debian 12 (bookworm); see contrib/lab/README.md for other distributions"
+BACKPORTS_ONLY=0
+[ "${1:-}" = "--backports-only" ] && BACKPORTS_ONLY=1
+APT_DIR="${AB_APT_DIR:-/etc/apt}"
+
+if [ "$BACKPORTS_ONLY" -eq 0 ]; then
+    [ "$(id -u)" -eq 0 ] || die "must run as root"
+    [ -r /etc/os-release ] && . /etc/os-release
+    if [ "${VERSION_CODENAME:-}" != "bookworm" ]; then
+        die "this script targets Debian 12 (bookworm); see contrib/lab/README.md for other distributions"
+    fi
 fi
 
 # Run an apt command quietly; on failure show its output.
@@ -49,35 +61,20 @@ is_installed() {
     dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"
 }
 
-# --- 1. bookworm-backports sources entry, derived from debian.sources ---------
-SRC=/etc/apt/sources.list.d/debian.sources
-BPO=/etc/apt/sources.list.d/ab-lab-bookworm-backports.sources
-if ! grep -rqs "bookworm-backports" /etc/apt/sources.list /etc/apt/sources.list.d/; then
-    [ -r "$SRC" ] || die "$SRC not found; add bookworm-backports to apt by hand"
-    # Take the stanza that carries the plain 'bookworm' suite and keep its
-    # URIs/Components/Signed-By; only the suite changes.
-    awk '
-        BEGIN { RS=""; FS="\n" }
-        {
-            hit = 0
-            for (i = 1; i <= NF; i++) if ($i ~ /^Suites:/) {
-                n = split($i, w, /[ \t]+/)
-                for (j = 2; j <= n; j++) if (w[j] == "bookworm") hit = 1
-            }
-            if (!hit) next
-            for (i = 1; i <= NF; i++) {
-                if ($i ~ /^#/) continue
-                if ($i ~ /^Suites:/) print "Suites: bookworm-backports"
-                else print $i
-            }
-            exit
-        }' "$SRC" >"$BPO.tmp"
-    grep -q '^URIs:' "$BPO.tmp" || { rm -f "$BPO.tmp"; die "could not derive a backports entry from $SRC"; }
-    mv "$BPO.tmp" "$BPO"
-    say "added bookworm-backports (derived from $SRC)"
-    APT_UPDATED=0
-    NEED_UPDATE=1
-fi
+# --- 1. bookworm-backports sources entry, derived from the plain bookworm one -----
+# apt_backports.py reads both source formats (one-line sources.list / *.list and deb822
+# *.sources), copies the entry for plain 'bookworm' with only the suite changed, and says
+# what it did. Exit 0: already there, 3: added.
+set +e
+python3 "$HERE/apt_backports.py" "$APT_DIR" 2>&1 | sed 's/^/lab-setup: /'
+bpo_rc=${PIPESTATUS[0]}
+set -e
+case "$bpo_rc" in
+    0) ;;
+    3) APT_UPDATED=0; NEED_UPDATE=1 ;;
+    *) die "could not add bookworm-backports (see above)" ;;
+esac
+[ "$BACKPORTS_ONLY" -eq 0 ] || exit 0
 
 # --- 2. QEMU >= 9.2 from bookworm-backports ------------------------------------
 qemu_ok() {
@@ -96,8 +93,11 @@ if ! qemu_ok; then
 fi
 
 # --- 3. bookworm packages --------------------------------------------------------
+# python3-venv: `make venv`; python3-dev, gcc, pkg-config, libvirt-dev: libvirt-python
+# compiles against Python.h and libvirt's headers; busybox-static, cpio, libc6-dev (static
+# libc), xz-utils, gzip: the guest image.
 PKGS=(libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients libvirt-dev pkg-config
-      busybox-static cpio gcc libc6-dev xz-utils gzip)
+      python3-venv python3-dev busybox-static cpio gcc libc6-dev xz-utils gzip)
 MISSING=()
 for p in "${PKGS[@]}"; do is_installed "$p" || MISSING+=("$p"); done
 if [ "${#MISSING[@]}" -gt 0 ]; then
