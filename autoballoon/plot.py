@@ -25,10 +25,12 @@ CLASS_COLOURS = {
     "unknown": "#dddddd",
     "light-pressure": "#fff3b0",
     "kswapd-reclaim": "#e3f2c1",
+    "cgroup-oom": "#d6e4f0",
     "cgroup-stall": "#ffd59e",
     "reclaim-struggling": "#ffc080",
     "global-reclaim": "#ff9c8a",
     "thrashing": "#f0707a",
+    "running-out": "#e05050",
     "oom": "#c0392b",
 }
 

@@ -11,6 +11,24 @@ rate, l low rate, * any.
     thrashing           OOM[n] STALL[h] DSCAN[h] DRCLM[l]   (DRCLM/DSCAN low)
     reclaim-struggling  OOM[n] STALL[n] ASCAN[h] DSCAN[n] ARCLM[l]
 
+What Linux 6.12 really counts splits two rows (docs/classification.md has the kernel functions):
+
+    cgroup-oom          OOM[y] STALL[n], available memory never under the low-water mark in the
+                        window. The kernel counts every OOM kill in OOM_KILL, a kill inside a
+                        memory cgroup at its memory.max included, but ALLOCSTALL only for the
+                        guest's own (not a cgroup's) direct reclaim, and the page allocator
+                        always reclaims directly before it OOM-kills. So a kill without a stall,
+                        on a guest that had memory available throughout, is a cgroup's limit:
+                        more memory for the guest would not help it, and it is no reason not to
+                        take spare memory.
+    running-out         OOM[n] STALL[h] DSCAN[l], available memory under the headroom: the
+                        guest's own direct reclaim finds almost nothing to scan (anonymous memory
+                        and no swap). A cgroup's reclaim is not counted in STALL, so this is not
+                        a cgroup limit: it is the last state before a global OOM.
+    cgroup-stall        the same counters with available memory at or above the headroom: the
+                        seed's name is kept, but no cgroup limit can produce it on 6.12 (high-order
+                        allocations can). Held: nothing to take, and more memory is not wanted.
+
 Where the matrix is silent, two more classes, each with its rule:
 
     kswapd-reclaim      OOM[n] STALL[n] ASCAN[h] DSCAN[n] ARCLM[h]: kswapd recycles page cache
@@ -44,6 +62,8 @@ from autoballoon.core.samples import GuestSample, wall_time
 
 class PressureClass(StrEnum):
     OOM = "oom"
+    CGROUP_OOM = "cgroup-oom"
+    RUNNING_OUT = "running-out"
     CGROUP_STALL = "cgroup-stall"
     GLOBAL_RECLAIM = "global-reclaim"
     THRASHING = "thrashing"
@@ -54,7 +74,10 @@ class PressureClass(StrEnum):
     UNKNOWN = "unknown"
 
 
-PRESSURE_CLASSES = frozenset(PressureClass) - {PressureClass.NONE, PressureClass.UNKNOWN}
+CALM_CLASSES = frozenset({PressureClass.NONE, PressureClass.CGROUP_OOM})
+"""Classes under which the guest as a whole is calm: a guest in them may be inflated."""
+
+PRESSURE_CLASSES = frozenset(PressureClass) - CALM_CLASSES - {PressureClass.UNKNOWN}
 """Every class that blocks inflation."""
 
 
@@ -142,7 +165,10 @@ def classify(
     if rates is None:
         return Classification(PressureClass.UNKNOWN, "need two samples for rates", Basis.NONE)
     if newest.has_extended and base is not None and base.has_extended:
-        return _classify_extended(rates, policy)
+        # The window's lowest available memory (each sample from the baseline on): an OOM kill
+        # frees its victim's memory, so the newest figure alone can look plenty after a kill.
+        lowest = min(s.available_kib or 0 for s in history if s.t >= base.t)
+        return _classify_extended(rates, newest, lowest, policy)
     return _classify_standard(rates, newest, policy)
 
 
@@ -153,7 +179,9 @@ _STEADY_STANDARD = Classification(
 """``none`` as the two functions below answer it, without rates."""
 
 
-def _classify_extended(r: Rates, p: GuestPolicy) -> Classification:
+def _classify_extended(
+    r: Rates, newest: GuestSample, lowest_available_kib: int, p: GuestPolicy
+) -> Classification:
     def c(klass: PressureClass, reason: str) -> Classification:
         return Classification(klass, reason, Basis.EXTENDED, r)
 
@@ -171,7 +199,15 @@ def _classify_extended(r: Rates, p: GuestPolicy) -> Classification:
     a_eff = _ratio(r.async_reclaim_mib_per_s, ascan)
 
     if oom_y:
-        return c(PressureClass.OOM, f"{r.oom_kills} OOM kill(s) in the last {r.span_s:.0f} s")
+        kills = f"{r.oom_kills} OOM kill(s) in the last {r.span_s:.0f} s"
+        low_water = p.low_water_kib(newest.actual_kib)
+        if stalls == 0 and lowest_available_kib >= low_water:
+            return c(
+                PressureClass.CGROUP_OOM,
+                f"{kills} without an alloc stall, at least {lowest_available_kib // 1024} MiB "
+                "available throughout: a memory cgroup's limit inside the guest",
+            )
+        return c(PressureClass.OOM, kills)
     if stall_h:
         what = f"alloc stalls {stall_rate:.2f}/s"
         if dscan_h:
@@ -184,9 +220,17 @@ def _classify_extended(r: Rates, p: GuestPolicy) -> Classification:
                 PressureClass.THRASHING,
                 f"{what}, direct scan {dscan:.1f} MiB/s but only {d_eff:.0%} reclaimed",
             )
+        available = newest.available_kib or 0
+        headroom = p.headroom_kib(newest.actual_kib)
+        little = f"{what} with little direct scan ({dscan:.2f} MiB/s)"
+        if available < headroom:
+            return c(
+                PressureClass.RUNNING_OUT,
+                f"{little} and {available // 1024} MiB available: nothing left to reclaim",
+            )
         return c(
             PressureClass.CGROUP_STALL,
-            f"{what} with little direct reclaim ({dscan:.2f} MiB/s): a limit inside the guest",
+            f"{little} with {available // 1024} MiB available: not for lack of memory",
         )
     if stalls == 0 and dscan_n and ascan_h:
         if a_eff < p.reclaim_efficiency_low_ratio:

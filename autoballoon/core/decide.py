@@ -17,9 +17,10 @@ any of this: sizes that make no sense (``bad-sizes``), a reading older than its 
 Rescue first:
 
 - ``opted-out``: ``enabled = false`` is observed and reported, never resized.
-- ``rescue``: ``oom`` and ``thrashing`` deflate at once by the large step, ``global-reclaim`` by
-  the medium step, ignoring cooldowns: the evidence is measured only since our own last change,
-  so one event is answered once.
+- ``rescue``: ``oom``, ``running-out`` and ``thrashing`` deflate at once by the large step,
+  ``global-reclaim`` by the medium step, ignoring cooldowns: the evidence is measured only since
+  our own last change, so one event is answered once. ``cgroup-oom`` (a kill inside a memory
+  cgroup, the guest calm) is no rescue: the guest's memory would not help the cgroup.
 - ``below-floor``: a balloon below the policy's floor goes back up to it.
 - ``stalled-inflation`` (closed loop only): an inflation the balloon has not followed for
   ``stuck_after_s`` is backed off by the medium step and not retried below that size for
@@ -31,16 +32,16 @@ Rescue first:
 - ``low-water``: available memory under the low-water mark deflates by the medium step once the
   guest has reported since our last change.
 
-Hold under pressure, unless short:
+Hold under pressure:
 
-- ``short-in-stall``: ``cgroup-stall`` with available memory under the headroom is short all
-  the same and gets the medium step.
-- ``under-pressure``: any other pressure class holds: ``cgroup-stall`` is a limit inside the
-  guest, a struggling kswapd means nothing is spare; neither is ever inflated.
+- ``under-pressure``: any other pressure class holds (``cgroup-stall``: stalls while memory is
+  available, which more memory would not cure; a struggling kswapd means nothing is spare).
+  ``cgroup-oom`` is calm for the guest as a whole: it neither holds nor resets the calm time.
 
 Take slowly:
 
-- ``waiting``: a guest is an inflation candidate only in class ``none`` held for ``stable_s``,
+- ``waiting``: a guest is an inflation candidate only in a calm class (``none``, ``cgroup-oom``)
+  held for ``stable_s``,
   outside the cooldown after any change, outside ``pressure_block_s`` after a rescue, outside an
   operator's hold (``external_hold_s``), and once it has reported since our last change.
 - ``observe-mode``: the ``observe`` mode never acts. ``above-max``: back down to the maximum.
@@ -71,6 +72,7 @@ from enum import StrEnum
 from typing import NamedTuple
 
 from autoballoon.core.classify import (
+    CALM_CLASSES,
     Basis,
     Classification,
     PressureClass,
@@ -91,6 +93,7 @@ class Action(StrEnum):
 
 RESCUE_CLASSES = {
     PressureClass.OOM: "large",
+    PressureClass.RUNNING_OUT: "large",
     PressureClass.THRASHING: "large",
     PressureClass.GLOBAL_RECLAIM: "medium",
 }
@@ -313,32 +316,15 @@ def low_water(f: Facts) -> Proposal | None:
     )
 
 
-def short_in_stall(f: Facts) -> Proposal | None:
-    # The matrix reads stalls without direct reclaim as a limit inside the guest; it is silent
-    # on the guest's own MemAvailable. Seen in the lab: a small guest short of memory stalls
-    # with little direct scanning too. Short is short: give memory back.
-    if f.c.klass is not PressureClass.CGROUP_STALL or f.cur >= f.hi:
-        return None
-    headroom = f.p.headroom_kib(f.cur)
-    if f.available >= headroom:
-        return None
-    return Change(
-        f.cur + f.step_kib("medium"),
-        f"{f.c.klass}: {f.c.reason}; but only {_mib(f.available)} MiB available, under the "
-        f"headroom {_mib(headroom)} MiB",
-        rescue=True,
-    )
-
-
 _WHY_HOLD = {
-    PressureClass.CGROUP_STALL: "stalls come from a limit inside the guest; more memory would "
-    "not help, so nothing is taken or given",
+    PressureClass.CGROUP_STALL: "stalls while memory is available; more memory would not help, "
+    "so nothing is taken or given",
     PressureClass.RECLAIM_STRUGGLING: "kswapd cannot reclaim: nothing to spare",
 }
 
 
 def under_pressure(f: Facts) -> Proposal | None:
-    if f.c.klass is PressureClass.NONE:
+    if f.c.klass in CALM_CLASSES:
         return None
     why = _WHY_HOLD.get(f.c.klass, "not inflated while under pressure")
     return Hold(f"{f.c.klass}: {f.c.reason}; {why}")
@@ -404,7 +390,6 @@ RULES: tuple[Rule, ...] = (
     stale,
     unknown,
     low_water,
-    short_in_stall,
     under_pressure,
     waiting,
     observe_mode,
@@ -463,7 +448,7 @@ def _observe(
         steady=history[0].t >= steady_since,
     )
     none_since = None
-    if c.klass is PressureClass.NONE:
+    if c.klass in CALM_CLASSES:
         none_since = now if gs.none_since is None else gs.none_since
     gs = GuestState(history, none_since, now, steady_since, *gs[4:])  # cheaper than _replace
     if rebooted:

@@ -81,6 +81,14 @@ def cmd_status(args: argparse.Namespace) -> int:
             print(f"    guest: up {rep['up']:.0f}s MemTotal {rep['MemTotal'] // 1024} MiB "
                   f"MemAvailable {rep['MemAvailable'] // 1024} MiB ws {rep['ws_mib']} MiB "
                   f"oom_kill {rep['oom_kill']} allocstall {rep['allocstall']}")
+            if "psi_some_avg10" in rep:
+                print(f"    truth: psi some {rep['psi_some_avg10']}% full {rep['psi_full_avg10']}% "
+                      f"(avg10) pass {rep['pass_ms']} ms alloc {rep['alloc_us_mib']} us/MiB "
+                      f"swap free {rep['SwapFree'] // 1024}/{rep['SwapTotal'] // 1024} MiB")
+            if "cg_oom_kill" in rep:
+                print(f"    cgroup: {rep['cg_current'] // 1024} MiB ws {rep['cg_ws_mib']} MiB "
+                      f"max {rep['cg_max']} oom_kill {rep['cg_oom_kill']} "
+                      f"pgscan {rep['cg_pgscan']}")
         if row["state"] == "running":
             try:
                 print("    qemu:  " + _fmt_stats(lab.guest(row["name"]).guest_stats()["stats"]))

@@ -2,7 +2,8 @@
 # Build (or reuse) the lab guest image under contrib/lab/cache/:
 #   vmlinuz      Debian's 6.12 cloud kernel (downloaded, unpacked, not installed)
 #   initrd.img   busybox-static, /init (init.sh), /bin/memload (memload.c, static),
-#                virtio_balloon.ko and loop.ko (decompressed)
+#                virtio_balloon.ko, loop.ko and zram.ko with its dependencies
+#                (zsmalloc, lz4_compress, lz4hc_compress), decompressed
 # Rebuilt only when an input changes (init.sh, memload.c, this script, kernel
 # package version). Needs: apt (for the kernel), busybox-static, cpio, gcc,
 # libc6-dev, xz-utils (setup-host.sh installs them). Prints the image dir.
@@ -86,7 +87,7 @@ file_is_static "$R/bin/busybox" || die "/bin/busybox is not static: install busy
 install -m 0755 "$HERE/init.sh" "$R/init"
 gcc -static -O2 -Wall -Wextra -o "$R/bin/memload" "$HERE/memload.c"
 strip "$R/bin/memload" 2>/dev/null || true
-for m in virtio_balloon loop; do
+for m in virtio_balloon loop zsmalloc lz4_compress lz4hc_compress zram; do
     ko="$(find "$KSRC/lib/modules/$KREL" -name "$m.ko*" | head -1)"
     [ -n "$ko" ] || die "module $m not found in $KPKG"
     case "$ko" in

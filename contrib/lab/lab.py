@@ -53,9 +53,41 @@ REPORT_KEYS = (
     "memload_restarts",
     "ws_mib",
 )
-_REPORT_RE = re.compile(r"ABREPORT((?: [A-Za-z_]+=[0-9.]+)+)")
+TRUTH_KEYS = (
+    "SwapTotal",
+    "SwapFree",
+    "pswpin",
+    "pswpout",
+    "psi_some_avg10",
+    "psi_some_total",
+    "psi_full_avg10",
+    "psi_full_total",
+    "pass_ms",
+    "alloc_us_mib",
+    "cache_read_ms",
+)
+"""What the guest itself lives through, from sources other than the balloon's counters: PSI
+(``/proc/pressure/memory``; totals in microseconds), memload's time per pass over its working
+set and its slowest allocation of the last second (us per MiB), the last page-cache re-read."""
+CGROUP_KEYS = (
+    "cg_current",
+    "cg_max",
+    "cg_high",
+    "cg_oom",
+    "cg_oom_kill",
+    "cg_pgscan",
+    "cg_pgsteal",
+    "cg_psi_some_total",
+    "cg_psi_full_total",
+    "cg_ws_mib",
+    "cg_restarts",
+)
+"""With a ``cgroup:`` workload: the cgroup's memory.events, memory.stat reclaim counters (pages),
+memory.pressure totals (us), memory.current (kB) and its memload's working set and restarts."""
+_REPORT_RE = re.compile(r"ABREPORT((?: [A-Za-z_][A-Za-z0-9_]*=[0-9.]+)+)")
 _WORKLOAD_RE = re.compile(
-    r"^(idle|noballoon|cache:\d+|steady:\d+|thrash:\d+|ramp:\d+:\d+:\d+|spike:\d+:\d+:\d+(?::\d+)?)$"
+    r"^(idle|noballoon|cache:\d+|steady:\d+|thrash:\d+|ramp:\d+:\d+:\d+"
+    r"|spike:\d+:\d+:\d+(?::\d+)?|zram:\d+|cgroup:\d+:\d+)$"
 )
 
 
@@ -190,11 +222,13 @@ def parse_report(line: str) -> dict[str, float] | None:
     for tok in m.group(1).split():
         key, _, val = tok.partition("=")
         try:
-            out[key] = float(val) if key == "up" else int(val)
+            out[key] = float(val) if key == "up" or "." in val else int(val)
         except ValueError:
             return None
-    if any(k not in out for k in REPORT_KEYS):
+    if any(k not in out for k in REPORT_KEYS + TRUTH_KEYS):
         return None  # interleaved with kernel output; skip
+    if any(k in out for k in CGROUP_KEYS) and any(k not in out for k in CGROUP_KEYS):
+        return None
     return out
 
 

@@ -18,8 +18,14 @@
  *
  * The whole working set is written once every ~2 s in small slices with
  * sleeps in between, so several TCG guests on two host cores stay responsive.
- * The current working set in MiB is written to STATUS_FILE (default
- * /run/ws_mib) whenever it changes, for the guest's ABREPORT line.
+ * STATUS_FILE (default /run/ws_mib) holds one line for the guest's ABREPORT,
+ * rewritten whenever it changes:
+ *   WS_MIB PASS_MS ALLOC_US_PER_MIB
+ * WS_MIB is the current working set; PASS_MS the time spent touching it
+ * during the last full pass (sleeps excluded: the harm a user of the memory
+ * feels, e.g. faulting back swapped-out pages); ALLOC_US_PER_MIB the slowest
+ * allocation (fresh pages faulted in, growth or thrash) of the last second,
+ * in microseconds per MiB, 0 when nothing was allocated.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -47,6 +53,13 @@ struct comp {
 static struct comp comps[MAX_COMP];
 static int ncomp;
 
+static double mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e6 + (double)ts.tv_nsec / 1e3;
+}
+
 static double boot_seconds(void)
 {
     struct timespec ts;
@@ -71,7 +84,8 @@ static void parse(char *spec)
         } else if (n >= 2 && !strcmp(name, "thrash")) {
             c.kind = THRASH;
         } else {
-            if (strcmp(name, "idle") && strcmp(name, "cache") && strcmp(name, "noballoon"))
+            if (strcmp(name, "idle") && strcmp(name, "cache") && strcmp(name, "noballoon")
+                && strcmp(name, "cgroup") && strcmp(name, "zram"))
                 fprintf(stderr, "memload: ignoring unknown component '%s'\n", tok);
             continue;
         }
@@ -126,14 +140,14 @@ static double max_mib(void)
     return sum;
 }
 
-static void write_status(const char *path, unsigned long mib)
+static void write_status(const char *path, unsigned long mib, double pass_ms, double alloc)
 {
-    char tmp[256], buf[32];
+    char tmp[256], buf[96];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
     if (fd < 0)
         return;
-    int n = snprintf(buf, sizeof buf, "%lu\n", mib);
+    int n = snprintf(buf, sizeof buf, "%lu %.1f %.0f\n", mib, pass_ms, alloc);
     if (write(fd, buf, (size_t)n) != n) {
         close(fd);
         return;
@@ -167,7 +181,7 @@ int main(int argc, char **argv)
         close(fd);
     }
 
-    write_status(status, 0);
+    write_status(status, 0, 0, 0);
     if (ncomp == 0) {
         for (;;)
             pause();
@@ -183,7 +197,10 @@ int main(int argc, char **argv)
 
     size_t held = 0; /* bytes currently faulted in: [0, held) */
     size_t cursor = 0;
-    unsigned long last_status = (unsigned long)-1;
+    char last_status[96] = "";
+    double pass_busy_us = 0, pass_ms = 0;   /* touch time: this pass, the last full one */
+    double alloc_now = 0, alloc_last = 0;   /* slowest us/MiB: this second, the last one */
+    int ticks = 0;
     unsigned char stamp = 1;
     size_t thrash_pos = 0;
 
@@ -202,8 +219,14 @@ int main(int argc, char **argv)
         size_t grow_to = want;
         if (grow_to > held + 64 * MIB)
             grow_to = held + 64 * MIB;
+        double t0 = mono_us();
         for (size_t off = held; off < grow_to; off += PAGE)
             mem[off] = stamp;
+        if (grow_to >= held + MIB) {
+            double per_mib = (mono_us() - t0) * (double)MIB / (double)(grow_to - held);
+            if (per_mib > alloc_now)
+                alloc_now = per_mib;
+        }
         if (grow_to > held)
             held = grow_to;
 
@@ -216,8 +239,12 @@ int main(int argc, char **argv)
             if (thrash_pos + chunk > held)
                 thrash_pos = 0;
             madvise(mem + thrash_pos, chunk, MADV_DONTNEED);
+            double t1 = mono_us();
             for (size_t off = thrash_pos; off < thrash_pos + chunk; off += PAGE)
                 mem[off] = stamp;
+            double per_mib = (mono_us() - t1) * (double)MIB / (double)chunk;
+            if (per_mib > alloc_now)
+                alloc_now = per_mib;
             thrash_pos += chunk;
         }
 
@@ -227,17 +254,28 @@ int main(int argc, char **argv)
             if (cursor >= held)
                 cursor = 0;
             size_t end = cursor + slice > held ? held : cursor + slice;
+            double t2 = mono_us();
             for (size_t off = cursor; off < end; off += PAGE)
                 mem[off] = stamp;
+            pass_busy_us += mono_us() - t2;
             cursor = end;
-            if (cursor >= held)
+            if (cursor >= held) {
                 stamp++;
+                pass_ms = pass_busy_us / 1000.0;
+                pass_busy_us = 0;
+            }
+        }
+        if (++ticks % (1000 / TICK_MS) == 0) {
+            alloc_last = alloc_now;
+            alloc_now = 0;
         }
 
-        unsigned long mib = (unsigned long)(held / MIB);
-        if (mib != last_status) {
-            write_status(status, mib);
-            last_status = mib;
+        char line[96];
+        snprintf(line, sizeof line, "%lu %.1f %.0f", (unsigned long)(held / MIB), pass_ms,
+                 alloc_last);
+        if (strcmp(line, last_status)) {
+            write_status(status, (unsigned long)(held / MIB), pass_ms, alloc_last);
+            snprintf(last_status, sizeof last_status, "%s", line);
         }
         sleep_ms(TICK_MS);
     }

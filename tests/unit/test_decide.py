@@ -95,7 +95,8 @@ def test_floor_is_never_crossed() -> None:
 
 
 @pytest.mark.parametrize(
-    "klass_counters", [{"oom": 1}, {"stalls": 40, "dscan_mib": 200, "drclm_mib": 5}]
+    "klass_counters",
+    [{"oom": 1, "stalls": 3}, {"stalls": 40, "dscan_mib": 200, "drclm_mib": 5}],
 )
 def test_oom_and_thrashing_deflate_at_once_by_a_large_step(
     klass_counters: dict[str, float],
@@ -164,15 +165,46 @@ def test_cgroup_stall_and_struggling_hold(counters: dict[str, float]) -> None:
             assert d.action is Action.HOLD, d.reason
 
 
-def test_cgroup_stall_in_a_guest_short_of_memory_is_given_memory() -> None:
+def test_stalls_without_scan_in_a_guest_short_of_memory_are_running_out() -> None:
     g = Guest(actual_mib=300, used_mib=250)  # 50 MiB available: above low water, under headroom
     state = EngineState()
     for i in range(3):
         now = 1000.0 + 2 * i
         g.counters = {"stalls": 10 * i, "dscan_mib": 0.2 * i}
         (d,), state = step(now, HOST_OK, {"vm": g.read(now)}, state, PROACTIVE)
-    assert d.klass is PressureClass.CGROUP_STALL
-    assert d.action is Action.DEFLATE and "under the headroom" in d.reason
+    assert d.klass is PressureClass.RUNNING_OUT
+    assert d.action is Action.DEFLATE and d.rule == "rescue"
+    assert d.target_kib == 300 * 1024 + int(0.40 * 1024 * 1024)  # the large step
+
+
+def test_a_cgroup_oom_neither_deflates_nor_blocks_inflation() -> None:
+    # A container at its memory.max is OOM-killed every few seconds inside a guest with plenty
+    # available: the guest is still inflated as if calm, and never deflated for it.
+    g = Guest(actual_mib=1024, used_mib=200)
+    state = EngineState()
+    classes, actions = set(), []
+    for i in range(40):
+        now = 1000.0 + 2 * i
+        g.counters = {"oom": i // 2}
+        (d,), state = step(now, HOST_OK, {"vm": g.read(now)}, state, PROACTIVE)
+        classes.add(d.klass)
+        actions.append(d.action)
+        if d.action is not Action.HOLD:
+            g.actual_mib = d.target_kib // 1024
+    assert PressureClass.CGROUP_OOM in classes
+    assert PressureClass.OOM not in classes
+    assert Action.DEFLATE not in actions
+    assert Action.INFLATE in actions
+
+
+def test_a_global_oom_after_a_stall_still_deflates() -> None:
+    g = Guest(actual_mib=400, used_mib=390)
+    state = EngineState()
+    for i in range(3):
+        now = 1000.0 + 2 * i
+        g.counters = {"oom": i, "stalls": 5 * i}
+        (d,), state = step(now, HOST_OK, {"vm": g.read(now)}, state, PROACTIVE)
+    assert d.klass is PressureClass.OOM and d.action is Action.DEFLATE
 
 
 def test_observe_mode_never_acts_but_says_what_it_would_do() -> None:
@@ -244,7 +276,7 @@ def test_operator_resize_is_respected_but_rescue_still_works() -> None:
         held.append(d)
     assert all(d.action is Action.HOLD for d in held)
     assert any("someone else" in d.reason for d in held)
-    g.counters = {"oom": 1}
+    g.counters = {"oom": 1, "stalls": 3}
     now += 2
     (d,), state = step(now, HOST_OK, {"vm": g.read(now)}, state, PROACTIVE)
     assert d.action is Action.DEFLATE and d.klass is PressureClass.OOM

@@ -9,7 +9,13 @@ from typing import Any
 import pytest
 
 from autoballoon.core import decide
-from autoballoon.core.classify import Basis, Classification, PressureClass
+from autoballoon.core.classify import (
+    CALM_CLASSES,
+    PRESSURE_CLASSES,
+    Basis,
+    Classification,
+    PressureClass,
+)
 from autoballoon.core.decide import (
     RULES,
     Action,
@@ -80,6 +86,7 @@ def test_opted_out() -> None:
     ("klass", "step_kib"),
     [
         (PressureClass.OOM, LARGE),
+        (PressureClass.RUNNING_OUT, LARGE),
         (PressureClass.THRASHING, LARGE),
         (PressureClass.GLOBAL_RECLAIM, MEDIUM),
     ],
@@ -93,7 +100,13 @@ def test_rescue(klass: PressureClass, step_kib: int) -> None:
 
 
 @pytest.mark.parametrize(
-    "klass", [PressureClass.CGROUP_STALL, PressureClass.NONE, PressureClass.UNKNOWN]
+    "klass",
+    [
+        PressureClass.CGROUP_STALL,
+        PressureClass.CGROUP_OOM,
+        PressureClass.NONE,
+        PressureClass.UNKNOWN,
+    ],
 )
 def test_rescue_declines_other_classes(klass: PressureClass) -> None:
     assert decide.rescue(facts(klass, cur_mib=400)) is None
@@ -154,25 +167,18 @@ def test_low_water() -> None:
     assert isinstance(at_max, Hold) and "at max" in at_max.reason
 
 
-def test_short_in_stall() -> None:
-    headroom = P.headroom_kib(300 * MIB) // MIB
-    short = facts(PressureClass.CGROUP_STALL, cur_mib=300, avail_mib=headroom - 1)
-    got = decide.short_in_stall(short)
-    assert isinstance(got, Change) and got.rescue and "under the headroom" in got.reason
-    ok = facts(PressureClass.CGROUP_STALL, cur_mib=300, avail_mib=headroom)
-    assert decide.short_in_stall(ok) is None
-    assert decide.short_in_stall(short._replace(c=facts().c)) is None  # class none
-    assert decide.short_in_stall(facts(PressureClass.CGROUP_STALL, cur_mib=1024)) is None
-
-
 @pytest.mark.parametrize(
     "klass",
-    sorted(set(PressureClass) - {PressureClass.NONE, PressureClass.UNKNOWN}),
+    sorted(PRESSURE_CLASSES),
 )
 def test_under_pressure_holds_every_pressure_class(klass: PressureClass) -> None:
     got = decide.under_pressure(facts(klass))
     assert isinstance(got, Hold) and got.reason.startswith(f"{klass}:")
-    assert decide.under_pressure(facts(PressureClass.NONE)) is None
+
+
+@pytest.mark.parametrize("klass", sorted(CALM_CLASSES))
+def test_under_pressure_lets_calm_classes_through(klass: PressureClass) -> None:
+    assert decide.under_pressure(facts(klass)) is None
 
 
 @pytest.mark.parametrize(
@@ -224,7 +230,8 @@ def test_every_decision_names_its_rule() -> None:
     host = HostSample(0, 24 << 20, 20 << 20)
     state = EngineState()
     seen = {}
-    for i, counters in enumerate([{}, {}, {"oom": 1}, {"oom": 1}]):
+    kill = {"oom": 1, "stalls": 2}  # the guest's own: the allocator stalled before it
+    for i, counters in enumerate([{}, {}, kill, kill]):
         now = 1000.0 + 2 * i
         s = sample(now, actual_mib=600, avail_mib=400, **counters)
         (d,), state = step(now, host, {"vm": s}, state, policies)
