@@ -165,6 +165,10 @@ class GuestState(NamedTuple):
     by an inflate step (it has touched memory since)."""
 
 
+_NEW_GUEST = GuestState()
+"""The state of a guest seen for the first time (one shared value: a state is never mutated)."""
+
+
 @dataclass
 class EngineState:
     guests: dict[str, GuestState] = field(default_factory=dict)
@@ -769,7 +773,9 @@ def step(
     proposals: dict[str, _Proposal] = {}
     resolved: dict[str, GuestPolicy] = {}
     for name, sample in samples.items():
-        gs = state.guests.get(name, GuestState())
+        gs = state.guests.get(name)
+        if gs is None:
+            gs = _NEW_GUEST
         problem = size_problem(sample.actual_kib, sample.max_kib)
         if problem is not None:
             c = Classification(PressureClass.UNKNOWN, "unusable sizes", Basis.NONE)
