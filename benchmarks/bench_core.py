@@ -2,13 +2,17 @@
 
 Synthetic guests with realistic 6.12 statistics, a mix of calm, growing and pressured ones, run
 through ``autoballoon.core.decide.step`` for a number of ticks. Prints a Markdown table of CPU
-time per tick and per guest. Run: `python -m benchmarks.bench_core [--out FILE]`.
+time per tick and per guest. Run: `python -m benchmarks.bench_core [--out FILE]`, or
+`python -m benchmarks.bench_core --profile 1000` for where one size's ticks spend their time
+(cProfile, the functions with the most time of their own).
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
 import platform
+import pstats
 import random
 import time
 from pathlib import Path
@@ -50,7 +54,7 @@ def tick_samples(guests: list[dict[str, float]], t: float, i: int) -> dict[str, 
     return out
 
 
-def bench(n: int, ticks: int) -> tuple[float, float]:
+def bench(n: int, ticks: int, profile: cProfile.Profile | None = None) -> tuple[float, float]:
     guests = make_guests(n)
     policies = PolicySet(GuestPolicy(mode="proactive"))
     host = HostSample(0, 256 << 20, 64 << 20)
@@ -58,9 +62,13 @@ def bench(n: int, ticks: int) -> tuple[float, float]:
     inputs = [tick_samples(guests, 1000.0 + 5 * i, i) for i in range(ticks)]
     cpu = []
     for i, samples in enumerate(inputs):
+        if profile is not None and i >= 2:
+            profile.enable()
         t0 = time.process_time()
         _, state = step(1000.0 + 5 * i, host, samples, state, policies)
         cpu.append(time.process_time() - t0)
+        if profile is not None:
+            profile.disable()
     steady = sorted(cpu[2:])  # the first ticks build histories and policy caches
     median = steady[len(steady) // 2]
     return median, max(steady)
@@ -70,7 +78,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--ticks", type=int, default=20)
     ap.add_argument("--out", type=Path, help="also write the Markdown table here")
+    ap.add_argument("--profile", type=int, metavar="GUESTS",
+                    help="profile the ticks of this many guests instead (after the warm-up)")
     args = ap.parse_args()
+    if args.profile:
+        prof = cProfile.Profile()
+        bench(args.profile, args.ticks, prof)
+        pstats.Stats(prof).sort_stats("tottime").print_stats(25)
+        return
     lines = [
         f"Core cost (classify + decide), {args.ticks} ticks, CPU time, median tick; "
         f"{platform.processor() or platform.machine()}, {time.strftime('%Y-%m-%d')}",
