@@ -2,13 +2,19 @@
 
 Synthetic guests with realistic 6.12 statistics, a mix of calm, growing and pressured ones, run
 through ``autoballoon.core.decide.step`` for a number of ticks. Prints a Markdown table of CPU
-time per tick and per guest. Run: `python -m benchmarks.bench_core [--out FILE]`.
+time per tick and per guest. Run: `python -m benchmarks.bench_core [--out FILE]`, or
+`python -m benchmarks.bench_core --profile 1000 [--closed]` for where one size's ticks spend
+their time (cProfile, the functions with the most time of their own). The first columns are the
+open loop measured since the start (balloons never follow the targets); the last one closes the
+loop (each tick's balloons are the previous tick's targets), as on a host.
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
 import platform
+import pstats
 import random
 import time
 from pathlib import Path
@@ -33,10 +39,16 @@ def make_guests(n: int, seed: int = 1) -> list[dict[str, float]]:
     ]
 
 
-def tick_samples(guests: list[dict[str, float]], t: float, i: int) -> dict[str, GuestSample]:
+def tick_samples(
+    guests: list[dict[str, float]], t: float, i: int, actual: dict[str, int] | None = None
+) -> dict[str, GuestSample]:
+    """The guests' samples at tick ``i``: balloons at their maximum, or at ``actual`` (KiB, by
+    name: the previous tick's targets), with the guest's available memory smaller by as much."""
     out = {}
     for k, g in enumerate(guests):
         max_kib = int(g["max_mib"] * 1024)
+        name = f"vm-{k:05d}"
+        size_kib = max_kib if actual is None else actual.get(name, max_kib)
         stats = dict.fromkeys(EXTENDED_STATS, 0)
         if g["pressure"]:
             stats |= {
@@ -44,23 +56,37 @@ def tick_samples(guests: list[dict[str, float]], t: float, i: int) -> dict[str, 
                 "stat-direct-scans": 4 * BYTES_PER_MIB * i,
                 "stat-direct-reclaims": BYTES_PER_MIB * i,
             }
-        stats["stat-available-memory"] = int(max_kib * 1024 * (1 - g["used"]))
-        name = f"vm-{k:05d}"
-        out[name] = GuestSample(name, name, t, max_kib, max_kib, int(t), stats)
+        stats["stat-available-memory"] = max(
+            int(max_kib * 1024 * (1 - g["used"])) - (max_kib - size_kib) * 1024, 0
+        )
+        out[name] = GuestSample(name, name, t, size_kib, max_kib, int(t), stats)
     return out
 
 
-def bench(n: int, ticks: int) -> tuple[float, float]:
+def bench(
+    n: int, ticks: int, profile: cProfile.Profile | None = None, closed: bool = False
+) -> tuple[float, float]:
+    """Median and worst CPU seconds per tick. Open loop (the default, the series measured since
+    the start): the balloons never follow the targets, so every inflated guest is a stalled
+    inflation every tick. ``closed``: each tick's balloons are the previous tick's targets, as
+    on a host whose guests follow."""
     guests = make_guests(n)
     policies = PolicySet(GuestPolicy(mode="proactive"))
     host = HostSample(0, 256 << 20, 64 << 20)
     state = EngineState()
-    inputs = [tick_samples(guests, 1000.0 + 5 * i, i) for i in range(ticks)]
+    inputs = [] if closed else [tick_samples(guests, 1000.0 + 5 * i, i) for i in range(ticks)]
+    actual: dict[str, int] = {}
     cpu = []
-    for i, samples in enumerate(inputs):
+    for i in range(ticks):
+        samples = tick_samples(guests, 1000.0 + 5 * i, i, actual) if closed else inputs[i]
+        if profile is not None and i >= 2:
+            profile.enable()
         t0 = time.process_time()
-        _, state = step(1000.0 + 5 * i, host, samples, state, policies)
+        decisions, state = step(1000.0 + 5 * i, host, samples, state, policies)
         cpu.append(time.process_time() - t0)
+        if profile is not None:
+            profile.disable()
+        actual = {d.guest: d.target_kib for d in decisions}
     steady = sorted(cpu[2:])  # the first ticks build histories and policy caches
     median = steady[len(steady) // 2]
     return median, max(steady)
@@ -70,17 +96,29 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--ticks", type=int, default=20)
     ap.add_argument("--out", type=Path, help="also write the Markdown table here")
+    ap.add_argument("--profile", type=int, metavar="GUESTS",
+                    help="profile the ticks of this many guests instead (after the warm-up)")
+    ap.add_argument("--closed", action="store_true", help="profile the closed loop")
     args = ap.parse_args()
+    if args.profile:
+        prof = cProfile.Profile()
+        bench(args.profile, args.ticks, prof, closed=args.closed)
+        pstats.Stats(prof).sort_stats("tottime").print_stats(25)
+        return
     lines = [
         f"Core cost (classify + decide), {args.ticks} ticks, CPU time, median tick; "
         f"{platform.processor() or platform.machine()}, {time.strftime('%Y-%m-%d')}",
         "",
-        "| guests | per tick (ms) | worst tick (ms) | per guest (us) |",
-        "|---:|---:|---:|---:|",
+        "| guests | per tick (ms) | worst tick (ms) | per guest (us) | closed loop per tick (ms) |",
+        "|---:|---:|---:|---:|---:|",
     ]
     for n in SIZES:
         median, worst = bench(n, args.ticks)
-        lines.append(f"| {n} | {median * 1e3:.1f} | {worst * 1e3:.1f} | {median / n * 1e6:.1f} |")
+        closed, _ = bench(n, args.ticks, closed=True)
+        lines.append(
+            f"| {n} | {median * 1e3:.1f} | {worst * 1e3:.1f} | {median / n * 1e6:.1f} | "
+            f"{closed * 1e3:.1f} |"
+        )
         print(lines[-1], flush=True)
     text = "\n".join(lines) + "\n"
     print(text)

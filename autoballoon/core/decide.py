@@ -67,7 +67,7 @@ closed-loop detectors are off: a stalled inflation, and a size changed by someon
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import NamedTuple
 
@@ -105,9 +105,12 @@ FORGET_AFTER_S = 600.0
 """A guest not seen for this long (domain gone) is dropped from the state."""
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """What the controller decided for one guest at one tick. A value: acting is elsewhere."""
+class Decision(NamedTuple):
+    """What the controller decided for one guest at one tick. A value: acting is elsewhere.
+
+    A NamedTuple for the same reason as ``GuestState``: one is built per guest per tick, and a
+    frozen dataclass takes about five times as long to build.
+    """
 
     guest: str
     t: float
@@ -166,6 +169,10 @@ class GuestState(NamedTuple):
     (almost) nothing: never-touched pages free nothing on the host. The guest is not squeezed
     for the host again until the host is above its reserve once more, or the guest's RSS grows
     by an inflate step (it has touched memory since)."""
+
+
+_NEW_GUEST = GuestState()
+"""The state of a guest seen for the first time (one shared value: a state is never mutated)."""
 
 
 @dataclass
@@ -611,8 +618,7 @@ def _take(
         last_target_kib=target,
     )
     clamped = "host-need" if amount < prop.spare_kib else prop.spare_limit
-    decision = replace(
-        d,
+    decision = d._replace(
         target_kib=target,
         action=Action.INFLATE,
         reason=reason,
@@ -727,7 +733,7 @@ def _share(
             )
             proposals[name] = taken._replace(state=state)
             continue
-        decision = replace(prop.decision, reason=reason, rule=rule)
+        decision = prop.decision._replace(reason=reason, rule=rule)
         proposals[name] = prop._replace(decision=decision, spare_kib=0)
 
     if short < KIB_PER_MIB or not any(p.mode == "on-demand" for p in resolved.values()):
@@ -754,7 +760,9 @@ def step(
     proposals: dict[str, _Proposal] = {}
     resolved: dict[str, GuestPolicy] = {}
     for name, sample in samples.items():
-        gs = state.guests.get(name, GuestState())
+        gs = state.guests.get(name)
+        if gs is None:
+            gs = _NEW_GUEST
         problem = size_problem(sample.actual_kib, sample.max_kib)
         if problem is not None:
             c = Classification(PressureClass.UNKNOWN, "unusable sizes", Basis.NONE)

@@ -150,7 +150,9 @@ class GuestPolicy(_Frozen):
                 prev = (size, head - low)
                 continue
             if prev is not None:  # the gap is linear in between: where it closes
-                size = prev[0] + (size - prev[0]) * prev[1] / (prev[1] + low - head)
+                # (low - head) first: >= 0 here, so the divisor is at least the last gap, even
+                # when that gap is far below the rounding error of the marks themselves.
+                size = prev[0] + (size - prev[0]) * prev[1] / (prev[1] + (low - head))
             raise ValueError(
                 f"{low_field} = {getattr(self, low_field)} is not below {head_field} = "
                 f"{getattr(self, head_field)} on a {size:.0f} MiB guest: the dead band "

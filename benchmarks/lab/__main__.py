@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import RESULTS, machine, say
-from benchmarks.lab.analysis import analyze, analyze_run
+from benchmarks.lab.analysis import RAW_FORMAT, RawDataError, analyze, analyze_run
 from benchmarks.lab.plot import plot
 from benchmarks.lab.render import _f, render, short
 from benchmarks.lab.runner import run_retrying
@@ -76,7 +76,11 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     if args.analyze_only:
-        write_outputs(json.loads(args.analyze_only.read_text()), args.out)
+        try:
+            write_outputs(json.loads(args.analyze_only.read_text()), args.out)
+        except RawDataError as err:
+            say(f"{args.analyze_only}: {err}")
+            return 2
         return 0
     wanted = args.scenarios.split(",")
     modes = [m for m in args.modes.split(",") if m]
@@ -89,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     raw_path = args.raw or args.out / "tmp" / "lab-raw.json"
     raw_path.parent.mkdir(parents=True, exist_ok=True)
     raw: dict[str, Any] = {
+        "format": RAW_FORMAT,
         "machine": machine(),
         "quick": args.quick,
         "descriptions": {s.name: s.what for s in chosen},

@@ -1,7 +1,9 @@
 """From one run's raw data to per-guest numbers: reclaimed memory, the oracle, harm (the guests'
 own counters, and the same counters run through the pure classifier), reaction, flips.
 
-Pure: reads the raw data (``runner``'s output, or a saved lab-raw.json), never the lab.
+Pure: reads the raw data (``runner``'s output, or a saved lab-raw.json), never the lab. Each
+tick keeps every guest's ``autoballoon.report.GuestRecord`` as JSON; it is read back as that
+record, so the names here are the ones the status file and the trace use.
 """
 
 from __future__ import annotations
@@ -11,13 +13,41 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from autoballoon.core.classify import PressureClass, classify
+from autoballoon.core.decide import Action
 from autoballoon.core.policy import GuestPolicy
 from autoballoon.core.samples import GuestSample
+from autoballoon.report import GuestRecord
 from contrib.lab.policies import preset_policies
 
 PAGE = 4096
 HARM_CLASSES = {PressureClass.THRASHING, PressureClass.GLOBAL_RECLAIM, PressureClass.OOM}
 RESCUE_TRIGGERS = {PressureClass.THRASHING, PressureClass.OOM}
+
+RAW_FORMAT = 2
+"""Version of the raw data: 2 keeps each guest's ``GuestRecord`` per tick (1 kept a dict of its
+own with other names)."""
+
+
+class RawDataError(ValueError):
+    """Raw data this analysis cannot read; the message says why and what to do."""
+
+
+def check_format(raw: Mapping[str, Any]) -> None:
+    found = raw.get("format", 1)
+    if found != RAW_FORMAT:
+        raise RawDataError(
+            f"raw data format {found}, this analysis reads format {RAW_FORMAT} (per-guest "
+            "GuestRecord per tick): render it with the benchmarks.lab that recorded it"
+        )
+
+
+def guest_ticks(run: Mapping[str, Any], name: str) -> list[tuple[float, GuestRecord]]:
+    """The guest's record at each tick that decided for it, with the tick's time."""
+    return [
+        (tk["t"], GuestRecord.model_validate(tk["guests"][name]))
+        for tk in run["ticks"]
+        if name in tk["guests"]
+    ]
 
 
 def _report_sample(name: str, t: float, rep: Mapping[str, float], max_kib: int) -> GuestSample:
@@ -88,9 +118,9 @@ def analyze_run(run: Mapping[str, Any], baseline: Mapping[str, Any] | None) -> d
     for name, meta in run["guests"].items():
         reports = [(t, r) for t, r in run["reports"].get(name, [])]
         max_kib = meta["mem_mib"] * 1024
-        ticks = [(tk["t"], tk["guests"][name]) for tk in run["ticks"] if name in tk["guests"]]
-        actual = [(t, g["actual"] / 1024) for t, g in ticks]
-        reclaimed = [(t, (max_kib - g["actual"]) / 1024) for t, g in ticks]
+        ticks = guest_ticks(run, name)
+        actual = [(t, g.actual_kib / 1024) for t, g in ticks]
+        reclaimed = [(t, (max_kib - g.actual_kib) / 1024) for t, g in ticks]
 
         def need_peak(rs: Sequence[tuple[float, Mapping[str, float]]], a: float, b: float
                       ) -> float | None:
@@ -135,10 +165,10 @@ def analyze_run(run: Mapping[str, Any], baseline: Mapping[str, Any] | None) -> d
                 onset = t
                 break
             prev = r
-        ctl_rescue = [t for t, g in ticks if g["klass"] in {str(k) for k in HARM_CLASSES}]
+        ctl_rescue = [t for t, g in ticks if g.klass in HARM_CLASSES]
         if ctl_rescue and (onset is None or ctl_rescue[0] < onset):
             onset = ctl_rescue[0]
-        deflates = [t for t, g in ticks if g["action"] == "deflate"]
+        deflates = [t for t, g in ticks if g.decision.action is Action.DEFLATE]
         reaction = None
         if onset is not None:
             after = [t for t in deflates if t >= onset - interval]
@@ -147,12 +177,12 @@ def analyze_run(run: Mapping[str, Any], baseline: Mapping[str, Any] | None) -> d
         # Deflate within two ticks of oom/thrashing (guest-side OOM kills, and controller
         # classes): ticks from the event to the first deflate; None when the guest was at max.
         rescue_events = oom_times + [
-            t for t, g in ticks if g["klass"] in {str(k) for k in RESCUE_TRIGGERS}
+            t for t, g in ticks if g.klass in RESCUE_TRIGGERS
         ]
         worst_ticks = None
         missed = 0
         for te in sorted(set(rescue_events)):
-            at_max = any(g["actual"] >= g["max"] for t, g in ticks if te - interval <= t <= te)
+            at_max = any(g.actual_kib >= g.max_kib for t, g in ticks if te - interval <= t <= te)
             nxt = [t for t in deflates if t >= te - 0.5]
             if at_max and not [t for t in nxt if t - te <= 2 * interval]:
                 continue  # nothing to give back
@@ -164,12 +194,12 @@ def analyze_run(run: Mapping[str, Any], baseline: Mapping[str, Any] | None) -> d
             high = [t - t0 for t, r in in_run if r["ws_mib"] > base_r["ws_mib"] + 16]
             if high:
                 spike_window = (high[0], high[-1])
-        acts = [g["action"] for _, g in ticks if g["action"] != "hold"]
+        acts = [g.decision.action for _, g in ticks if g.decision.action is not Action.HOLD]
         flips = sum(1 for a, b in zip(acts, acts[1:], strict=False) if a != b)
         gclasses = guest_side_classes(name, reports, max_kib, policy)
         cap = 3 * interval
-        ctl_series = [(t, g["klass"]) for t, g in ticks]
-        last_hold = next((g["reason"] for _, g in reversed(ticks)), "")
+        ctl_series = [(t, g.klass) for t, g in ticks]
+        last_hold = next((g.decision.reason for _, g in reversed(ticks)), "")
         out[name] = {
             "role": meta["role"],
             "kind": meta["kind"],
@@ -187,9 +217,7 @@ def analyze_run(run: Mapping[str, Any], baseline: Mapping[str, Any] | None) -> d
             "stalls": deltas["allocstall"],
             "memload_restarts": deltas["memload_restarts"],
             "harm_s_guest": _time_in(gclasses, HARM_CLASSES, t0, t_end, 3.0),
-            "harm_s_ctl": _time_in(
-                ctl_series, {str(k) for k in HARM_CLASSES}, t0, t_end, cap
-            ),
+            "harm_s_ctl": _time_in(ctl_series, HARM_CLASSES, t0, t_end, cap),
             "onset_s": None if onset is None else onset - t0,
             "reaction_s": reaction,
             "rescue_worst_ticks": worst_ticks,
@@ -198,19 +226,20 @@ def analyze_run(run: Mapping[str, Any], baseline: Mapping[str, Any] | None) -> d
             "oom_times_s": [t - t0 for t in oom_times],
             "direction_changes": flips,
             "changes_per_min": flips / minutes if minutes > 0 else 0.0,
-            "inflates": sum(1 for a in acts if a == "inflate"),
-            "deflates": sum(1 for a in acts if a == "deflate"),
+            "inflates": sum(1 for a in acts if a is Action.INFLATE),
+            "deflates": sum(1 for a in acts if a is Action.DEFLATE),
             "rss_start_mib": _mib(run["start"].get(name, {}).get("rss")),
             "rss_end_mib": _mib(run["end"].get(name, {}).get("rss")),
             "spike_s": spike_window,
             "last_reason": last_hold,
             "series": [(t - t0, v) for t, v in actual],
-            "source": ticks[-1][1]["source"] if ticks else None,
+            "source": ticks[-1][1].source if ticks else None,
         }
     return out
 
 
 def analyze(raw: Mapping[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
+    check_format(raw)
     runs = {(r["scenario"], r["mode"]): r for r in raw["runs"]}
     return {
         key: analyze_run(run, runs.get((key[0], "none")))

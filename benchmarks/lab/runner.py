@@ -14,8 +14,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from autoballoon.config import DaemonConfig
-from autoballoon.daemon import Controller, TickReport
+from autoballoon.daemon import Controller
 from autoballoon.libvirt_adapter import LibvirtHypervisor
+from autoballoon.report import TickReport
 from benchmarks.common import down_fresh, other_domains, say
 from benchmarks.lab.scenarios import Scenario
 from contrib.lab import Lab, LabError, parse_report, preset_policies
@@ -69,26 +70,10 @@ class ConsolePoller:
 
 
 def compact_tick(rep: TickReport) -> dict[str, Any]:
-    guests = {}
-    for d in rep.decisions:
-        s = rep.samples[d.guest]
-        guests[d.guest] = {
-            "actual": s.actual_kib,
-            "max": s.max_kib,
-            "avail": d.available_kib,
-            "klass": str(d.klass),
-            "basis": str(d.basis),
-            "action": str(d.action),
-            "target": d.target_kib,
-            "reason": d.reason,
-            "clamped": d.clamped_by,
-            "floor": d.floor_kib,
-            "rss": rep.rss_kib.get(d.guest),
-            "source": rep.sources.get(d.guest),
-            "result": rep.results.get(d.guest),
-        }
-    return {"t": rep.t, "dur": rep.duration_s, "error": rep.error, "guests": guests,
-            "skipped": dict(rep.skipped)}
+    """One tick of raw data: when, how long, the tick's error, and each guest's ``GuestRecord``
+    (its ``to_json``, the same object the status file shows)."""
+    return {"t": rep.t, "dur": rep.duration_s, "error": rep.error,
+            "guests": {r.name: r.to_json() for r in rep.guests}, "skipped": dict(rep.skipped)}
 
 
 def run_one(lab: Any, sc: Scenario, mode: str, interval_s: float) -> dict[str, Any]:
