@@ -58,7 +58,7 @@ PG_REPORT_KEYS = (
     "up", "t", "interval", "tx", "failed", "tps", "lat_avg_ms", "p50_ms", "p99_ms", "max_ms",
 )
 _PG_REPORT_RE = re.compile(r"PGREPORT((?: [A-Za-z_0-9]+=[0-9]+(?:\.[0-9]+)?)+)(?![0-9.])")
-_PG_WORKLOAD_RE = re.compile(r"^(idle|pgbench:[1-9]\d*:[1-9]\d*)$")
+_PG_WORKLOAD_RE = re.compile(r"^(idle|warm:\d+|(warm:\d+\+)?pgbench:[1-9]\d*:[1-9]\d*)$")
 GUEST_KINDS = ("busybox", "pg")
 PG_TB_CACHE_MIB = 128
 PG_DISK_DIR = CACHE_DIR / "pg" / "disks"
@@ -173,7 +173,9 @@ class GuestSpec:
     guest's virtio_balloon driver (the guest never reports stats).
 
     kind: "busybox" (the initramfs guest above) or "pg": Debian 12 + PostgreSQL 15 on a
-    disk (contrib/lab/pg/), workload ``idle`` or ``pgbench:CLIENTS:SECONDS``.
+    disk (contrib/lab/pg/), workload ``idle``, ``pgbench:CLIENTS:SECONDS``, ``warm:MIB``
+    (fill the page cache first: the database's files, then MIB MiB of the disk) or both
+    (``warm:MIB+pgbench:...``).
     """
 
     name: str
@@ -187,7 +189,8 @@ class GuestSpec:
         if self.kind not in GUEST_KINDS:
             raise ValueError(f"bad guest kind {self.kind!r} (one of {', '.join(GUEST_KINDS)})")
         if self.kind == "pg" and not _PG_WORKLOAD_RE.match(self.workload):
-            raise ValueError(f"bad pg workload {self.workload!r} (idle or pgbench:CLIENTS:SECONDS)")
+            raise ValueError(f"bad pg workload {self.workload!r} "
+                             "(idle, warm:MIB, [warm:MIB+]pgbench:CLIENTS:SECONDS)")
         for comp in self.workload.split("+") if self.kind == "busybox" else ():
             if not _WORKLOAD_RE.match(comp):
                 raise ValueError(f"bad workload component {comp!r} in {self.workload!r}")

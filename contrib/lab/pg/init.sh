@@ -4,13 +4,16 @@
 # then the workload from the kernel command line:
 #   ab.pg=idle                       PostgreSQL runs, no client (default)
 #   ab.pg=pgbench:CLIENTS:SECONDS    pgbench -c CLIENTS -j 1 -T SECONDS once PostgreSQL is up
+#   ab.pg=warm:MIB[+pgbench:...]     first fill the page cache as a guest that has run for
+#                                    days: read the database's files, then MIB MiB of the
+#                                    disk itself (reclaimable cache either way)
 #   ab.pg_interval=N                 seconds per PGREPORT line (default 5)
 # Console, once per second, the busybox guests' line (memload_restarts and ws_mib are 0):
 #   ABREPORT up=<s> MemTotal=<kB> MemAvailable=<kB> MemFree=<kB> Buffers=<kB> Cached=<kB>
 #     oom_kill=<n> allocstall=<n> pgscan_kswapd=<n> pgscan_direct=<n>
 #     pgsteal_kswapd=<n> pgsteal_direct=<n> memload_restarts=0 ws_mib=0
 # and, while pgbench runs, one PGREPORT line per interval (see /sbin/ab-pgreport.awk).
-# Events: "PGEVENT ready up=<s>", "PGEVENT pgbench exited rc=<n> ...", "PGEVENT postgres exited".
+# Events: "PGEVENT ready up=<s>", "PGEVENT warm done up=<s>", "PGEVENT pgbench exited rc=<n> ...", "PGEVENT postgres exited".
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin
 export LC_ALL=C.UTF-8
 PGBIN=/usr/lib/postgresql/15/bin
@@ -78,9 +81,26 @@ done
 read -r UP _ < /proc/uptime
 echo "PGEVENT ready up=$UP"
 
-case "$WL" in
+WARM_MIB=0
+BENCH=
+for comp in $(echo "$WL" | tr '+' ' '); do
+    case "$comp" in
+        warm:*) WARM_MIB="${comp#warm:}" ;;
+        pgbench:*:*) BENCH="$comp" ;;
+        idle) ;;
+        *) echo "ABEVENT unknown workload component $comp in ab.pg=$WL" ;;
+    esac
+done
+if [ "$WARM_MIB" -gt 0 ]; then
+    find "$PGDATA" -type f -exec cat {} + > /dev/null 2>&1
+    dd if=/dev/vda of=/dev/null bs=1M count="$WARM_MIB" 2>/dev/null
+    read -r UP _ < /proc/uptime
+    echo "PGEVENT warm done up=$UP"
+fi
+
+case "$BENCH" in
     pgbench:*:*)
-        rest="${WL#pgbench:}"
+        rest="${BENCH#pgbench:}"
         CLIENTS="${rest%%:*}"
         SECONDS_="${rest#*:}"
         (
@@ -92,17 +112,15 @@ case "$WL" in
                     -c '"$CLIENTS"' -j 1 -T '"$SECONDS_"' -l --log-prefix=/run/pgb/tx postgres' \
                 > /run/pgb/out 2>&1
         ) &
-        BENCH=$!
+        BENCH_PID=$!
         n=0
-        while [ ! -p "/run/pgb/tx.$BENCH" ] && [ "$n" -lt 100 ]; do sleep 0.1; n=$((n + 1)); done
-        awk -v INTERVAL="$INTERVAL" -f /sbin/ab-pgreport.awk < "/run/pgb/tx.$BENCH" &
-        wait "$BENCH"
+        while [ ! -p "/run/pgb/tx.$BENCH_PID" ] && [ "$n" -lt 100 ]; do sleep 0.1; n=$((n + 1)); done
+        awk -v INTERVAL="$INTERVAL" -f /sbin/ab-pgreport.awk < "/run/pgb/tx.$BENCH_PID" &
+        wait "$BENCH_PID"
         rc=$?
         echo "PGEVENT pgbench exited rc=$rc $(grep -E '^(tps|number of failed)' /run/pgb/out | tr '\n' ' ')"
         [ "$rc" -eq 0 ] || tail -n 5 /run/pgb/out
         ;;
-    idle) ;;
-    *) echo "ABEVENT unknown workload ab.pg=$WL" ;;
 esac
 
 wait "$PGPID"
