@@ -8,9 +8,9 @@
 # sort -n). pgbench writes its log through stdio, so lines arrive in 4 KiB batches: an
 # interval is printed once a transaction of a later interval arrives (or at the end), late
 # by up to one batch, stamped with its own start time t.
-function emit(start,    i, k50, k99, line, n, p50, p99, sorted, sum, mx, cmd) {
-    sorted = "/run/pgb/sorted"
-    cmd = "sort -n > " sorted
+# Variables: INTERVAL (seconds, default 5), SORTED (scratch file, default /run/pgb/sorted).
+function emit(start,    i, k50, k99, line, n, p50, p99, sum, mx, cmd, u, up) {
+    cmd = "sort -n > " SORTED
     sum = 0; mx = 0
     for (i = 1; i <= cnt; i++) {
         print lat[i] | cmd
@@ -20,12 +20,12 @@ function emit(start,    i, k50, k99, line, n, p50, p99, sorted, sum, mx, cmd) {
     close(cmd)
     k50 = int((cnt * 50 + 99) / 100); k99 = int((cnt * 99 + 99) / 100)
     n = 0; p50 = 0; p99 = 0
-    while ((getline line < sorted) > 0) {
+    while ((getline line < SORTED) > 0) {
         n++
         if (n == k50) p50 = line
         if (n == k99) { p99 = line; break }
     }
-    close(sorted)
+    close(SORTED)
     up = 0
     if ((getline line < "/proc/uptime") > 0) { split(line, u, " "); up = u[1] }
     close("/proc/uptime")
@@ -36,7 +36,11 @@ function emit(start,    i, k50, k99, line, n, p50, p99, sorted, sum, mx, cmd) {
     cnt = 0; bad = 0
     delete lat
 }
-BEGIN { if (INTERVAL < 1) INTERVAL = 5; cur = -1; cnt = 0; bad = 0 }
+BEGIN {
+    if (INTERVAL < 1) INTERVAL = 5
+    if (SORTED == "") SORTED = "/run/pgb/sorted"
+    cur = -1; cnt = 0; bad = 0
+}
 NF >= 6 {
     slot = int($5 / INTERVAL)
     if (cur < 0) cur = slot
