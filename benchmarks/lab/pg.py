@@ -25,6 +25,7 @@ reporting, deflate-on-OOM, on-demand with a host shortfall and several guests ar
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import subprocess
 import tempfile
@@ -178,7 +179,8 @@ def summarize(r: dict[str, Any]) -> dict[str, float]:
 
 def render(r: dict[str, Any], s: dict[str, float]) -> str:
     rows = [
-        ("guest page cache + free memory at the start (Buffers + Cached + MemFree, MiB)",
+        ("guest page cache + free memory at the start (Buffers + Cached + MemFree, MiB; "
+         "Cached includes PostgreSQL's 128 MB of shared memory)",
          f"{s['cache_free_start_mib']:.0f}"),
         ("host memory returned (guest-RAM RSS start - end, MiB)", f"{s['returned_mib']:.0f}"),
         ("QEMU guest-RAM RSS, start -> end (MiB)",
@@ -241,6 +243,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     s = summarize(r)
     out = args.out or RESULTS / f"pg-{args.mode}.md"
     out.write_text(render(r, s))
+    raw = RESULTS / "tmp" / f"pg-{args.mode}-raw.json"  # not committed
+    raw.parent.mkdir(parents=True, exist_ok=True)
+    raw.write_text(json.dumps(r))
     say(f"wrote {out}: {s}")
     return 0
 
