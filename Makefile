@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup host venv demo test lint unit lab-tests bench clean install uninstall check-fresh
+.PHONY: setup host venv demo test lint unit lab-tests bench clean install uninstall check-fresh pg-image
 
 setup: host venv
 
@@ -19,6 +19,10 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 venv: host $(STAMP)
+
+# The PostgreSQL lab guest (cached; also built on first use by the lab): about 90 s from nothing.
+pg-image: host
+	bash contrib/lab/pg/build.sh
 
 lint: venv
 	$(VENV)/bin/ruff check autoballoon tests contrib benchmarks

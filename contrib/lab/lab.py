@@ -85,6 +85,14 @@ CGROUP_KEYS = (
 """With a ``cgroup:`` workload: the cgroup's memory.events, memory.stat reclaim counters (pages),
 memory.pressure totals (us), memory.current (kB) and its memload's working set and restarts."""
 _REPORT_RE = re.compile(r"ABREPORT((?: [A-Za-z_][A-Za-z0-9_]*=[0-9.]+)+)")
+PG_REPORT_KEYS = (
+    "up", "t", "interval", "tx", "failed", "tps", "lat_avg_ms", "p50_ms", "p99_ms", "max_ms",
+)
+_PG_REPORT_RE = re.compile(r"PGREPORT((?: [A-Za-z_0-9]+=[0-9]+(?:\.[0-9]+)?)+)(?![0-9.])")
+_PG_WORKLOAD_RE = re.compile(r"^(idle|warm:\d+|(warm:\d+\+)?pgbench:[1-9]\d*:[1-9]\d*)$")
+GUEST_KINDS = ("busybox", "pg")
+PG_TB_CACHE_MIB = 128
+PG_DISK_DIR = CACHE_DIR / "pg" / "disks"
 _WORKLOAD_RE = re.compile(
     r"^(idle|noballoon|cache:\d+|steady:\d+|thrash:\d+|ramp:\d+:\d+:\d+"
     r"|spike:\d+:\d+:\d+(?::\d+)?|zram:\d+|cgroup:\d+:\d+)$"
@@ -98,20 +106,30 @@ class LabError(RuntimeError):
 # --------------------------------------------------------------------------- image
 
 
-def build_image(quiet: bool = True) -> Path:
-    """Build (or reuse) the cached guest image; returns the cache dir with vmlinuz/initrd.img."""
+def build_pg_image() -> Path:
+    """Build (or reuse) the PostgreSQL guest (contrib/lab/pg/build.sh); returns the dir with
+    rootfs.raw and initrd.img (the kernel is the busybox guests' ``vmlinuz``)."""
+    return _run_build_script(LAB_DIR / "pg" / "build.sh", "pg/build.sh")
+
+
+def _run_build_script(script: Path, what: str, quiet: bool = True) -> Path:
     proc = subprocess.run(
-        ["bash", str(LAB_DIR / "build-image.sh")],
+        ["bash", str(script)],
         capture_output=True,
         text=True,
         env={**os.environ, "AB_LAB_CACHE": str(CACHE_DIR)},
         check=False,
     )
     if proc.returncode != 0:
-        raise LabError(f"build-image.sh failed:\n{proc.stderr}")
+        raise LabError(f"{what} failed:\n{proc.stderr}")
     if not quiet and proc.stderr:
         print(proc.stderr, end="")
     return Path(proc.stdout.strip().splitlines()[-1])
+
+
+def build_image(quiet: bool = True) -> Path:
+    """Build (or reuse) the cached guest image; returns the cache dir with vmlinuz/initrd.img."""
+    return _run_build_script(LAB_DIR / "build-image.sh", "build-image.sh", quiet)
 
 
 # ---------------------------------------------------------------- virtualisation type
@@ -185,16 +203,27 @@ class GuestSpec:
     workload: components joined by '+': idle, cache:MIB, steady:MIB, thrash:MIB,
     ramp:FROM:TO:SECONDS, spike:BASE:PEAK:AT[:HOLD]; noballoon = do not load the
     guest's virtio_balloon driver (the guest never reports stats).
+
+    kind: "busybox" (the initramfs guest above) or "pg": Debian 12 + PostgreSQL 15 on a
+    disk (contrib/lab/pg/), workload ``idle``, ``pgbench:CLIENTS:SECONDS``, ``warm:MIB``
+    (fill the page cache first: the database's files, then MIB MiB of the disk) or both
+    (``warm:MIB+pgbench:...``).
     """
 
     name: str
     mem_mib: int = 512
     workload: str = "idle"
+    kind: str = "busybox"
 
     def __post_init__(self) -> None:
         if not 64 <= self.mem_mib <= 4096:
             raise ValueError(f"mem_mib {self.mem_mib} out of range (64..4096; lab uses 256..1024)")
-        for comp in self.workload.split("+"):
+        if self.kind not in GUEST_KINDS:
+            raise ValueError(f"bad guest kind {self.kind!r} (one of {', '.join(GUEST_KINDS)})")
+        if self.kind == "pg" and not _PG_WORKLOAD_RE.match(self.workload):
+            raise ValueError(f"bad pg workload {self.workload!r} "
+                             "(idle, warm:MIB, [warm:MIB+]pgbench:CLIENTS:SECONDS)")
+        for comp in self.workload.split("+") if self.kind == "busybox" else ():
             if not _WORKLOAD_RE.match(comp):
                 raise ValueError(f"bad workload component {comp!r} in {self.workload!r}")
         if not re.fullmatch(r"[A-Za-z0-9_.-]+", self.name):
@@ -230,6 +259,45 @@ def parse_report(line: str) -> dict[str, float] | None:
     if any(k in out for k in CGROUP_KEYS) and any(k not in out for k in CGROUP_KEYS):
         return None
     return out
+
+
+def parse_pg_report(line: str) -> dict[str, float] | None:
+    """Parse one PGREPORT line of the PostgreSQL guest (pgbench's interval: tps, latency);
+    None if there is none or it is incomplete (interleaved with kernel output)."""
+    m = _PG_REPORT_RE.search(line)
+    if not m:
+        return None
+    out = {key: float(val) for key, _, val in (t.partition("=") for t in m.group(1).split())}
+    return out if all(k in out for k in PG_REPORT_KEYS) else None
+
+
+def pg_domain_xml(spec: GuestSpec, virt_type: str, image_dir: Path, pg_dir: Path,
+                  console: Path, disk: Path) -> str:
+    """The PostgreSQL guest: the lab guest's domain with the pg initramfs, ``disk`` as
+    /dev/vda (virtio, raw), ``ab.pg=`` on the command line and, under TCG, QEMU's
+    translation-block cache capped (it counts in QEMU's RSS, up to about 1 GiB otherwise).
+    No network device, like every lab guest."""
+    root = ET.fromstring(domain_xml(spec, virt_type, image_dir, console))
+    os_el = root.find("./os")
+    assert os_el is not None
+    initrd = os_el.find("./initrd")
+    cmdline = os_el.find("./cmdline")
+    assert initrd is not None and cmdline is not None
+    initrd.text = str(pg_dir / "initrd.img")
+    cmdline.text = f"console=ttyS0 panic=-1 quiet ab.pg={spec.workload}"
+    if virt_type == "qemu":
+        features = root.find("./features")
+        assert features is not None
+        tcg = ET.SubElement(features, "tcg")
+        ET.SubElement(tcg, "tb-cache", unit="MiB").text = str(PG_TB_CACHE_MIB)
+    devices = root.find("./devices")
+    assert devices is not None
+    disk_el = ET.Element("disk", type="file", device="disk")
+    ET.SubElement(disk_el, "driver", name="qemu", type="raw", cache="none", io="native")
+    ET.SubElement(disk_el, "source", file=str(disk))
+    ET.SubElement(disk_el, "target", dev="vda", bus="virtio")
+    devices.insert(0, disk_el)
+    return ET.tostring(root, encoding="unicode")
 
 
 def domain_xml(spec: GuestSpec, virt_type: str, image_dir: Path, console: Path) -> str:
@@ -304,6 +372,15 @@ class Guest:
     def latest_report(self) -> dict[str, float] | None:
         reports = self.console_reports()
         return reports[-1] if reports else None
+
+    def pg_reports(self) -> list[dict[str, float]]:
+        """All PGREPORT lines so far (the PostgreSQL guest's pgbench intervals), parsed."""
+        lines = self.console_text().split("\n")[:-1]  # last element is an unfinished line
+        return [r for r in map(parse_pg_report, lines) if r is not None]
+
+    def pg_ready(self) -> bool:
+        """The PostgreSQL guest said its database accepts connections."""
+        return "PGEVENT ready" in self.console_text()
 
     def console_text(self) -> str:
         try:
@@ -395,6 +472,10 @@ class Guest:
         return bool(stats.get("last-update", 0) > 0) and self.latest_report() is not None
 
 
+def _pg_guest_ready(guest: Guest) -> bool:
+    return guest.is_ready() and guest.pg_ready()
+
+
 class Lab:
     """Lab guests on one libvirt connection."""
 
@@ -447,6 +528,19 @@ class Lab:
             pass
         with contextlib.suppress(libvirt.libvirtError):
             dom.undefine()
+        (PG_DISK_DIR / f"{dom.name()}.raw").unlink(missing_ok=True)
+
+    def _domain_xml(self, spec: GuestSpec, image_dir: Path, console: Path) -> str:
+        """The domain for ``spec``; a PostgreSQL guest boots a fresh copy of the pristine
+        disk image (a destroy is a power cut: nothing of a previous boot carries over)."""
+        if spec.kind != "pg":
+            return domain_xml(spec, self.virt_type, image_dir, console)
+        pg_dir = build_pg_image()
+        disk = PG_DISK_DIR / f"{spec.domain_name}.raw"
+        disk.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["cp", "--sparse=always", str(pg_dir / "rootfs.raw"), str(disk)],
+                       check=True)
+        return pg_domain_xml(spec, self.virt_type, image_dir, pg_dir, console, disk)
 
     def up(self, specs: Sequence[GuestSpec], timeout: float = 180.0) -> list[Guest]:
         """Define and start guests, wait until each has balloon stats and an ABREPORT line."""
@@ -462,7 +556,7 @@ class Lab:
                 self._remove(existing[spec.domain_name])
             console = self.console_dir / f"{spec.domain_name}.log"
             console.unlink(missing_ok=True)
-            xml = domain_xml(spec, self.virt_type, image_dir, console)
+            xml = self._domain_xml(spec, image_dir, console)
             t0 = time.monotonic()
             dom = self.conn.defineXML(xml)
             try:
@@ -477,6 +571,8 @@ class Lab:
             remaining = max(10.0, timeout - (time.monotonic() - t0))
             ready = Guest.is_ready if "noballoon" not in guest.spec.workload.split("+") else (
                 lambda g: g.is_running() and g.latest_report() is not None)
+            if guest.spec.kind == "pg":
+                ready = _pg_guest_ready
             guest.wait_for(ready, timeout=remaining, what="balloon stats + first ABREPORT")
             self.boot_seconds[guest.name] = time.monotonic() - t0
         return [g for g, _ in started]
