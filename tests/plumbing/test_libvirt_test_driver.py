@@ -145,3 +145,26 @@ def test_reload_keeps_the_last_good_policies_on_error(
     report = ctl.tick()
     assert ctl.policies.default.mode == "observe"
     assert all(d.action.value == "hold" for d in report.decisions)
+
+
+def test_a_wall_clock_step_back_neither_repeats_nor_drops_history(
+    hv: LibvirtHypervisor, tmp_path: Path
+) -> None:
+    # The wall clock steps back 100 s after the third tick (NTP, an operator); the monotonic
+    # clock goes on. The engine orders by the monotonic one: every reading is kept, once, in
+    # order, and none is set aside as out of order. Reports keep the wall clock.
+    walls = iter([1e9, 1e9 + 5, 1e9 + 10, 1e9 - 90, 1e9 - 85, 1e9 - 80])
+    monos = iter([100.0, 105.0, 110.0, 115.0, 120.0, 125.0])
+    config = DaemonConfig(uri=URI, policy_dir=tmp_path, status_file=tmp_path / "s.json")
+    policies = PolicySet(GuestPolicy(mode="proactive"))
+    ctl = Controller(config, hv, policies, clock=lambda: next(walls), monotonic=lambda: next(monos))
+    reports = [ctl.tick() for _ in range(6)]
+    assert [r.t for r in reports] == [1e9, 1e9 + 5, 1e9 + 10, 1e9 - 90, 1e9 - 85, 1e9 - 80]
+    assert all(d.rule != "out-of-order" for r in reports for d in r.decisions)
+    history = ctl.state.guests["test"].history
+    assert [s.t for s in history] == [100.0, 105.0, 110.0, 115.0, 120.0, 125.0]
+    # Each sample's statistics age was read on the wall clock at the same moment.
+    last_update = history[0].last_update
+    assert [s.stats_age_s for s in history] == [
+        w - last_update for w in (1e9, 1e9 + 5, 1e9 + 10, 1e9 - 90, 1e9 - 85, 1e9 - 80)
+    ]
