@@ -128,6 +128,7 @@ class Controller:
             obs.skipped,
             obs.sources,
             obs.rss_kib,
+            self.state.host_verdict,
         )
         return self._publish(report)
 

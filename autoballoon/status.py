@@ -66,6 +66,10 @@ class HostStatus(ReportValue):
     mem_available_kib: int
     psi_some_avg10: float | None = None
     psi_full_avg10: float | None = None
+    verdict: str | None = None
+    """On-demand: None while the host is above its reserve, else "host short by N MiB; " and
+    what is done about it (asking guests, waiting for what was asked, or that ballooning
+    cannot free more)."""
 
 
 class BackendCounts(ReportValue):
@@ -255,7 +259,7 @@ class StatusSink:
 
     def _document(self, report: TickReport, health: Health) -> StatusDocument:
         if report.error is None:
-            self._host = _host(report.host)
+            self._host = _host(report.host, report.host_verdict)
             self._guests = self._guest_rows(report)
             self._skipped = dict(report.skipped)
         # else: a failed tick read nothing; keep showing what the last good one saw.
@@ -305,7 +309,7 @@ class StatusSink:
         return tuple(sorted(rows, key=lambda g: g.name))
 
 
-def _host(h: HostSample | None) -> HostStatus | None:
+def _host(h: HostSample | None, verdict: str | None) -> HostStatus | None:
     if h is None:
         return None
     return HostStatus(
@@ -313,6 +317,7 @@ def _host(h: HostSample | None) -> HostStatus | None:
         mem_available_kib=h.mem_available_kib,
         psi_some_avg10=h.psi_some_avg10,
         psi_full_avg10=h.psi_full_avg10,
+        verdict=verdict,
     )
 
 

@@ -15,7 +15,7 @@ import pytest
 from autoballoon.config import DaemonConfig
 from autoballoon.core.classify import PressureClass
 from autoballoon.core.decide import Action
-from autoballoon.core.policy import GuestPolicy, PolicySet
+from autoballoon.core.policy import GuestPolicy, HostPolicy, PolicySet
 from autoballoon.daemon import Controller
 from autoballoon.hypervisor import DomainGone, GuestError, TransientError
 from autoballoon.libvirt_adapter import LibvirtHypervisor, map_error
@@ -168,3 +168,13 @@ def test_a_wall_clock_step_back_neither_repeats_nor_drops_history(
     assert [s.stats_age_s for s in history] == [
         w - last_update for w in (1e9, 1e9 + 5, 1e9 + 10, 1e9 - 90, 1e9 - 85, 1e9 - 80)
     ]
+
+
+def test_the_engines_host_verdict_reaches_the_report(hv: LibvirtHypervisor, tmp_path: Path) -> None:
+    # A host reserve of 95 % of MemTotal: the host is short whatever it has available.
+    config = DaemonConfig(uri=URI, policy_dir=tmp_path, status_file=tmp_path / "s.json")
+    policies = PolicySet(GuestPolicy(mode="on-demand"), HostPolicy(reserve_ratio=0.95))
+    ctl = Controller(config, hv, policies)
+    report = ctl.tick()
+    assert report.host_verdict is not None and report.host_verdict.startswith("host short by")
+    assert report.host_verdict == ctl.state.host_verdict
