@@ -119,14 +119,18 @@ class StatusDocument(ReportValue):
         return json.dumps(self.to_json(), indent=1, sort_keys=True) + "\n"
 
 
-def status_stale_after_s(interval_s: float, libvirt_retry_s: float) -> float:
+SLOW_TICK_S = 20.0
+"""More than any tick takes: a read waits for libvirt at most its budget (2 s), each resize too."""
+
+
+def status_stale_after_s(interval_s: float) -> float:
     """How old the last write may be before the daemon counts as stuck.
 
-    A tick may block for ``libvirt_retry_s`` while libvirt is unreachable and still finish
-    (as a failed tick, which is written too); three missed intervals beyond that is no longer
-    a slow tick.
+    Three missed intervals, plus a tick slowed down by busy guest monitors (``SLOW_TICK_S``):
+    beyond that, the loop is no longer slow but stuck. An unreachable libvirt does not hold a
+    tick (it fails at once, and is written too).
     """
-    return 3 * interval_s + libvirt_retry_s
+    return 3 * interval_s + SLOW_TICK_S
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -215,7 +219,7 @@ class StatusSink:
             config.status_file,
             uri=config.uri,
             interval_s=config.interval_s,
-            stale_after_s=status_stale_after_s(config.interval_s, config.libvirt_retry_s),
+            stale_after_s=status_stale_after_s(config.interval_s),
             metrics_url=metrics,
         )
 

@@ -242,7 +242,7 @@ def test_render_shows_skipped_guests_and_failed_actions() -> None:
 
 def controller(tmp_path: Path, path: Path) -> tuple[Controller, LibvirtHypervisor, StatusSink]:
     config = DaemonConfig(uri=URI, policy_dir=tmp_path, status_file=path)
-    hv = LibvirtHypervisor(URI, retry_for_s=0)
+    hv = LibvirtHypervisor(URI)
     sink = StatusSink.for_config(config)
     ctl = Controller(config, hv, PolicySet(GuestPolicy()), dry_run=True, sinks=[sink])
     return ctl, hv, sink

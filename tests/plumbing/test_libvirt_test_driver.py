@@ -29,7 +29,7 @@ ALL = GuestScope()
 @pytest.fixture
 def hv() -> LibvirtHypervisor:
     # test:///default is per-connection state: each fixture gets a pristine "test" domain.
-    return LibvirtHypervisor(URI, retry_for_s=0)
+    return LibvirtHypervisor(URI)
 
 
 def test_reads_running_domain_with_units_converted(hv: LibvirtHypervisor) -> None:
@@ -60,7 +60,7 @@ def test_unknown_domain_is_gone_or_guest_error(hv: LibvirtHypervisor) -> None:
 
 
 def test_unreachable_daemon_is_transient() -> None:
-    hv = LibvirtHypervisor("qemu+unix:///system?socket=/nonexistent/sock", retry_for_s=0)
+    hv = LibvirtHypervisor("qemu+unix:///system?socket=/nonexistent/sock")
     with pytest.raises(TransientError):
         hv.read(ALL)
     hv.close()  # stops the background reconnection
@@ -115,7 +115,7 @@ def test_stale_guest_is_given_memory_back_live_but_not_in_dry_run(
 
 
 def test_tick_survives_unreachable_libvirt(tmp_path: Path) -> None:
-    hv = LibvirtHypervisor("qemu+unix:///system?socket=/nonexistent/sock", retry_for_s=0)
+    hv = LibvirtHypervisor("qemu+unix:///system?socket=/nonexistent/sock")
     ctl = controller(hv, False, tmp_path)
     report = ctl.tick()
     assert report.error and report.decisions == [] and ctl.failed_ticks == 1
