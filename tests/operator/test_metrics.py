@@ -196,6 +196,7 @@ def test_failed_tick_counts_and_keeps_the_last_picture(tmp_path: Path) -> None:
     hv.uri = "qemu+unix:///system?socket=/nonexistent/sock"  # libvirt goes away
     hv.close()
     ctl.tick()
+    hv.close()  # stops the background reconnection the failed tick started
     text = generate_latest(sink.registry).decode()
     assert value(text, "autoballoon_failed_ticks_total") == 1
     assert value(text, "autoballoon_ticks_total") == 1

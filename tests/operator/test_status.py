@@ -266,6 +266,7 @@ def test_failed_tick_keeps_the_guests_and_shows_the_error(tmp_path: Path) -> Non
     hv.uri = "qemu+unix:///system?socket=/nonexistent/sock"
     hv.close()
     ctl.tick()
+    hv.close()  # stops the background reconnection the failed tick started
     written = json.loads(sink.path.read_text())
     assert written["failed_ticks"] == 1 and written["last_tick"]["error"]
     assert [g["name"] for g in written["guests"]] == ["test"]
