@@ -10,7 +10,7 @@ short stability and cooldown) for two minutes.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -63,9 +63,14 @@ def test_never_unknown_once_reporting(run: Run) -> None:
     assert all(d.rule != "stale" for d in decisions)
 
 
-def test_reclaimed_like_the_guest_that_reports_every_second(run: Run) -> None:
+def test_reclaimed_like_the_guest_that_reports_every_second(
+    run: Run, record_property: Callable[[str, object], None]
+) -> None:
     final = {n: run.decisions(n)[-1] for n in (FAST, SLOW)}
     taken = {n: d.max_kib - d.current_kib for n, d in final.items()}
+    for n in (FAST, SLOW):
+        record_property(f"{n} taken MiB", taken[n] // 1024)
+        record_property(f"{n} inflations", len(run.changes(n)))
     assert all(d.action is Action.INFLATE for d in run.changes(SLOW)), "only inflations"
     assert len(run.changes(SLOW)) >= 3, run.changes(SLOW)
     # Both idle guests end where the headroom stops the taking: within one step of each other.
