@@ -171,9 +171,9 @@ def test_a_wall_clock_step_back_neither_repeats_nor_drops_history(
 
 
 def test_the_engines_host_verdict_reaches_the_report(hv: LibvirtHypervisor, tmp_path: Path) -> None:
-    # A host reserve of 95 % of MemTotal: the host is short whatever it has available.
+    # A host reserve of 1 PiB: the host is short whatever it has available.
     config = DaemonConfig(uri=URI, policy_dir=tmp_path, status_file=tmp_path / "s.json")
-    policies = PolicySet(GuestPolicy(mode="on-demand"), HostPolicy(reserve_ratio=0.95))
+    policies = PolicySet(GuestPolicy(mode="on-demand"), HostPolicy(reserve_mib=1 << 30))
     ctl = Controller(config, hv, policies)
     report = ctl.tick()
     assert report.host_verdict is not None and report.host_verdict.startswith("host short by")
