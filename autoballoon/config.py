@@ -6,12 +6,15 @@ Errors name the file, the field and the fix, like the policy loader's.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from autoballoon.policyfiles import PolicyFileError, read_toml
+
+log = logging.getLogger("autoballoon")
 
 DEFAULT_CONFIG = Path("/etc/autoballoon/autoballoon.toml")
 DEFAULT_POLICY_DIR = Path("/etc/autoballoon/policies")
@@ -62,8 +65,13 @@ class DaemonConfig(BaseModel):
     its policy's maximum (max_mib, else the domain's): for maintenance windows, or when no
     controller will watch them. Guests opted out (enabled = false), in observe mode or whose
     policy has an error are left as they are, as at every tick."""
-    libvirt_retry_s: float = Field(default=20.0, ge=0.0)
-    """How long one tick keeps retrying an unreachable libvirt before it is skipped."""
+
+
+RETIRED: dict[str, str] = {
+    "libvirt_retry_s": "a tick never waits for libvirt: it fails at once while libvirt is "
+    "unreachable, and reconnection runs in the background with backoff",
+}
+"""Settings that no longer do anything: still accepted in a config file, with a warning."""
 
 
 def load_config(path: Path | None, overrides: dict[str, Any]) -> DaemonConfig:
@@ -77,7 +85,11 @@ def load_config(path: Path | None, overrides: dict[str, Any]) -> DaemonConfig:
         table = doc.get("daemon", {})
         if not isinstance(table, dict):
             raise PolicyFileError(f"{path}: `daemon` must be a table, like [daemon]")
-        data.update(table)
+        for key in RETIRED.keys() & table.keys():
+            log.warning(
+                "%s: [daemon] %s is no longer used (%s); remove it", path, key, RETIRED[key]
+            )
+        data.update({k: v for k, v in table.items() if k not in RETIRED})
     data.update({k: v for k, v in overrides.items() if v is not None})
     try:
         return DaemonConfig.model_validate(data)

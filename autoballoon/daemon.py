@@ -51,6 +51,7 @@ class Controller:
         sinks: Sequence[Sink] = (),
         proc: Path = Path("/proc"),
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
         config_path: Path | None = None,
         cli_overrides: Mapping[str, Any] | None = None,
     ) -> None:
@@ -62,6 +63,9 @@ class Controller:
         self.sinks = list(sinks)
         self.observer = Observer(hypervisor, proc, GuestScope(config.include, config.exclude))
         self.clock = clock
+        """The wall clock: what reports (status, log, trace) are stamped with."""
+        self.monotonic = monotonic
+        """The core's clock: orders samples and times rates and timers; never goes back."""
         self.config_path = config_path
         self.cli_overrides = dict(cli_overrides or {})
         self.state = EngineState()
@@ -82,10 +86,14 @@ class Controller:
             return self._tick()
 
     def _tick(self) -> TickReport:
+        # Two clocks read together: the core runs on the monotonic one, so a step of the wall
+        # clock (NTP, an operator) neither repeats nor drops a guest's history; reports keep
+        # wall time, and each guest's statistics age is measured on the wall clock, QEMU's.
         t = self.clock()
+        now = self.monotonic()
         started = time.monotonic()
         try:
-            obs = self.observer.observe(t)
+            obs = self.observer.observe(now, wall_now=t)
         except (HypervisorError, OSError) as err:
             self.failed_ticks += 1
             what = "libvirt unreachable" if isinstance(err, TransientError) else "cannot observe"
@@ -104,7 +112,7 @@ class Controller:
             )
             return self._publish(failed)
         decisions, self.state = step(
-            t, obs.host, obs.samples, self.state, self.policies, open_loop=self.dry_run
+            now, obs.host, obs.samples, self.state, self.policies, open_loop=self.dry_run
         )
         results = self.actuator.apply(decisions)
         self._log_skips(obs.skipped)
@@ -120,6 +128,7 @@ class Controller:
             obs.skipped,
             obs.sources,
             obs.rss_kib,
+            self.state.host_verdict,
         )
         return self._publish(report)
 

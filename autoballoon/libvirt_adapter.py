@@ -211,7 +211,6 @@ class LibvirtHypervisor:
         *,
         extended_stats: str = "qmp",
         stats_period_s: int = 1,
-        retry_for_s: float = 20.0,
         on_event: Callable[[str, str], None] | None = None,
         dry_run: bool = False,
         xml_refresh_s: float = 30.0,
@@ -226,15 +225,14 @@ class LibvirtHypervisor:
         ``read_budget_s``: how long one read waits for the guests' balloons (``read_workers`` of
         them read at once). A guest not read by then is left out of this tick (busy) and is read
         again once its pending call returns; a setter that gets no answer in that time is
-        reported as failed. ``retry_for_s`` is no longer used: a read never waits for libvirt to
-        come back, reconnection runs in the background between ticks.
+        reported as failed. A read never waits for libvirt to come back: reconnection runs in
+        the background, with backoff, between ticks.
         """
         self.uri = uri
         self.dry_run = dry_run
         self.xml_refresh_s = xml_refresh_s
         self.extended_stats = extended_stats
         self.stats_period_s = stats_period_s
-        self.retry_for_s = retry_for_s
         self.read_budget_s = read_budget_s
         self.read_workers = read_workers
         self._busy: dict[tuple[str, int], Future[RawGuest | str]] = {}

@@ -55,8 +55,8 @@ log = logging.getLogger("autoballoon")
 PREFIX = "autoballoon"
 
 TICK_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
-"""A healthy tick takes milliseconds; an unreachable libvirt holds one for up to
-``libvirt_retry_s`` (20 s by default), which the top buckets still resolve."""
+"""A healthy tick takes milliseconds; busy guest monitors hold one for a read budget (2 s) and
+each resize's, which the top buckets still resolve. An unreachable libvirt fails a tick at once."""
 
 # The guest's cumulative counters: (stat, metric name, help, extra labels).
 GUEST_COUNTERS: tuple[tuple[str, str, str, Mapping[str, str]], ...] = (

@@ -81,8 +81,14 @@ class Observer:
     scope: GuestScope = GuestScope()
     _reported: set[tuple[str, str]] = field(default_factory=set)
 
-    def observe(self, t: float) -> Observation:
-        """Raises TransientError (from the hypervisor) when the host cannot be read at all."""
+    def observe(self, t: float, wall_now: float | None = None) -> Observation:
+        """The host and every guest in scope, read now; ``t`` stamps the samples.
+
+        ``t`` is the core's clock (the daemon's is monotonic). ``wall_now`` is the host's wall
+        clock read at the same moment: each guest's statistics age (``stats_age_s``) is measured
+        on it, against QEMU's wall-clock ``last_update``. Without it, ``t`` must be wall time.
+        Raises TransientError (from the hypervisor) when the host cannot be read at all.
+        """
         reading: Reading = self.hypervisor.read(self.scope)
         host = read_host(t, self.proc)
         samples: dict[str, GuestSample] = {}
@@ -95,16 +101,18 @@ class Observer:
                 if key not in self._reported:
                     self._reported.add(key)
                     log.warning("guest %s reports garbage, ignored: %s", g.name, problem)
+            last_update = max(g.last_update, 0)
             samples[g.name] = GuestSample(
                 name=g.name,
                 uuid=g.uuid,
                 t=t,
                 actual_kib=max(g.actual_kib, 0),
                 max_kib=max(g.max_kib, 0),
-                last_update=max(g.last_update, 0),
+                last_update=last_update,
                 stats=stats,
                 stats_period_s=g.stats_period_s,
                 rss_kib=g.rss_kib,
+                stats_age_s=None if wall_now is None else wall_now - last_update,
             )
             sources[g.name] = g.source
             if g.rss_kib is not None:

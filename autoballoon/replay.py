@@ -117,7 +117,9 @@ def decision_record(d: Decision) -> dict[str, Any]:
     }
 
 
-def tick_report(tick: RecordedTick, decisions: list[Decision]) -> TickReport:
+def tick_report(
+    tick: RecordedTick, decisions: list[Decision], host_verdict: str | None = None
+) -> TickReport:
     """A replayed tick as the report values every sink takes (a dry run: nothing applied).
 
     So a replay can feed the daemon's own sinks (log, status file, metrics, a new trace); what
@@ -133,6 +135,7 @@ def tick_report(tick: RecordedTick, decisions: list[Decision]) -> TickReport:
         results={d.guest: DRY_RUN for d in decisions if d.action is not Action.HOLD},
         skipped={},
         sources={},
+        host_verdict=host_verdict,
     )
 
 

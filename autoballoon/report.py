@@ -157,6 +157,9 @@ class TickReport:
     sources: Mapping[str, str]
     """Per guest: "qmp" (6.12 counters) or "libvirt" (standard statistics only)."""
     rss_kib: Mapping[str, int] = field(default_factory=dict)
+    host_verdict: str | None = None
+    """The on-demand host's situation after this tick (``EngineState.host_verdict``): None
+    while the host is above its reserve, else "host short by N MiB; " and what is done."""
     error: str | None = None
     """Set when the whole tick failed (libvirt unreachable): no decisions were made."""
 

@@ -9,6 +9,7 @@ sink). The `run` command chooses which sinks the daemon gets.
 from __future__ import annotations
 
 import logging
+import re
 import socket
 from pathlib import Path
 
@@ -30,8 +31,11 @@ class LogSink:
     def __init__(self) -> None:
         self._classes: dict[str, str] = {}
         self._sources: dict[str, str] = {}
+        self._verdict: str | None = None
 
     def on_tick(self, report: TickReport, health: Health) -> None:
+        if report.error is None:
+            self._log_verdict(report.host_verdict)
         for r in report.guests:
             d = r.decision
             before = self._classes.get(r.name)
@@ -95,6 +99,22 @@ class LogSink:
             if report.error is None:
                 self._classes.pop(name, None)
                 self._sources.pop(name, None)
+
+    def _log_verdict(self, verdict: str | None) -> None:
+        """The host verdict when it appears, changes in kind, or clears; not every tick.
+
+        Its figures move a little every tick (the host's MemAvailable does); a change of
+        figures alone is not news, a change of what is done about the shortfall is.
+        """
+        kind = None if verdict is None else re.sub(r"\d+", "N", verdict)
+        if kind == self._verdict:
+            return
+        if verdict is None:
+            log.info("host back above its reserve", extra={"fields": {"host_verdict": None}})
+        else:
+            level = logging.WARNING if "cannot" in verdict else logging.INFO
+            log.log(level, "%s", verdict, extra={"fields": {"host_verdict": verdict}})
+        self._verdict = kind
 
     def close(self) -> None:
         pass

@@ -66,6 +66,10 @@ class HostStatus(ReportValue):
     mem_available_kib: int
     psi_some_avg10: float | None = None
     psi_full_avg10: float | None = None
+    verdict: str | None = None
+    """On-demand: None while the host is above its reserve, else "host short by N MiB; " and
+    what is done about it (asking guests, waiting for what was asked, or that ballooning
+    cannot free more)."""
 
 
 class BackendCounts(ReportValue):
@@ -115,14 +119,18 @@ class StatusDocument(ReportValue):
         return json.dumps(self.to_json(), indent=1, sort_keys=True) + "\n"
 
 
-def status_stale_after_s(interval_s: float, libvirt_retry_s: float) -> float:
+SLOW_TICK_S = 20.0
+"""More than any tick takes: a read waits for libvirt at most its budget (2 s), each resize too."""
+
+
+def status_stale_after_s(interval_s: float) -> float:
     """How old the last write may be before the daemon counts as stuck.
 
-    A tick may block for ``libvirt_retry_s`` while libvirt is unreachable and still finish
-    (as a failed tick, which is written too); three missed intervals beyond that is no longer
-    a slow tick.
+    Three missed intervals, plus a tick slowed down by busy guest monitors (``SLOW_TICK_S``):
+    beyond that, the loop is no longer slow but stuck. An unreachable libvirt does not hold a
+    tick (it fails at once, and is written too).
     """
-    return 3 * interval_s + libvirt_retry_s
+    return 3 * interval_s + SLOW_TICK_S
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -211,7 +219,7 @@ class StatusSink:
             config.status_file,
             uri=config.uri,
             interval_s=config.interval_s,
-            stale_after_s=status_stale_after_s(config.interval_s, config.libvirt_retry_s),
+            stale_after_s=status_stale_after_s(config.interval_s),
             metrics_url=metrics,
         )
 
@@ -255,7 +263,7 @@ class StatusSink:
 
     def _document(self, report: TickReport, health: Health) -> StatusDocument:
         if report.error is None:
-            self._host = _host(report.host)
+            self._host = _host(report.host, report.host_verdict)
             self._guests = self._guest_rows(report)
             self._skipped = dict(report.skipped)
         # else: a failed tick read nothing; keep showing what the last good one saw.
@@ -305,7 +313,7 @@ class StatusSink:
         return tuple(sorted(rows, key=lambda g: g.name))
 
 
-def _host(h: HostSample | None) -> HostStatus | None:
+def _host(h: HostSample | None, verdict: str | None) -> HostStatus | None:
     if h is None:
         return None
     return HostStatus(
@@ -313,6 +321,7 @@ def _host(h: HostSample | None) -> HostStatus | None:
         mem_available_kib=h.mem_available_kib,
         psi_some_avg10=h.psi_some_avg10,
         psi_full_avg10=h.psi_full_avg10,
+        verdict=verdict,
     )
 
 

@@ -169,7 +169,7 @@ def measure(names: Sequence[str], conn: Any, reps: int) -> dict[str, Any]:
     res["read"] = {}
     for mode in ("off", "qmp"):
         for k in ks:
-            hv = LibvirtHypervisor(extended_stats=mode, retry_for_s=3.0)
+            hv = LibvirtHypervisor(extended_stats=mode)
             scope = GuestScope(tuple(names[:k]))
             try:
                 reading = hv.read(scope)  # first read: XML parsed, stats period checked
@@ -181,7 +181,7 @@ def measure(names: Sequence[str], conn: Any, reps: int) -> dict[str, Any]:
                 hv.close()
 
     # Setters: down by 32 MiB and back, alternating, on every guest.
-    hv = LibvirtHypervisor(retry_for_s=3.0)
+    hv = LibvirtHypervisor()
     set_times: list[float] = []
     settle: list[float] = []
     try:

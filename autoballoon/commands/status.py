@@ -177,6 +177,8 @@ def render(doc: StatusDocument, verdict: Verdict, now: float) -> str:
             f"host: {_mib(host.mem_available_kib)} MiB available of "
             f"{_mib(host.mem_total_kib)} MiB; memory PSI avg10 {psi or 'unavailable'}"
         )
+        if host.verdict:
+            lines.append(f"on-demand: {host.verdict}")
     guests = doc.guests
     lines.append(f"reclaimed: {_mib(doc.reclaimed_kib)} MiB from {len(guests)} guest(s)")
     lines.append("")

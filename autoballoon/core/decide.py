@@ -51,9 +51,11 @@ Take slowly:
   host back to its reserve (``take-on-demand``), nothing while the host is fine
   (``host-above-reserve``) or while what was already asked covers its shortfall
   (``host-covered``, ``asked``). It asks lowest priority first, then guests whose takes the host
-  really got back, then most spare; a guest whose last take returned nothing to the host is
-  not asked again while the host stays short (``unproductive``). When ballooning cannot help
-  the host, the engine says so (``EngineState.host_verdict``).
+  really got back, then most spare; a guest whose last take returned (almost) nothing to the
+  host, by its QEMU RSS and by the host's MemAvailable alike, is not asked again during this
+  shortage (``unproductive``): not until the host has stayed above its reserve for
+  ``SHORTAGE_OVER_S``, or the guest has touched more memory. When ballooning cannot help the
+  host, the engine says so (``EngineState.host_verdict``).
 
 Finally every change is clamped into [floor, max] and changes under ``min_change_mib`` are
 skipped (except rescues); ``observe`` turns a change into a hold that says what it would do.
@@ -168,7 +170,8 @@ class GuestState(NamedTuple):
     """Set (to the guest's QEMU RSS then, 0 when unknown) when a take for the host returned
     (almost) nothing: never-touched pages free nothing on the host. The guest is not squeezed
     for the host again until the host is above its reserve once more, or the guest's RSS grows
-    by an inflate step (it has touched memory since)."""
+    by an inflate step (it has touched memory since). "Once more" means for ``SHORTAGE_OVER_S``:
+    a moment above the reserve is still the same shortage."""
 
 
 _NEW_GUEST = GuestState()
@@ -183,10 +186,18 @@ class EngineState:
     the host is above its reserve (or no guest is on-demand), else one line starting "host
     short by N MiB; " and saying what is done about it: asking guests, waiting for what was asked
     to reach the host, or that ballooning cannot free more."""
+    host_fine_since: float | None = None
+    """Since when the host has been above its reserve (None while it is short): a shortage is
+    over only once that has lasted ``SHORTAGE_OVER_S``."""
 
 
 YIELD_LOW_RATIO = 0.25
 """A take for the host that returns less than this share to it marks the guest unproductive."""
+
+SHORTAGE_OVER_S = 60.0
+"""The host must stay above its reserve this long for its shortage to be over (and guests
+found unproductive in it to be tried again): memory freed for a moment and taken again by
+something else on the host is still the same shortage."""
 
 
 # --- what a rule proposes ---------------------------------------------------------------------
@@ -633,18 +644,20 @@ def _judge_ask(
 ) -> GuestState:
     """Once a take for the host has had time to land, learn what it returned to the host.
 
-    The guest's QEMU RSS says it best (ballooned pages leave it only if they were ever
-    touched); without it, the host's MemAvailable gain since the take. A guest that returned
-    under ``YIELD_LOW_RATIO`` is left out of the host's takes (see ``unproductive_rss_kib``).
+    The host got back at most what each of two witnesses saw: the guest's QEMU RSS (ballooned
+    pages leave it only if they were ever touched) and the host's MemAvailable since the take
+    (pages that left QEMU but were taken at once by something else on the host did not ease
+    the shortage either). A guest that returned under ``YIELD_LOW_RATIO`` is left out of the
+    host's takes (see ``unproductive_rss_kib``).
     """
     if not gs.asked_kib or now - gs.asked_t < max(p.cooldown_s, p.stuck_after_s):
         return gs
+    seen = []
     if gs.asked_rss_kib is not None and sample.rss_kib is not None:
-        got = min(max(gs.asked_rss_kib - sample.rss_kib, 0), gs.asked_kib)
-    elif gs.asked_host_kib is not None and host is not None:
-        got = min(max(host.mem_available_kib - gs.asked_host_kib, 0), gs.asked_kib)
-    else:
-        got = 0
+        seen.append(gs.asked_rss_kib - sample.rss_kib)
+    if gs.asked_host_kib is not None and host is not None:
+        seen.append(host.mem_available_kib - gs.asked_host_kib)
+    got = min(max(min(seen), 0), gs.asked_kib) if seen else 0
     ratio = got / gs.asked_kib
     return gs._replace(
         asked_kib=0,
@@ -669,20 +682,24 @@ def _share(
     host: HostSample | None,
     policies: PolicySet,
     now: float,
-) -> str | None:
+    fine_since: float | None,
+) -> tuple[str | None, float | None]:
     """The offers, over all guests: proactive takes each; on-demand only what the host needs.
 
     What on-demand asked of guests and has not judged yet counts in full against the host's
     shortfall (the host's figure may or may not show it yet: counting it is the safe side).
     Guests the host got memory back from are asked first; guests it got nothing from are not
-    asked again during this shortage. Returns the host verdict (see EngineState).
+    asked again during this shortage. Returns the host verdict and since when the host has
+    been above its reserve (see EngineState).
     """
     short = 0
     if host is not None:
         short = policies.host.reserve_kib(host.mem_total_kib) - host.mem_available_kib
     outstanding = sum(pr.state.asked_kib for pr in proposals.values())
     need = short - outstanding
-    if short < KIB_PER_MIB:  # this shortage is over: the next one tries every guest again
+    fine_since = (now if fine_since is None else fine_since) if short < KIB_PER_MIB else None
+    if fine_since is not None and now - fine_since >= SHORTAGE_OVER_S:
+        # This shortage is over: the next one tries every guest again.
         for n, pr in proposals.items():
             if pr.state.unproductive_rss_kib is not None:
                 proposals[n] = pr._replace(state=pr.state._replace(unproductive_rss_kib=None))
@@ -737,15 +754,17 @@ def _share(
         proposals[name] = prop._replace(decision=decision, spare_kib=0)
 
     if short < KIB_PER_MIB or not any(p.mode == "on-demand" for p in resolved.values()):
-        return None
+        return None, fine_since
     head = f"host short by {_mib(short)} MiB; "
     if asked:
-        return head + f"asking guests for {_mib(asked)} MiB"
+        return head + f"asking guests for {_mib(asked)} MiB", fine_since
     if outstanding:
-        return head + f"waiting for {_mib(outstanding)} MiB asked of guests to reach the host"
+        waiting = f"waiting for {_mib(outstanding)} MiB asked of guests to reach the host"
+        return head + waiting, fine_since
     if spared:
-        return head + "ballooning cannot free more: guests' spare pages are untouched"
-    return head + "no guest can spare memory now"
+        cannot = "ballooning cannot free more: guests' spare pages are untouched"
+        return head + cannot, fine_since
+    return head + "no guest can spare memory now", fine_since
 
 
 def step(
@@ -796,7 +815,9 @@ def step(
         resolved[name] = p
         gs = _judge_ask(gs, sample, p, host, now)
         proposals[name] = _propose(_observe(sample, gs, p, now, open_loop))
-    verdict = _share(proposals, samples, resolved, host, policies, now)
+    verdict, fine_since = _share(
+        proposals, samples, resolved, host, policies, now, state.host_fine_since
+    )
 
     next_state = EngineState(
         {n: pr.state for n, pr in proposals.items()}
@@ -806,6 +827,7 @@ def step(
             if n not in proposals and now - gs.last_seen_t < FORGET_AFTER_S
         },
         verdict,
+        fine_since,
     )
     decisions = [proposals[n].decision for n in samples]
     return decisions, next_state

@@ -30,7 +30,7 @@ class Run:
     errors: list[BaseException] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.hv = LibvirtHypervisor(retry_for_s=3.0)
+        self.hv = LibvirtHypervisor()
         config = DaemonConfig(
             interval_s=self.interval_s, policy_dir=REPO / "policies", include=tuple(self.names)
         )

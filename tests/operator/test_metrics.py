@@ -91,7 +91,7 @@ def daemon(tmp_path: Path) -> Iterator[tuple[Controller, LibvirtHypervisor, str]
         status_file=tmp_path / "run" / "status.json",
         metrics_port=port,
     )
-    hv = LibvirtHypervisor(URI, retry_for_s=0)
+    hv = LibvirtHypervisor(URI)
     sinks = build_sinks(config, record=None)
     assert [type(s) for s in sinks] == [LogSink, StatusSink, MetricsSink]
     ctl = Controller(config, hv, PolicySet(GuestPolicy()), sinks=sinks)
@@ -192,12 +192,13 @@ def test_endpoint_binds_the_configured_address_only(
 def test_failed_tick_counts_and_keeps_the_last_picture(tmp_path: Path) -> None:
     sink = MetricsSink()  # no port: the registry only
     config = DaemonConfig(uri=URI, policy_dir=tmp_path, status_file=tmp_path / "s.json")
-    hv = LibvirtHypervisor(URI, retry_for_s=0)
+    hv = LibvirtHypervisor(URI)
     ctl = Controller(config, hv, PolicySet(GuestPolicy()), dry_run=True, sinks=[sink])
     ctl.tick()
     hv.uri = "qemu+unix:///system?socket=/nonexistent/sock"  # libvirt goes away
     hv.close()
     ctl.tick()
+    hv.close()  # stops the background reconnection the failed tick started
     text = generate_latest(sink.registry).decode()
     assert value(text, "autoballoon_failed_ticks_total") == 1
     assert value(text, "autoballoon_ticks_total") == 1

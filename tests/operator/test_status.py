@@ -242,7 +242,7 @@ def test_render_shows_skipped_guests_and_failed_actions() -> None:
 
 def controller(tmp_path: Path, path: Path) -> tuple[Controller, LibvirtHypervisor, StatusSink]:
     config = DaemonConfig(uri=URI, policy_dir=tmp_path, status_file=path)
-    hv = LibvirtHypervisor(URI, retry_for_s=0)
+    hv = LibvirtHypervisor(URI)
     sink = StatusSink.for_config(config)
     ctl = Controller(config, hv, PolicySet(GuestPolicy()), dry_run=True, sinks=[sink])
     return ctl, hv, sink
@@ -266,6 +266,7 @@ def test_failed_tick_keeps_the_guests_and_shows_the_error(tmp_path: Path) -> Non
     hv.uri = "qemu+unix:///system?socket=/nonexistent/sock"
     hv.close()
     ctl.tick()
+    hv.close()  # stops the background reconnection the failed tick started
     written = json.loads(sink.path.read_text())
     assert written["failed_ticks"] == 1 and written["last_tick"]["error"]
     assert [g["name"] for g in written["guests"]] == ["test"]

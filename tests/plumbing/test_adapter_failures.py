@@ -153,7 +153,7 @@ def faults(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Fault]]:
 
 @pytest.fixture
 def hv(faults: dict[str, Fault]) -> Iterator[LibvirtHypervisor]:
-    adapter = LibvirtHypervisor(URI, extended_stats="off", retry_for_s=0)
+    adapter = LibvirtHypervisor(URI, extended_stats="off")
     yield adapter
     adapter.close()  # test:///default is reset once its last connection closes
 
@@ -227,7 +227,7 @@ def stats_period_in_xml(name: str) -> int | None:
 def test_dry_run_sets_no_stats_period_and_reports_no_statistics(
     faults: dict[str, Fault], caplog: pytest.LogCaptureFixture
 ) -> None:
-    hv = LibvirtHypervisor(URI, extended_stats="off", retry_for_s=0, dry_run=True)
+    hv = LibvirtHypervisor(URI, extended_stats="off", dry_run=True)
     try:
         assert stats_period_in_xml("test") is None  # the test driver's guests start without one
         readings = [hv.read(ALL), hv.read(ALL)]
@@ -244,7 +244,7 @@ def test_dry_run_sets_no_stats_period_and_reports_no_statistics(
 
 
 def test_live_run_sets_the_stats_period_once(faults: dict[str, Fault]) -> None:
-    hv = LibvirtHypervisor(URI, extended_stats="off", retry_for_s=0, stats_period_s=3)
+    hv = LibvirtHypervisor(URI, extended_stats="off", stats_period_s=3)
     try:
         hv.read(ALL)
         assert stats_period_in_xml("test") == 3
@@ -278,7 +278,7 @@ def test_run_dry_run_leaves_the_guests_stats_period_alone(tmp_path: Path) -> Non
 def test_guest_restarted_while_events_were_missed_gets_its_stats_period_again(
     faults: dict[str, Fault], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    hv = LibvirtHypervisor(URI, extended_stats="off", retry_for_s=0, stats_period_s=3)
+    hv = LibvirtHypervisor(URI, extended_stats="off", stats_period_s=3)
     monkeypatch.setattr(hv, "_on_lifecycle", lambda *_args: None)  # every event missed
     watcher = libvirt.open(URI)
     try:
@@ -336,7 +336,7 @@ def test_reconnect_after_a_close_event_releases_the_old_connection(
         return RecordingConnection(real_open(uri), released[-1])
 
     monkeypatch.setattr(libvirt, "open", open_)
-    hv = LibvirtHypervisor(URI, extended_stats="off", retry_for_s=0)
+    hv = LibvirtHypervisor(URI, extended_stats="off")
     try:
         hv.read(ALL)
         old = hv._conn
@@ -357,7 +357,7 @@ def test_samples_carry_the_guests_real_stats_period_and_rss(
     proc = tmp_path / "proc"
     (proc / "pressure").mkdir(parents=True)
     (proc / "meminfo").write_text("MemTotal: 8000000 kB\nMemAvailable: 4000000 kB\n")
-    hv = LibvirtHypervisor(URI, extended_stats="off", retry_for_s=0, stats_period_s=3)
+    hv = LibvirtHypervisor(URI, extended_stats="off", stats_period_s=3)
     watcher = libvirt.open(URI)
     try:
         observer = Observer(hv, proc)

@@ -15,7 +15,7 @@ import pytest
 from autoballoon.config import DaemonConfig
 from autoballoon.core.classify import PressureClass
 from autoballoon.core.decide import Action
-from autoballoon.core.policy import GuestPolicy, PolicySet
+from autoballoon.core.policy import GuestPolicy, HostPolicy, PolicySet
 from autoballoon.daemon import Controller
 from autoballoon.hypervisor import DomainGone, GuestError, TransientError
 from autoballoon.libvirt_adapter import LibvirtHypervisor, map_error
@@ -29,7 +29,7 @@ ALL = GuestScope()
 @pytest.fixture
 def hv() -> LibvirtHypervisor:
     # test:///default is per-connection state: each fixture gets a pristine "test" domain.
-    return LibvirtHypervisor(URI, retry_for_s=0)
+    return LibvirtHypervisor(URI)
 
 
 def test_reads_running_domain_with_units_converted(hv: LibvirtHypervisor) -> None:
@@ -60,7 +60,7 @@ def test_unknown_domain_is_gone_or_guest_error(hv: LibvirtHypervisor) -> None:
 
 
 def test_unreachable_daemon_is_transient() -> None:
-    hv = LibvirtHypervisor("qemu+unix:///system?socket=/nonexistent/sock", retry_for_s=0)
+    hv = LibvirtHypervisor("qemu+unix:///system?socket=/nonexistent/sock")
     with pytest.raises(TransientError):
         hv.read(ALL)
     hv.close()  # stops the background reconnection
@@ -115,7 +115,7 @@ def test_stale_guest_is_given_memory_back_live_but_not_in_dry_run(
 
 
 def test_tick_survives_unreachable_libvirt(tmp_path: Path) -> None:
-    hv = LibvirtHypervisor("qemu+unix:///system?socket=/nonexistent/sock", retry_for_s=0)
+    hv = LibvirtHypervisor("qemu+unix:///system?socket=/nonexistent/sock")
     ctl = controller(hv, False, tmp_path)
     report = ctl.tick()
     assert report.error and report.decisions == [] and ctl.failed_ticks == 1
@@ -145,3 +145,36 @@ def test_reload_keeps_the_last_good_policies_on_error(
     report = ctl.tick()
     assert ctl.policies.default.mode == "observe"
     assert all(d.action.value == "hold" for d in report.decisions)
+
+
+def test_a_wall_clock_step_back_neither_repeats_nor_drops_history(
+    hv: LibvirtHypervisor, tmp_path: Path
+) -> None:
+    # The wall clock steps back 100 s after the third tick (NTP, an operator); the monotonic
+    # clock goes on. The engine orders by the monotonic one: every reading is kept, once, in
+    # order, and none is set aside as out of order. Reports keep the wall clock.
+    walls = iter([1e9, 1e9 + 5, 1e9 + 10, 1e9 - 90, 1e9 - 85, 1e9 - 80])
+    monos = iter([100.0, 105.0, 110.0, 115.0, 120.0, 125.0])
+    config = DaemonConfig(uri=URI, policy_dir=tmp_path, status_file=tmp_path / "s.json")
+    policies = PolicySet(GuestPolicy(mode="proactive"))
+    ctl = Controller(config, hv, policies, clock=lambda: next(walls), monotonic=lambda: next(monos))
+    reports = [ctl.tick() for _ in range(6)]
+    assert [r.t for r in reports] == [1e9, 1e9 + 5, 1e9 + 10, 1e9 - 90, 1e9 - 85, 1e9 - 80]
+    assert all(d.rule != "out-of-order" for r in reports for d in r.decisions)
+    history = ctl.state.guests["test"].history
+    assert [s.t for s in history] == [100.0, 105.0, 110.0, 115.0, 120.0, 125.0]
+    # Each sample's statistics age was read on the wall clock at the same moment.
+    last_update = history[0].last_update
+    assert [s.stats_age_s for s in history] == [
+        w - last_update for w in (1e9, 1e9 + 5, 1e9 + 10, 1e9 - 90, 1e9 - 85, 1e9 - 80)
+    ]
+
+
+def test_the_engines_host_verdict_reaches_the_report(hv: LibvirtHypervisor, tmp_path: Path) -> None:
+    # A host reserve of 1 PiB: the host is short whatever it has available.
+    config = DaemonConfig(uri=URI, policy_dir=tmp_path, status_file=tmp_path / "s.json")
+    policies = PolicySet(GuestPolicy(mode="on-demand"), HostPolicy(reserve_mib=1 << 30))
+    ctl = Controller(config, hv, policies)
+    report = ctl.tick()
+    assert report.host_verdict is not None and report.host_verdict.startswith("host short by")
+    assert report.host_verdict == ctl.state.host_verdict

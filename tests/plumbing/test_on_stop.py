@@ -38,7 +38,7 @@ def reset_test_domain() -> None:
 @pytest.fixture
 def hv() -> Iterator[LibvirtHypervisor]:
     reset_test_domain()
-    hv = LibvirtHypervisor(URI, retry_for_s=0)
+    hv = LibvirtHypervisor(URI)
     yield hv
     hv.close()
     reset_test_domain()

@@ -19,7 +19,7 @@ class SlowHypervisor(LibvirtHypervisor):
     """The test driver, but every read takes 2.5 s; records how many reads ever overlap."""
 
     def __init__(self) -> None:
-        super().__init__("test:///default", retry_for_s=0)
+        super().__init__("test:///default")
         self.active = 0
         self.max_active = 0
         self.reads: list[float] = []

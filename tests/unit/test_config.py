@@ -24,6 +24,22 @@ def test_cli_flags_override_the_file(tmp_path: Path) -> None:
     assert (cfg.interval_s, cfg.uri) == (2.0, "test:///default")
 
 
+def test_a_retired_setting_is_accepted_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # libvirt_retry_s no longer does anything (a tick never waits for libvirt); a config file
+    # that still sets it starts the daemon all the same, and says what to do.
+    path = tmp_path / "c.toml"
+    path.write_text("[daemon]\ninterval_s = 10\nlibvirt_retry_s = 30\n")
+    caplog.set_level("WARNING", logger="autoballoon")
+    cfg = load_config(path, {})
+    assert cfg == DaemonConfig(interval_s=10)
+    (line,) = caplog.records
+    assert "libvirt_retry_s is no longer used" in line.getMessage()
+    assert str(path) in line.getMessage() and line.getMessage().endswith("remove it")
+    assert "libvirt_retry_s" not in DaemonConfig.model_fields
+
+
 @pytest.mark.parametrize(
     ("text", "needle"),
     [

@@ -22,6 +22,27 @@ def test_shipped_default_file_states_the_built_in_defaults() -> None:
     assert HostPolicy.model_validate(doc["host"]) == HostPolicy()
 
 
+def test_shipped_default_file_comments_end_with_the_field_docs() -> None:
+    # Each field's comment block in default.toml ends with the field's docstring, word for
+    # word (a block may begin with more, like the file's header before `mode`).
+    text = (REPO / "policies" / "default.toml").read_text()
+    fields = GuestPolicy.model_fields | HostPolicy.model_fields
+    seen = set()
+    comment: list[str] = []
+    for line in text.splitlines():
+        if line.startswith("#") and not line.startswith("# max_mib ="):
+            comment.append(line.lstrip("# "))
+            continue
+        name = line.split("=")[0].lstrip("# ").strip()
+        if name in fields:
+            doc = " ".join((fields[name].description or "").split())
+            assert " ".join(" ".join(comment).split()).endswith(doc), name
+            seen.add(name)
+        if not line.startswith("# max_mib ="):
+            comment = []
+    assert seen == set(fields)
+
+
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: str(p.relative_to(REPO)))
 def test_check_policy_accepts_every_shipped_file(
     path: Path, capsys: pytest.CaptureFixture[str]
