@@ -242,8 +242,11 @@ class GuestSpec:
         return cls(parts[0], int(parts[1]), parts[2] if len(parts) > 2 else "idle")
 
 
-def parse_report(line: str) -> dict[str, float] | None:
-    """Parse one ABREPORT line (may be preceded by other console output)."""
+def parse_report(
+    line: str, required: tuple[str, ...] = REPORT_KEYS + TRUTH_KEYS
+) -> dict[str, float] | None:
+    """Parse one ABREPORT line (may be preceded by other console output). ``required``: the
+    keys a complete line has; the PostgreSQL guest's lines carry no busybox truth fields."""
     m = _REPORT_RE.search(line)
     if not m:
         return None
@@ -254,7 +257,7 @@ def parse_report(line: str) -> dict[str, float] | None:
             out[key] = float(val) if key == "up" or "." in val else int(val)
         except ValueError:
             return None
-    if any(k not in out for k in REPORT_KEYS + TRUTH_KEYS):
+    if any(k not in out for k in required):
         return None  # interleaved with kernel output; skip
     if any(k in out for k in CGROUP_KEYS) and any(k not in out for k in CGROUP_KEYS):
         return None
@@ -367,7 +370,8 @@ class Guest:
         except FileNotFoundError:
             return []
         lines = text.split("\n")[:-1]  # last element is an unfinished line
-        return [r for r in map(parse_report, lines) if r is not None]
+        required = REPORT_KEYS if self.spec.kind == "pg" else REPORT_KEYS + TRUTH_KEYS
+        return [r for r in (parse_report(line, required) for line in lines) if r is not None]
 
     def latest_report(self) -> dict[str, float] | None:
         reports = self.console_reports()

@@ -59,7 +59,9 @@ class Run:
         self.hv.close()
 
     def decisions(self, guest: str) -> list[Decision]:
-        return [d for r in self.reports for d in r.decisions if d.guest == guest]
+        """The guest's decisions, each stamped with its tick's wall-clock time (the report's),
+        so tests compare them with ``time.time()``; the core itself runs on a monotonic clock."""
+        return [d._replace(t=r.t) for r in self.reports for d in r.decisions if d.guest == guest]
 
     def changes(self, guest: str) -> list[Decision]:
         return [d for d in self.decisions(guest) if d.action is not Action.HOLD]

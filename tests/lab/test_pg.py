@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from contrib.lab import Guest, GuestSpec, daemon_command, preset_policy_dir, run_daemon
-from contrib.lab.lab import LAB_DIR, parse_pg_report
+from contrib.lab.lab import LAB_DIR, REPORT_KEYS, parse_pg_report, parse_report
 from tests.lab.conftest import LabUp, wait_until
 
 NAME = "ab-lab-pgt"
@@ -199,3 +199,16 @@ def test_pg_workloads_rejected(workload: str) -> None:
 def test_unknown_kind_rejected() -> None:
     with pytest.raises(ValueError, match="bad guest kind"):
         GuestSpec("db", 1024, "idle", kind="windows")
+
+
+def test_the_pg_guests_abreport_lines_parse_without_the_busybox_truth_fields() -> None:
+    # The PostgreSQL guest's init prints the classic ABREPORT fields only (no memload, no PSI):
+    # a lab waiting for a complete busybox line would never see it ready.
+    line = (
+        "ABREPORT up=7.71 MemTotal=991352 MemAvailable=856260 MemFree=909948 Buffers=2068 "
+        "Cached=44940 oom_kill=0 allocstall=0 pgscan_kswapd=0 pgscan_direct=0 pgsteal_kswapd=0 "
+        "pgsteal_direct=0 memload_restarts=0 ws_mib=0"
+    )
+    assert parse_report(line) is None  # the busybox guests' lines must carry the truth fields
+    report = parse_report(line, REPORT_KEYS)
+    assert report is not None and report["MemAvailable"] == 856260
