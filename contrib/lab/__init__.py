@@ -17,6 +17,7 @@ from contrib.lab.lab import (
     LabError,
     build_image,
     detect_virt_type,
+    ensure_partition,
     parse_report,
 )
 from contrib.lab.lock import lab_lock
@@ -39,6 +40,7 @@ __all__ = [
     "build_image",
     "daemon_command",
     "detect_virt_type",
+    "ensure_partition",
     "host_mem_available_kib",
     "lab_lock",
     "parse_report",

@@ -89,7 +89,8 @@ PG_REPORT_KEYS = (
     "up", "t", "interval", "tx", "failed", "tps", "lat_avg_ms", "p50_ms", "p99_ms", "max_ms",
 )
 _PG_REPORT_RE = re.compile(r"PGREPORT((?: [A-Za-z_0-9]+=[0-9]+(?:\.[0-9]+)?)+)(?![0-9.])")
-_PG_WORKLOAD_RE = re.compile(r"^(idle|warm:\d+|(warm:\d+\+)?pgbench:[1-9]\d*:[1-9]\d*)$")
+_PG_WORKLOAD_RE = re.compile(
+    r"^(idle|warm:\d+(:[1-9]\d*)?|(warm:\d+(:[1-9]\d*)?\+)?pgbench:[1-9]\d*:[1-9]\d*)$")
 GUEST_KINDS = ("busybox", "pg")
 PG_TB_CACHE_MIB = 128
 PG_DISK_DIR = CACHE_DIR / "pg" / "disks"
@@ -206,14 +207,24 @@ class GuestSpec:
 
     kind: "busybox" (the initramfs guest above) or "pg": Debian 12 + PostgreSQL 15 on a
     disk (contrib/lab/pg/), workload ``idle``, ``pgbench:CLIENTS:SECONDS``, ``warm:MIB``
-    (fill the page cache first: the database's files, then MIB MiB of the disk) or both
-    (``warm:MIB+pgbench:...``).
+    (fill the page cache first: the database's files, then MIB MiB of the disk; with
+    ``warm:MIB:SECONDS`` spread over that many seconds, as a cache that fills over days, and
+    alongside pgbench) or both (``warm:MIB[:SECONDS]+pgbench:...``).
+
+    The balloon device as an operator may have configured it: ``free_page_reporting``
+    (``freePageReporting='on'``: pages the guest frees go back to the host) and
+    ``autodeflate`` (deflate-on-OOM: the guest takes balloon pages back before its OOM killer
+    runs). ``partition``: the libvirt resource partition (cgroup) the guest's QEMU runs in,
+    e.g. ``/abdensity`` (it must exist in every cgroup controller), None for libvirt's default.
     """
 
     name: str
     mem_mib: int = 512
     workload: str = "idle"
     kind: str = "busybox"
+    free_page_reporting: bool = False
+    autodeflate: bool = False
+    partition: str | None = None
 
     def __post_init__(self) -> None:
         if not 64 <= self.mem_mib <= 4096:
@@ -221,8 +232,11 @@ class GuestSpec:
         if self.kind not in GUEST_KINDS:
             raise ValueError(f"bad guest kind {self.kind!r} (one of {', '.join(GUEST_KINDS)})")
         if self.kind == "pg" and not _PG_WORKLOAD_RE.match(self.workload):
-            raise ValueError(f"bad pg workload {self.workload!r} "
-                             "(idle, warm:MIB, [warm:MIB+]pgbench:CLIENTS:SECONDS)")
+            raise ValueError(f"bad pg workload {self.workload!r} (idle, warm:MIB[:SECONDS], "
+                             "[warm:MIB[:SECONDS]+]pgbench:CLIENTS:SECONDS)")
+        if self.partition is not None and not re.fullmatch(r"(/[A-Za-z0-9_.-]+)+",
+                                                           self.partition):
+            raise ValueError(f"bad resource partition {self.partition!r} (e.g. /abdensity)")
         for comp in self.workload.split("+") if self.kind == "busybox" else ():
             if not _WORKLOAD_RE.match(comp):
                 raise ValueError(f"bad workload component {comp!r} in {self.workload!r}")
@@ -306,11 +320,20 @@ def pg_domain_xml(spec: GuestSpec, virt_type: str, image_dir: Path, pg_dir: Path
 def domain_xml(spec: GuestSpec, virt_type: str, image_dir: Path, console: Path) -> str:
     cmdline = f"console=ttyS0 panic=-1 quiet ab.workload={spec.workload}"
     cpu = "<cpu mode='host-passthrough'/>" if virt_type == "kvm" else ""
+    balloon_opts = "".join(
+        f" {attr}='on'"
+        for attr, on in (("autodeflate", spec.autodeflate),
+                         ("freePageReporting", spec.free_page_reporting))
+        if on
+    )
+    resource = (f"<resource><partition>{escape(spec.partition)}</partition></resource>"
+                if spec.partition else "")
     return f"""<domain type='{virt_type}'>
   <name>{escape(spec.domain_name)}</name>
   <memory unit='MiB'>{spec.mem_mib}</memory>
   <currentMemory unit='MiB'>{spec.mem_mib}</currentMemory>
   <vcpu>1</vcpu>
+  {resource}
   <os>
     <type arch='x86_64' machine='q35'>hvm</type>
     <kernel>{escape(str(image_dir / "vmlinuz"))}</kernel>
@@ -328,12 +351,45 @@ def domain_xml(spec: GuestSpec, virt_type: str, image_dir: Path, console: Path) 
       <source path='{escape(str(console))}' append='off'/>
       <target port='0'/>
     </serial>
-    <memballoon model='virtio'>
+    <memballoon model='virtio'{balloon_opts}>
       <stats period='1'/>
     </memballoon>
   </devices>
 </domain>
 """
+
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+def ensure_partition(partition: str, root: Path = CGROUP_ROOT) -> Path:
+    """Create libvirt resource partition ``partition`` (e.g. ``/abdensity``) where libvirt
+    looks for it on a host without systemd: a ``NAME.partition`` directory in every mounted
+    cgroup controller (v1 and the v2 ``unified`` mount), cpuset initialised from its parent.
+    Returns its memory-controller directory (v1 ``memory/``, else the v2 one), which is where
+    a limit on all of the partition's QEMU processes together goes."""
+    rel = "/".join(part + ".partition" for part in partition.strip("/").split("/"))
+    memory_dir: Path | None = None
+    for ctrl in sorted(p for p in root.iterdir() if p.is_dir()):
+        target = ctrl / rel
+        if not (ctrl / "cgroup.procs").exists():
+            continue
+        parent = ctrl
+        for part in rel.split("/"):
+            child = parent / part
+            child.mkdir(exist_ok=True)
+            if (child / "cpuset.cpus").exists() and not (child / "cpuset.cpus").read_text().strip():
+                (child / "cpuset.cpus").write_text((parent / "cpuset.cpus").read_text())
+                (child / "cpuset.mems").write_text((parent / "cpuset.mems").read_text())
+            parent = child
+        if ctrl.name == "memory" or (memory_dir is None and (target / "memory.max").exists()):
+            memory_dir = target
+    if (root / "cgroup.procs").exists():  # a pure v2 host: one hierarchy at the root
+        memory_dir = root / rel
+        memory_dir.mkdir(parents=True, exist_ok=True)
+    if memory_dir is None:
+        raise RuntimeError(f"no memory cgroup controller under {root}")
+    return memory_dir
 
 
 class Guest:
@@ -560,6 +616,8 @@ class Lab:
                 self._remove(existing[spec.domain_name])
             console = self.console_dir / f"{spec.domain_name}.log"
             console.unlink(missing_ok=True)
+            if spec.partition:
+                ensure_partition(spec.partition)
             xml = self._domain_xml(spec, image_dir, console)
             t0 = time.monotonic()
             dom = self.conn.defineXML(xml)

@@ -184,13 +184,13 @@ def test_parse_pg_report_needs_every_key() -> None:
 
 
 @pytest.mark.parametrize("workload", ["idle", "warm:900", "pgbench:4:60",
-                                      "warm:1024+pgbench:1:5"])
+                                      "warm:1024+pgbench:1:5", "warm:1024:120+pgbench:4:300"])
 def test_pg_workloads_accepted(workload: str) -> None:
     assert GuestSpec("db", 1024, workload, kind="pg").kind == "pg"
 
 
 @pytest.mark.parametrize("workload", ["cache:64", "pgbench:0:60", "pgbench:4", "idle+warm:5",
-                                      "pgbench:4:60+warm:5"])
+                                      "pgbench:4:60+warm:5", "warm:64:0"])
 def test_pg_workloads_rejected(workload: str) -> None:
     with pytest.raises(ValueError, match="bad pg workload"):
         GuestSpec("db", 1024, workload, kind="pg")

@@ -7,6 +7,8 @@
 #   ab.pg=warm:MIB[+pgbench:...]     first fill the page cache as a guest that has run for
 #                                    days: read the database's files, then MIB MiB of the
 #                                    disk itself (reclaimable cache either way)
+#   ab.pg=warm:MIB:SECONDS[+...]     the same, spread over SECONDS (8 MiB at a time) and
+#                                    alongside pgbench: a cache that fills while the guest works
 #   ab.pg_interval=N                 seconds per PGREPORT line (default 5)
 # Console, once per second, the busybox guests' line (memload_restarts and ws_mib are 0):
 #   ABREPORT up=<s> MemTotal=<kB> MemAvailable=<kB> MemFree=<kB> Buffers=<kB> Cached=<kB>
@@ -82,16 +84,35 @@ read -r UP _ < /proc/uptime
 echo "PGEVENT ready up=$UP"
 
 WARM_MIB=0
+WARM_S=0
 BENCH=
 for comp in $(echo "$WL" | tr '+' ' '); do
     case "$comp" in
+        warm:*:*) rest="${comp#warm:}"; WARM_MIB="${rest%%:*}"; WARM_S="${rest#*:}" ;;
         warm:*) WARM_MIB="${comp#warm:}" ;;
         pgbench:*:*) BENCH="$comp" ;;
         idle) ;;
         *) echo "ABEVENT unknown workload component $comp in ab.pg=$WL" ;;
     esac
 done
-if [ "$WARM_MIB" -gt 0 ]; then
+warm_slowly() {
+    # 8 MiB chunks of the disk, evenly over WARM_S seconds (usleep-free: sleep takes fractions)
+    chunks=$((WARM_MIB / 8))
+    [ "$chunks" -gt 0 ] || chunks=1
+    pause=$(awk -v s="$WARM_S" -v n="$chunks" 'BEGIN { printf "%.3f", s / n }')
+    i=0
+    while [ "$i" -lt "$chunks" ]; do
+        dd if=/dev/vda of=/dev/null bs=1M skip=$((i * 8)) count=8 2>/dev/null
+        i=$((i + 1))
+        sleep "$pause"
+    done
+    read -r UP _ < /proc/uptime
+    echo "PGEVENT warm done up=$UP"
+}
+if [ "$WARM_MIB" -gt 0 ] && [ "$WARM_S" -gt 0 ]; then
+    find "$PGDATA" -type f -exec cat {} + > /dev/null 2>&1
+    warm_slowly &
+elif [ "$WARM_MIB" -gt 0 ]; then
     find "$PGDATA" -type f -exec cat {} + > /dev/null 2>&1
     dd if=/dev/vda of=/dev/null bs=1M count="$WARM_MIB" 2>/dev/null
     read -r UP _ < /proc/uptime
