@@ -1,40 +1,51 @@
-"""The PostgreSQL guest, warm, in one mode: host memory won versus pgbench's harm (first cut).
+"""Warm PostgreSQL guests: host memory won versus pgbench's harm, mode by mode.
 
-    python -m benchmarks.lab.pg --mode none|proactive [--mem 1024] [--measure-s 120]
-                                [--interval 2] [--out benchmarks/results/pg-MODE.md]
+    python -m benchmarks.lab.pg [--modes none,fpr,on-demand,...] [--measure-s 180]
+                                [--mem 1024] [--short-mib 300] [--render-only]
 
 One Debian 12 + PostgreSQL 15 lab guest (``GuestSpec(kind="pg")``, contrib/lab/pg/) boots,
-fills its page cache like a guest that has run for days (``warm:MEM``: it reads the database's
-files, then as much of its disk as it has memory) and then runs ``pgbench -c 4 -j 1`` over its
-Unix socket. Once the guest-RAM part of QEMU's RSS is within 15 % of the guest's size, the
-measured phase starts, in one mode:
+fills its page cache like a guest that has run for days (``warm:MEM``: the database's files,
+then as much of its disk as it has memory) and runs ``pgbench -c 4 -j 1`` over its Unix
+socket. Once the guest-RAM part of QEMU's RSS is within 15 % of the guest's size, the measured
+phase starts, in one of the modes below (a fresh guest per mode, the same warm state):
 
-- ``none``: no controller;
-- ``proactive``: the daemon (``autoballoon run``, a child process) with the aggressive preset
-  (proactive mode), every ``--interval`` seconds.
+- ``none``: no controller, a plain balloon;
+- ``fpr``: free page reporting + deflate-on-OOM, no controller (what a careful operator
+  switches on today without any daemon);
+- ``on-demand``: autoballoon, the shipped default policy (on-demand), with a real host
+  shortfall of ``--short-mib``: the host reserve is put that far above the host's
+  MemAvailable and a process holding memory keeps MemAvailable where it was (the on-demand
+  benchmark's ``SteadyHost``), so what ballooning returns does not end the shortfall;
+- ``proactive``: autoballoon, the default policy with ``mode = "proactive"``;
+- ``proactive+fpr``: the same, the guest with free page reporting + deflate-on-OOM;
+- ``proactive-nocounters``: ``proactive`` with ``extended_stats = "off"`` (libvirt's standard
+  balloon statistics only: what the 6.12 counters add).
 
-Sampled every ``--interval`` seconds from the host: QEMU's RSS (``VmRSS``; its TCG translation
-cache is capped at 128 MiB for this guest), the RSS of the guest-RAM mapping alone (from
-``/proc/PID/smaps``), the balloon size (libvirt) and the host's MemAvailable. From the guest's
-console: pgbench's intervals (PGREPORT: transactions, p50/p99 latency) and OOM kills (ABREPORT).
+The daemon runs as a child process (``autoballoon run``) with its default 5 s tick. Sampled
+every 2 s from the host: QEMU's RSS (``VmRSS``; the TCG translation cache is capped at
+128 MiB), the RSS of the guest-RAM mapping alone (from ``/proc/PID/smaps``), the balloon size
+(libvirt) and the host's MemAvailable. From the guest's console: pgbench's 5 s intervals
+(PGREPORT: transactions, p50/p99 latency) and OOM kills (ABREPORT). From the daemon's JSON
+log: every class change and balloon change.
 
-A skeleton for the full baseline comparison: one guest, two modes, one run each. Free page
-reporting, deflate-on-OOM, on-demand with a host shortfall and several guests are not here yet.
+Each mode's raw data is kept in benchmarks/results/tmp/ (not committed); ``--render-only``
+rebuilds pg.md and pg.png from it. About 4 minutes per mode.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
-import statistics
 import subprocess
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import GUEST_PREFIX, RESULTS, header, say
+from benchmarks.common import GUEST_PREFIX, RESULTS, machine, say
 from contrib.lab import (
     Guest,
     GuestSpec,
@@ -42,14 +53,43 @@ from contrib.lab import (
     daemon_command,
     host_mem_available_kib,
     lab_lock,
-    preset_policy_dir,
+    mode_policy_dir,
+    reserve_policy_dir,
     start_daemon,
 )
+from contrib.lab.hostmem import SteadyHost
 
-MODES = ("none", "proactive")
 NAME = GUEST_PREFIX + "pg"
 CLIENTS = 4
 WARM_FRACTION = 0.85  # the guest-RAM mapping's RSS, of the guest's size, that counts as warm
+SAMPLE_S = 2.0
+DAEMON_TICK_S = 5.0  # the daemon's default interval
+RAW = RESULTS / "tmp"
+
+
+@dataclass(frozen=True)
+class Mode:
+    name: str
+    what: str
+    fpr: bool = False
+    """free page reporting + deflate-on-OOM on the guest's balloon"""
+    daemon: str | None = None
+    """None: no controller; else the policy mode the daemon runs"""
+    extended_stats: str = "qmp"
+
+
+MODES = (
+    Mode("none", "no controller, no free page reporting"),
+    Mode("fpr", "free page reporting + deflate-on-OOM, no controller", fpr=True),
+    Mode("on-demand", "autoballoon, default policy (on-demand), a real host shortfall",
+         daemon="on-demand"),
+    Mode("proactive", "autoballoon, default policy, mode = proactive", daemon="proactive"),
+    Mode("proactive+fpr", "autoballoon proactive + free page reporting + deflate-on-OOM",
+         fpr=True, daemon="proactive"),
+    Mode("proactive-nocounters", "autoballoon proactive, extended_stats = off (no 6.12 counters)",
+         daemon="proactive", extended_stats="off"),
+)
+BY_NAME = {m.name: m for m in MODES}
 
 
 def qemu_pid(name: str) -> int:
@@ -84,14 +124,6 @@ def sample(guest: Guest, pid: int, mem_kib: int) -> dict[str, float]:
     }
 
 
-def sample_for(guest: Guest, pid: int, mem_kib: int, seconds: float, interval_s: float,
-               out: list[dict[str, float]]) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        out.append(sample(guest, pid, mem_kib))
-        time.sleep(interval_s)
-
-
 def warm_up(guest: Guest, pid: int, mem_kib: int, timeout_s: float,
             out: list[dict[str, float]]) -> float:
     """Sample until the guest has warmed its cache and pgbench reports; returns the seconds."""
@@ -101,17 +133,28 @@ def warm_up(guest: Guest, pid: int, mem_kib: int, timeout_s: float,
         warm = "PGEVENT warm done" in guest.console_text()
         if warm and guest.pg_reports() and out[-1]["ram_rss"] >= WARM_FRACTION * mem_kib:
             return time.monotonic() - t0
-        time.sleep(2)
+        time.sleep(SAMPLE_S)
     raise RuntimeError(f"not warm after {timeout_s:.0f} s: last sample {out[-1]}")
 
 
-def run(mode: str, mem_mib: int, measure_s: float, interval_s: float,
+def policies_for(mode: Mode, work: Path, reserve_mib: int) -> Path:
+    if mode.daemon == "on-demand":
+        return reserve_policy_dir(work, reserve_mib)
+    assert mode.daemon is not None
+    return mode_policy_dir(work, mode.daemon)
+
+
+def run(mode: Mode, mem_mib: int, measure_s: float, short_mib: int,
         warm_timeout_s: float = 300.0) -> dict[str, Any]:
     mem_kib = mem_mib * 1024
     bench_s = int(warm_timeout_s + measure_s + 120)
-    spec = GuestSpec(NAME, mem_mib, f"warm:{mem_mib}+pgbench:{CLIENTS}:{bench_s}", kind="pg")
+    spec = GuestSpec(NAME, mem_mib, f"warm:{mem_mib}+pgbench:{CLIENTS}:{bench_s}", kind="pg",
+                     free_page_reporting=mode.fpr, autodeflate=mode.fpr)
     samples: list[dict[str, float]] = []
-    with lab_lock(f"pg benchmark ({mode})"), tempfile.TemporaryDirectory() as tmp:
+    log_lines: list[str] = []
+    reserve_mib = 0
+    with lab_lock(f"pg benchmark ({mode.name})"), tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
         lab = Lab()
         try:
             lab.down([NAME])
@@ -119,134 +162,95 @@ def run(mode: str, mem_mib: int, measure_s: float, interval_s: float,
             (guest,) = lab.up([spec])
             boot_s = time.monotonic() - t_boot
             pid = qemu_pid(NAME)
-            say(f"{NAME} ready after {boot_s:.1f} s; warming")
+            say(f"{mode.name}: {NAME} ready after {boot_s:.1f} s; warming")
             warm_s = warm_up(guest, pid, mem_kib, warm_timeout_s, samples)
-            say(f"warm after {warm_s:.0f} s: {samples[-1]}")
-            t0 = time.time()
+            say(f"{mode.name}: warm after {warm_s:.0f} s: {samples[-1]}")
+            steady = SteadyHost(target_kib=0)
             daemon: subprocess.Popen[str] | None = None
-            if mode == "proactive":
-                policies = preset_policy_dir(Path(tmp), "aggressive")
-                cmd = daemon_command(NAME, policies, interval_s=interval_s,
-                                     duration_s=measure_s, log_format="json")
-                log = (Path(tmp) / "daemon.log").open("w")
-                daemon = start_daemon(cmd, stderr=log, stdout=subprocess.DEVNULL)
-            sample_for(guest, pid, mem_kib, measure_s, interval_s, samples)
+            with contextlib.ExitStack() as stack:
+                if mode.daemon == "on-demand":
+                    steady.hold_mib(512)  # what it can give back when someone needs memory
+                    time.sleep(1)
+                    avail_mib = host_mem_available_kib() // 1024
+                    steady.target_kib = avail_mib * 1024
+                    reserve_mib = avail_mib + short_mib
+                    stack.enter_context(steady)
+                t0 = time.time()
+                if mode.daemon is not None:
+                    cmd = daemon_command(
+                        NAME, policies_for(mode, work, reserve_mib), duration_s=measure_s,
+                        log_format="json", extra=["--extended-stats", mode.extended_stats])
+                    log = stack.enter_context((work / "daemon.log").open("w"))
+                    daemon = start_daemon(cmd, stderr=log, stdout=subprocess.DEVNULL)
+                deadline = time.monotonic() + measure_s
+                while time.monotonic() < deadline:
+                    samples.append(sample(guest, pid, mem_kib))
+                    time.sleep(SAMPLE_S)
+                if daemon is not None:
+                    daemon.wait(timeout=60)
+                t1 = time.time()
             if daemon is not None:
-                daemon.wait(timeout=60)
-                log.close()
-            t1 = time.time()
+                log_lines = (work / "daemon.log").read_text().splitlines()
             time.sleep(10)  # pgbench's last intervals reach the console (4 KiB batches)
             latest = guest.latest_report()
             assert latest is not None
             offset = time.time() - latest["up"]  # host epoch of guest uptime 0
             reports = [dict(r, t=r["up"] + offset) for r in guest.console_reports()]
-            pg = [p for p in guest.pg_reports() if t0 <= p["t"] and p["t"] + p["interval"] <= t1]
+            pg = guest.pg_reports()
+            alive = guest.is_running()
         finally:
             lab.down([NAME])
             lab.close()
-    return {"mode": mode, "mem_mib": mem_mib, "measure_s": measure_s, "interval_s": interval_s,
+    events = [json.loads(x) for x in log_lines if x.startswith("{")]
+    return {"mode": mode.name, "what": mode.what, "machine": machine(), "mem_mib": mem_mib,
+            "measure_s": measure_s, "short_mib": short_mib if mode.daemon == "on-demand" else 0,
+            "reserve_mib": reserve_mib, "steady_peak_mib": steady.peak_mib,
             "boot_s": boot_s, "warm_s": warm_s, "t0": t0, "t1": t1, "samples": samples,
-            "reports": reports, "pg": pg}
+            "reports": reports, "pg": pg, "events": events, "alive_at_end": alive,
+            "daemon_rc": None if daemon is None else daemon.returncode}
 
 
-def summarize(r: dict[str, Any]) -> dict[str, float]:
-    steady = [s for s in r["samples"] if r["t0"] <= s["t"] <= r["t1"]]
-    first, last = steady[0], steady[-1]
-    pg = r["pg"]
-    tx = sum(p["tx"] for p in pg)
-    secs = sum(p["interval"] for p in pg)
-    in_run = [x for x in r["reports"] if r["t0"] <= x["t"] <= r["t1"]]
-    g0 = in_run[0] if in_run else {"Buffers": 0, "Cached": 0, "MemFree": 0}
-    return {
-        "cache_free_start_mib": (g0["Buffers"] + g0["Cached"] + g0["MemFree"]) / 1024,
-        "returned_mib": (first["ram_rss"] - last["ram_rss"]) / 1024,
-        "ram_rss_start_mib": first["ram_rss"] / 1024,
-        "ram_rss_end_mib": last["ram_rss"] / 1024,
-        "qemu_rss_start_mib": first["qemu_rss"] / 1024,
-        "qemu_rss_end_mib": last["qemu_rss"] / 1024,
-        "balloon_min_mib": min(s["balloon"] for s in steady) / 1024,
-        "balloon_end_mib": last["balloon"] / 1024,
-        "tps": tx / secs if secs else 0.0,
-        "p50_median_ms": statistics.median(p["p50_ms"] for p in pg) if pg else 0.0,
-        "p99_mean_ms": statistics.fmean(p["p99_ms"] for p in pg) if pg else 0.0,
-        "p99_max_ms": max((p["p99_ms"] for p in pg), default=0.0),
-        "intervals": len(pg),
-        "failed": sum(p["failed"] for p in pg),
-        "oom_kills": max((x["oom_kill"] for x in in_run), default=0)
-        - min((x["oom_kill"] for x in in_run), default=0),
-    }
-
-
-def render(r: dict[str, Any], s: dict[str, float]) -> str:
-    rows = [
-        ("guest page cache + free memory at the start (Buffers + Cached + MemFree, MiB; "
-         "Cached includes PostgreSQL's 128 MB of shared memory)",
-         f"{s['cache_free_start_mib']:.0f}"),
-        ("host memory returned (guest-RAM RSS start - end, MiB)", f"{s['returned_mib']:.0f}"),
-        ("QEMU guest-RAM RSS, start -> end (MiB)",
-         f"{s['ram_rss_start_mib']:.0f} -> {s['ram_rss_end_mib']:.0f}"),
-        ("QEMU RSS (VmRSS, TCG cache capped at 128 MiB), start -> end (MiB)",
-         f"{s['qemu_rss_start_mib']:.0f} -> {s['qemu_rss_end_mib']:.0f}"),
-        ("balloon (guest memory), min / end (MiB)",
-         f"{s['balloon_min_mib']:.0f} / {s['balloon_end_mib']:.0f}"),
-        ("pgbench TPS (all transactions / seconds, measured phase)", f"{s['tps']:.1f}"),
-        ("latency p50, median of the intervals' p50 (ms)", f"{s['p50_median_ms']:.1f}"),
-        ("latency p99, mean / max of the intervals' p99 (ms)",
-         f"{s['p99_mean_ms']:.1f} / {s['p99_max_ms']:.1f}"),
-        ("pgbench intervals counted / failed transactions",
-         f"{s['intervals']:.0f} / {s['failed']:.0f}"),
-        ("guest OOM kills during the measured phase", f"{s['oom_kills']:.0f}"),
-    ]
-    lines = [
-        header(f"PostgreSQL guest, mode `{r['mode']}`: first measurement"),
-        "A first, single, short run (one guest, one mode), not yet the baseline comparison. "
-        f"Guest: Debian 12 + PostgreSQL 15, {r['mem_mib']} MiB, 1 vCPU under TCG, "
-        f"`pgbench -c {CLIENTS} -j 1` on a scale-20 database (321 MB, shared_buffers 128 MB). "
-        f"Warmed first (database files and {r['mem_mib']} MiB of its disk read) until the "
-        f"guest-RAM mapping's RSS reached {WARM_FRACTION:.0%} of its size: {r['warm_s']:.0f} s "
-        f"(boot to PostgreSQL ready {r['boot_s']:.1f} s). Measured phase {r['measure_s']:.0f} s, "
-        f"host samples every {r['interval_s']:.0f} s; pgbench intervals of 5 s wholly inside it. "
-        "The host is shared with other users' processes (2 cores), so TPS is noisy.",
-        "",
-        "| | |",
-        "|---|---|",
-        *[f"| {k} | {v} |" for k, v in rows],
-        "",
-        "Over time (host samples; seconds since the measured phase began):",
-        "",
-        "| t (s) | guest-RAM RSS (MiB) | QEMU RSS (MiB) | balloon (MiB) "
-        "| host MemAvailable (MiB) |",
-        "|---:|---:|---:|---:|---:|",
-    ]
-    steady = [x for x in r["samples"] if r["t0"] <= x["t"] <= r["t1"]]
-    for x in steady[:: max(1, len(steady) // 12)]:
-        lines.append(f"| {x['t'] - r['t0']:.0f} | {x['ram_rss'] / 1024:.0f} | "
-                     f"{x['qemu_rss'] / 1024:.0f} | {x['balloon'] / 1024:.0f} | "
-                     f"{x['host_avail'] / 1024:.0f} |")
-    lines += ["", "pgbench intervals (guest's PGREPORT lines):", "",
-              "| t (s) | TPS | p50 (ms) | p99 (ms) |", "|---:|---:|---:|---:|"]
-    for p in r["pg"]:
-        lines.append(f"| {p['t'] - r['t0']:.0f} | {p['tps']:.1f} | {p['p50_ms']:.1f} | "
-                     f"{p['p99_ms']:.1f} |")
-    return "\n".join(lines) + "\n"
+def raw_path(mode: str) -> Path:
+    return RAW / f"pg-{mode.replace('+', '-')}.json"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    ap.add_argument("--mode", choices=MODES, required=True)
-    ap.add_argument("--mem", type=int, default=1024, help="guest memory, MiB")
-    ap.add_argument("--measure-s", type=float, default=120.0)
-    ap.add_argument("--interval", type=float, default=2.0)
-    ap.add_argument("--out", type=Path, default=None)
+    from benchmarks.lab import pg_report
+
+    ap = argparse.ArgumentParser(
+        description="Warm PostgreSQL guest, one fresh guest per mode: host memory won (QEMU "
+        "RSS, host MemAvailable) versus pgbench's TPS and latency. Writes "
+        "benchmarks/results/pg.md and pg.png.",
+        epilog="modes: " + "; ".join(f"{m.name}: {m.what}" for m in MODES),
+    )
+    ap.add_argument("--modes", default=",".join(m.name for m in MODES),
+                    help="comma-separated modes to run (default: all, about 4 min each)")
+    ap.add_argument("--mem", type=int, default=1024, help="guest memory, MiB (default 1024)")
+    ap.add_argument("--measure-s", type=float, default=180.0,
+                    help="seconds of the measured phase (default 180)")
+    ap.add_argument("--short-mib", type=int, default=300,
+                    help="host shortfall for the on-demand mode, MiB (default 300)")
+    ap.add_argument("--render-only", action="store_true",
+                    help="run nothing: rebuild pg.md and pg.png from the kept raw data")
+    ap.add_argument("--out", type=Path, default=RESULTS / "pg.md")
     args = ap.parse_args(argv)
-    r = run(args.mode, args.mem, args.measure_s, args.interval)
-    s = summarize(r)
-    out = args.out or RESULTS / f"pg-{args.mode}.md"
-    out.write_text(render(r, s))
-    raw = RESULTS / "tmp" / f"pg-{args.mode}-raw.json"  # not committed
-    raw.parent.mkdir(parents=True, exist_ok=True)
-    raw.write_text(json.dumps(r))
-    say(f"wrote {out}: {s}")
+    names = [x.strip() for x in args.modes.split(",") if x.strip()]
+    unknown = [x for x in names if x not in BY_NAME]
+    if unknown:
+        ap.error(f"unknown mode(s) {', '.join(unknown)}; choose from {', '.join(BY_NAME)}")
+    if not args.render_only:
+        RAW.mkdir(parents=True, exist_ok=True)
+        for i, name in enumerate(names, 1):
+            say(f"mode {i}/{len(names)}: {name} ({BY_NAME[name].what})")
+            r = run(BY_NAME[name], args.mem, args.measure_s, args.short_mib)
+            raw_path(name).write_text(json.dumps(r))
+            say(f"{name}: {pg_report.summarize(r)}")
+    runs = [json.loads(raw_path(m.name).read_text()) for m in MODES if raw_path(m.name).exists()]
+    if not runs:
+        ap.error(f"no raw data in {RAW}: run some modes first")
+    args.out.write_text(pg_report.render(runs))
+    pg_report.plot(runs, args.out.with_suffix(".png"))
+    say(f"wrote {args.out} and {args.out.with_suffix('.png')} ({len(runs)} modes)")
     return 0
 
 

@@ -23,6 +23,7 @@ from contrib.lab.lab import (
 from contrib.lab.lock import lab_lock
 from contrib.lab.policies import (
     host_mem_available_kib,
+    mode_policy_dir,
     preset_policies,
     preset_policy_dir,
     reserve_policy_dir,
@@ -43,6 +44,7 @@ __all__ = [
     "ensure_partition",
     "host_mem_available_kib",
     "lab_lock",
+    "mode_policy_dir",
     "parse_report",
     "preset_policies",
     "preset_policy_dir",

@@ -69,3 +69,17 @@ def reserve_policy_dir(parent: Path, reserve_mib: int, preset: str = "default") 
     if host.reserve_mib != int(reserve_mib):
         raise ValueError(f"reserve_mib {reserve_mib} did not land in [host]")
     return policies
+
+
+def mode_policy_dir(parent: Path, mode: str, preset: str = "default") -> Path:
+    """A policy directory whose default.toml is a shipped policy with ``[policy] mode`` set:
+    what an operator who changed only the mode runs."""
+    source = preset_path(preset)
+    text, n = re.subn(r'(?m)^mode\s*=.*$', f'mode = "{mode}"', source.read_text())
+    if n != 1:
+        raise ValueError(f"{source}: expected one `mode =` line, found {n}")
+    policies = _policy_dir(parent, text)
+    policy, _ = load_default(policies / "default.toml")  # the daemon must accept it
+    if policy.mode != mode:
+        raise ValueError(f"mode {mode!r} did not land in [policy]")
+    return policies
