@@ -29,7 +29,7 @@ from pathlib import Path
 from benchmarks.common import REPO, RESULTS, header, say
 from contrib.lab import lab_lock
 
-ORDER = ("core", "replay", "adapter", "footprint", "lab")
+ORDER = ("core", "replay", "adapter", "footprint", "lab", "pg")
 
 
 def run_core(out: Path, quick: bool) -> int:
@@ -95,7 +95,7 @@ def run_replay(out: Path, quick: bool) -> int:
 
 
 MODULES = {"adapter": "benchmarks.bench_adapter", "footprint": "benchmarks.bench_footprint",
-           "lab": "benchmarks.lab"}
+           "lab": "benchmarks.lab", "pg": "benchmarks.lab.pg"}
 
 
 def run_module(name: str, out: Path, quick: bool) -> int:
@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     wait_log.unlink(missing_ok=True)
     waited = sum(r[3] for r in rows)
     files = {"core": "core.md", "replay": "replay.md", "adapter": "adapter.md",
-             "footprint": "footprint.md", "lab": "lab.md"}
+             "footprint": "footprint.md", "lab": "lab.md", "pg": "pg.md"}
     text = header("Benchmark runs") + (
         f"\n`python -m benchmarks{' --quick' if args.quick else ''}`: total wall time "
         f"{total / 60:.1f} min, of which {waited / 60:.1f} min waiting for the shared lab lock "

@@ -1,7 +1,7 @@
 """Warm PostgreSQL guests: host memory won versus pgbench's harm, mode by mode.
 
     python -m benchmarks.lab.pg [--modes none,fpr,on-demand,...] [--measure-s 180]
-                                [--mem 1024] [--short-mib 300] [--render-only]
+                                [--mem 1024] [--short-mib 300] [--render-only] [--quick]
 
 One Debian 12 + PostgreSQL 15 lab guest (``GuestSpec(kind="pg")``, contrib/lab/pg/) boots,
 fills its page cache like a guest that has run for days (``warm:MEM``: the database's files,
@@ -232,8 +232,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="host shortfall for the on-demand mode, MiB (default 300)")
     ap.add_argument("--render-only", action="store_true",
                     help="run nothing: rebuild pg.md and pg.png from the kept raw data")
-    ap.add_argument("--out", type=Path, default=RESULTS / "pg.md")
+    ap.add_argument("--quick", action="store_true",
+                    help="smoke run: modes none and proactive, 30 s each (numbers mean little)")
+    ap.add_argument("--out", type=Path, default=RESULTS,
+                    help="directory for pg.md and pg.png (default benchmarks/results)")
     args = ap.parse_args(argv)
+    if args.quick:
+        args.modes, args.measure_s = "none,proactive", 30.0
     names = [x.strip() for x in args.modes.split(",") if x.strip()]
     unknown = [x for x in names if x not in BY_NAME]
     if unknown:
@@ -248,9 +253,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     runs = [json.loads(raw_path(m.name).read_text()) for m in MODES if raw_path(m.name).exists()]
     if not runs:
         ap.error(f"no raw data in {RAW}: run some modes first")
-    args.out.write_text(pg_report.render(runs))
-    pg_report.plot(runs, args.out.with_suffix(".png"))
-    say(f"wrote {args.out} and {args.out.with_suffix('.png')} ({len(runs)} modes)")
+    (args.out / "pg.md").write_text(pg_report.render(runs))
+    pg_report.plot(runs, args.out / "pg.png")
+    say(f"wrote {args.out / 'pg.md'} and pg.png ({len(runs)} modes)")
     return 0
 
 
