@@ -21,6 +21,10 @@ from autoballoon.trace import TraceWriter
 log = logging.getLogger("autoballoon")
 
 
+LOGGED_HOLDS = frozenset({"self-deflated"})
+"""Holds worth a line of their own: a guest that deflated itself (deflate-on-OOM)."""
+
+
 class LogSink:
     """One line per action (guest, class, from, to, reason, rule) and per class change.
 
@@ -56,11 +60,13 @@ class LogSink:
                         },
                     )
                 self._classes[r.name] = r.klass
-            if d.action is Action.HOLD:
+            if d.action is Action.HOLD and d.rule not in LOGGED_HOLDS:
                 continue
             result = d.result or ""
             verb = f"would {d.action}" if report.dry_run else str(d.action)
             failed = "" if result in ("applied", "dry-run") else f" FAILED ({result})"
+            if d.action is Action.HOLD:
+                verb, failed = "hold", ""
             log.info(
                 "%sguest %s: %s %d -> %d MiB [%s] %s%s%s",
                 "[dry-run] " if report.dry_run else "",

@@ -3,14 +3,21 @@ resize: the engine adopts its new size, blocks inflation and never goes below th
 
 from __future__ import annotations
 
+import json
+import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+
+import pytest
 
 from autoballoon.core.decide import Action, Decision, EngineState, step
 from autoballoon.core.policy import GuestPolicy, PolicySet
 from autoballoon.core.samples import GuestSample, HostSample
 from autoballoon.libvirt_adapter import LibvirtHypervisor, balloon_options_from_xml
+from autoballoon.logs import JsonFormatter
 from autoballoon.observe import GuestScope
+from autoballoon.report import Health, TickReport
+from autoballoon.sinks import LogSink
 from autoballoon.trace import TraceWriter, read_trace, tick_record
 from tests.factories import sample
 
@@ -197,3 +204,33 @@ def test_the_trace_keeps_the_flags_and_older_traces_read_as_off(tmp_path: Path) 
     (tick,) = list(ticks)
     assert tick.samples["on"].autodeflate and tick.samples["on"].free_page_reporting
     assert not tick.samples["off"].autodeflate and not tick.samples["off"].free_page_reporting
+
+
+def test_a_self_deflate_gets_a_log_line_other_holds_do_not(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    run = settled(autodeflate=True)
+    run.g.actual_mib += 60
+    samples = {"vm": run.g.read(run.now + 2)}
+    decisions, _state = step(run.now + 2, HOST_OK, samples, run.state, PROACTIVE)
+    quiet = run.ticks(2)[1:]  # the self-deflate seen by the run itself, then a plain hold
+    assert quiet[0].action is Action.HOLD and quiet[0].rule != "self-deflated"
+    samples["other"] = replace(samples["vm"], name="other")
+    report = TickReport(
+        t=run.now,
+        duration_s=0.01,
+        dry_run=False,
+        host=HOST_OK,
+        samples=samples,
+        decisions=decisions + [quiet[0]._replace(guest="other")],
+        results={},
+        skipped={},
+        sources={"vm": "qmp"},
+    )
+    caplog.set_level(logging.INFO, logger="autoballoon")
+    LogSink().on_tick(report, Health(ticks=1))
+    lines = [r for r in caplog.records if ": hold " in r.getMessage()]
+    assert len(lines) == 1, [r.getMessage() for r in caplog.records]
+    fields = json.loads(JsonFormatter().format(lines[0]))
+    assert fields["rule"] == "self-deflated" and fields["action"] == "hold"
+    assert fields["guest"] == "vm" and "FAILED" not in fields["msg"]
