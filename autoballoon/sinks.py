@@ -13,16 +13,12 @@ import re
 import socket
 from pathlib import Path
 
-from autoballoon.core.decide import Action
+from autoballoon.core.decide import NOTABLE_HOLDS, Action
 from autoballoon.core.units import KIB_PER_MIB
 from autoballoon.report import Health, TickReport
 from autoballoon.trace import TraceWriter
 
 log = logging.getLogger("autoballoon")
-
-
-LOGGED_HOLDS = frozenset({"self-deflated"})
-"""Holds worth a line of their own: a guest that deflated itself (deflate-on-OOM)."""
 
 
 class LogSink:
@@ -60,7 +56,7 @@ class LogSink:
                         },
                     )
                 self._classes[r.name] = r.klass
-            if d.action is Action.HOLD and d.rule not in LOGGED_HOLDS:
+            if d.action is Action.HOLD and d.rule not in NOTABLE_HOLDS:
                 continue
             result = d.result or ""
             verb = f"would {d.action}" if report.dry_run else str(d.action)

@@ -433,6 +433,10 @@ def spare(f: Facts) -> Proposal:
 
 Rule = Callable[[Facts], Proposal | None]
 
+NOTABLE_HOLDS = frozenset({"self-deflated"})
+"""Holds that report something that happened to the balloon (the guest deflated itself): the
+log and the status file show them as they show changes."""
+
 RULES: tuple[Rule, ...] = (
     opted_out,
     self_deflated,

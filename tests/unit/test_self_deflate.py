@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
 
+from autoballoon.commands.status import EXIT_RUNNING, Verdict, render
 from autoballoon.core.decide import Action, Decision, EngineState, step
 from autoballoon.core.policy import GuestPolicy, PolicySet
 from autoballoon.core.samples import GuestSample, HostSample
@@ -18,6 +20,7 @@ from autoballoon.logs import JsonFormatter
 from autoballoon.observe import GuestScope
 from autoballoon.report import Health, TickReport
 from autoballoon.sinks import LogSink
+from autoballoon.status import StatusDocument, StatusSink
 from autoballoon.trace import TraceWriter, read_trace, tick_record
 from tests.factories import sample
 
@@ -206,27 +209,33 @@ def test_the_trace_keeps_the_flags_and_older_traces_read_as_off(tmp_path: Path) 
     assert not tick.samples["off"].autodeflate and not tick.samples["off"].free_page_reporting
 
 
-def test_a_self_deflate_gets_a_log_line_other_holds_do_not(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    run = settled(autodeflate=True)
+def self_deflate_report(run: Run, others: Sequence[Decision] = ()) -> TickReport:
+    """The tick at which the settled guest of ``run`` deflated itself by 60 MiB (the run's own
+    engine state is left before it); ``others``: plain decisions of other guests to add."""
     run.g.actual_mib += 60
     samples = {"vm": run.g.read(run.now + 2)}
     decisions, _state = step(run.now + 2, HOST_OK, samples, run.state, PROACTIVE)
-    quiet = run.ticks(2)[1:]  # the self-deflate seen by the run itself, then a plain hold
-    assert quiet[0].action is Action.HOLD and quiet[0].rule != "self-deflated"
-    samples["other"] = replace(samples["vm"], name="other")
-    report = TickReport(
+    samples |= {d.guest: replace(samples["vm"], name=d.guest) for d in others}
+    return TickReport(
         t=run.now,
         duration_s=0.01,
         dry_run=False,
         host=HOST_OK,
         samples=samples,
-        decisions=decisions + [quiet[0]._replace(guest="other")],
+        decisions=decisions + list(others),
         results={},
         skipped={},
         sources={"vm": "qmp"},
     )
+
+
+def test_a_self_deflate_gets_a_log_line_other_holds_do_not(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    run = settled(autodeflate=True)
+    quiet = run.ticks(1)[0]
+    assert quiet.action is Action.HOLD and quiet.rule != "self-deflated"
+    report = self_deflate_report(run, [quiet._replace(guest="other")])
     caplog.set_level(logging.INFO, logger="autoballoon")
     LogSink().on_tick(report, Health(ticks=1))
     lines = [r for r in caplog.records if ": hold " in r.getMessage()]
@@ -234,3 +243,18 @@ def test_a_self_deflate_gets_a_log_line_other_holds_do_not(
     fields = json.loads(JsonFormatter().format(lines[0]))
     assert fields["rule"] == "self-deflated" and fields["action"] == "hold"
     assert fields["guest"] == "vm" and "FAILED" not in fields["msg"]
+
+
+def test_the_status_file_shows_the_flag_and_the_self_deflate_as_last_action(
+    tmp_path: Path,
+) -> None:
+    run = settled(autodeflate=True)
+    report = self_deflate_report(run)
+    sink = StatusSink(tmp_path / "status.json")
+    sink.on_tick(report, Health(ticks=1))
+    doc = StatusDocument.model_validate_json(sink.path.read_text())
+    (g,) = doc.guests
+    assert g.autodeflate and not g.free_page_reporting
+    assert g.last_action is not None and g.last_action.rule == "self-deflated"
+    text = render(doc, Verdict("running", "test", EXIT_RUNNING), run.now)
+    assert "extended autodeflate" in text and "[rule self-deflated]" in text
