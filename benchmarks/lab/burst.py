@@ -107,16 +107,15 @@ def _total(per_guest: Mapping[str, Mapping[str, Any]], key: str) -> float | None
 
 
 def _by_role(per_guest: Mapping[str, Mapping[str, Any]], key: str) -> str:
-    return " / ".join(
-        _f(per_guest[n][key]) for n in sorted(per_guest, key=lambda n: per_guest[n]["role"])
-        if per_guest[n]["kind"] == "spike"
-    )
+    """The spike guests' values, small one first."""
+    role = {g["role"]: g for g in per_guest.values()}
+    return " / ".join(_f(role[r][key]) if r in role else "n/a" for r in ("small", "large"))
 
 
 def render(raw: Mapping[str, Any]) -> str:
     runs: Sequence[Mapping[str, Any]] = raw["runs"]
     lines = [header("Burst safety net: deflate-on-OOM, the 6.12 counters, the headroom",
-                    raw["machine"]), ""]
+                    raw["machine"])]
     lines.append(
         "The spike scenario of `python -m benchmarks.lab` (lab.md), run by "
         "`python -m benchmarks.lab.burst`: " + raw["description"] + ". Controller: the "
