@@ -63,6 +63,10 @@ class RawGuest:
     """Resident memory of the guest's QEMU process on the host (libvirt's balloon.rss)."""
     stats_period_s: int | None = None
     """How often the guest reports statistics (the live XML's memballoon stats period)."""
+    autodeflate: bool = False
+    """The balloon device has deflate-on-OOM (the live XML's ``autodeflate='on'``)."""
+    free_page_reporting: bool = False
+    """The balloon device reports freed pages (the live XML's ``freePageReporting='on'``)."""
 
 
 @dataclass

@@ -24,6 +24,7 @@ import contextlib
 import logging
 import threading
 import time
+import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -142,6 +143,25 @@ class _DomainInfo:
     tainted_logged: bool = False
     xml_read_at: float = 0.0
     """time.monotonic() of the last read of the live XML."""
+    autodeflate: bool = False
+    """The balloon has deflate-on-OOM (``<memballoon autodeflate='on'>``)."""
+    free_page_reporting: bool = False
+    """The balloon reports freed pages (``<memballoon freePageReporting='on'>``)."""
+
+
+def balloon_options_from_xml(xml: str) -> tuple[bool, bool]:
+    """(deflate-on-OOM, free page reporting) of a domain's balloon, from its XML.
+
+    libvirt writes them as attributes of ``<memballoon>`` (``autodeflate='on'``,
+    ``freePageReporting='on'``); absent, "off" or unparsable XML all read as off.
+    """
+    try:
+        balloon = ET.fromstring(xml).find("./devices/memballoon")
+    except ET.ParseError:
+        return False, False
+    if balloon is None:
+        return False, False
+    return balloon.get("autodeflate") == "on", balloon.get("freePageReporting") == "on"
 
 
 def _instance(dom: Any) -> tuple[str, int]:
@@ -502,7 +522,18 @@ class LibvirtHypervisor:
         if info.stats_period_s is None and not self._give_stats_period(dom, name, info):
             # No period, none set: whatever QEMU holds is no statistics. Reported as such, so
             # the guest is classified unknown and never squeezed on numbers it did not send.
-            return RawGuest(name, uuid, actual, maximum, 0, {}, "libvirt", rss_kib)
+            return RawGuest(
+                name,
+                uuid,
+                actual,
+                maximum,
+                0,
+                {},
+                "libvirt",
+                rss_kib,
+                autodeflate=info.autodeflate,
+                free_page_reporting=info.free_page_reporting,
+            )
         if rss is None:  # libvirt read no statistics even with the job
             return "libvirt reads no balloon statistics for it"
         qmp = None
@@ -514,23 +545,44 @@ class LibvirtHypervisor:
             stats_from_libvirt_fields(fields),
         )
         return RawGuest(
-            name, uuid, actual, maximum, last_update, stats, source, rss_kib, info.stats_period_s
+            name,
+            uuid,
+            actual,
+            maximum,
+            last_update,
+            stats,
+            source,
+            rss_kib,
+            info.stats_period_s,
+            info.autodeflate,
+            info.free_page_reporting,
         )
 
     def _domain_info(self, dom: Any) -> _DomainInfo:
         """The cached facts of this running instance, from its live XML (re-read now and then:
-        the stats period can be changed by someone else, and no event says so)."""
+        the stats period can be changed by someone else, and no event says so). A restart is a
+        new instance, read afresh: that is when a redefined balloon device takes effect."""
         key = _instance(dom)
         info = self._info.get(key)
         now = time.monotonic()
         if info is not None and now - info.xml_read_at < self.xml_refresh_s:
             return info
-        path, period = balloon_info_from_xml(dom.XMLDesc(0))
+        xml = dom.XMLDesc(0)
+        path, period = balloon_info_from_xml(xml)
+        autodeflate, reporting = balloon_options_from_xml(xml)
         if info is None:
             info = self._info[key] = _DomainInfo(path, period or None)
+            if autodeflate or reporting:
+                log.info(
+                    "guest %s: balloon with deflate-on-OOM %s, free page reporting %s",
+                    dom.name(),
+                    "on" if autodeflate else "off",
+                    "on" if reporting else "off",
+                )
         elif period and period != info.stats_period_s:
             log.info("guest %s: statistics period is now %d s", dom.name(), period)
             info.stats_period_s = period
+        info.autodeflate, info.free_page_reporting = autodeflate, reporting
         info.xml_read_at = now
         return info
 

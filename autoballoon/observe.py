@@ -113,6 +113,8 @@ class Observer:
                 stats_period_s=g.stats_period_s,
                 rss_kib=g.rss_kib,
                 stats_age_s=None if wall_now is None else wall_now - last_update,
+                autodeflate=g.autodeflate,
+                free_page_reporting=g.free_page_reporting,
             )
             sources[g.name] = g.source
             if g.rss_kib is not None:

@@ -85,6 +85,10 @@ class GuestRecord(ReportValue):
     """Which statistics the guest reports: the 6.12 counters, the standard ones, or none."""
     source: str | None = None
     """How they were read: "qmp" or "libvirt"."""
+    autodeflate: bool = False
+    """The balloon has deflate-on-OOM: the guest may take balloon pages back itself."""
+    free_page_reporting: bool = False
+    """The balloon reports the pages the guest frees to the host."""
     decision: DecisionRecord
 
     @classmethod
@@ -113,6 +117,8 @@ class GuestRecord(ReportValue):
             basis=d.basis,
             stats=stats,
             source=source,
+            autodeflate=sample.autodeflate,
+            free_page_reporting=sample.free_page_reporting,
             decision=DecisionRecord(
                 action=d.action,
                 target_kib=d.target_kib,

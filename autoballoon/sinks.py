@@ -13,7 +13,7 @@ import re
 import socket
 from pathlib import Path
 
-from autoballoon.core.decide import Action
+from autoballoon.core.decide import NOTABLE_HOLDS, Action
 from autoballoon.core.units import KIB_PER_MIB
 from autoballoon.report import Health, TickReport
 from autoballoon.trace import TraceWriter
@@ -56,11 +56,13 @@ class LogSink:
                         },
                     )
                 self._classes[r.name] = r.klass
-            if d.action is Action.HOLD:
+            if d.action is Action.HOLD and d.rule not in NOTABLE_HOLDS:
                 continue
             result = d.result or ""
             verb = f"would {d.action}" if report.dry_run else str(d.action)
             failed = "" if result in ("applied", "dry-run") else f" FAILED ({result})"
+            if d.action is Action.HOLD:
+                verb, failed = "hold", ""
             log.info(
                 "%sguest %s: %s %d -> %d MiB [%s] %s%s%s",
                 "[dry-run] " if report.dry_run else "",

@@ -30,7 +30,7 @@ from pydantic import AliasChoices, Field
 from autoballoon import __version__
 from autoballoon.config import DaemonConfig
 from autoballoon.core.classify import PressureClass
-from autoballoon.core.decide import Action
+from autoballoon.core.decide import NOTABLE_HOLDS, Action
 from autoballoon.core.samples import HostSample
 from autoballoon.report import GuestRecord, Health, ReportValue, TickReport
 
@@ -41,7 +41,8 @@ FORMAT: Final = 1
 
 
 class LastAction(ReportValue):
-    """A guest's latest change (not a hold), whichever tick made it."""
+    """A guest's latest change, whichever tick made it (a hold only when it reports what the
+    guest did: ``NOTABLE_HOLDS``, from_kib = to_kib = the size it deflated itself to)."""
 
     t: float
     action: Action
@@ -296,7 +297,7 @@ class StatusSink:
     def _guest_rows(self, report: TickReport) -> tuple[GuestStatus, ...]:
         for r in report.guests:
             d = r.decision
-            if d.action is not Action.HOLD:
+            if d.action is not Action.HOLD or d.rule in NOTABLE_HOLDS:
                 self._last[r.name] = LastAction(
                     t=report.t,
                     action=d.action,

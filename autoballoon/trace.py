@@ -100,6 +100,14 @@ def _number(value: Any, key: str, where: str, nullable: bool = False) -> float |
     raise _Bad(f"{where}{key!r} must be {kind}, not {_show(value)}")
 
 
+def _flag(obj: Mapping[str, Any], key: str, where: str) -> bool:
+    """An optional boolean (false when absent: traces written before it existed)."""
+    value = obj.get(key, False)
+    if type(value) is not bool:
+        raise _Bad(f"{where}{key!r} must be true or false, not {_show(value)}")
+    return value
+
+
 def _show(value: Any) -> str:
     if value is None:
         return "null"
@@ -200,6 +208,8 @@ def parse_tick(obj: Any) -> tuple[RecordedTick, list[str]]:
             max_kib=_kib(g, "max_kib", where),
             last_update=_kib(g, "last_update", where),
             stats=stats,
+            autodeflate=_flag(g, "autodeflate", where),
+            free_page_reporting=_flag(g, "free_page_reporting", where),
         )
         if "decision" in g:
             decisions[name] = _decision(g["decision"], where)
@@ -356,6 +366,11 @@ def tick_record(
         }
         for name, s in samples.items()
     }
+    for name, s in samples.items():  # written only when on: older readers ignore them anyway
+        if s.autodeflate:
+            guests[name]["autodeflate"] = True
+        if s.free_page_reporting:
+            guests[name]["free_page_reporting"] = True
     for name, d in (decisions or {}).items():
         if name in guests:
             guests[name]["decision"] = d.to_json()

@@ -198,7 +198,7 @@ def render(doc: StatusDocument, verdict: Verdict, now: float) -> str:
                     _mib(g.floor_kib),
                     _mib(g.available_kib),
                     str(g.klass),
-                    g.stats,
+                    g.stats + (" autodeflate" if g.autodeflate else ""),
                     did,
                 )
             )

@@ -17,6 +17,12 @@ any of this: sizes that make no sense (``bad-sizes``), a reading older than its 
 Rescue first:
 
 - ``opted-out``: ``enabled = false`` is observed and reported, never resized.
+- ``self-deflated`` (closed loop only): a guest with deflate-on-OOM (``autodeflate='on'``) whose
+  balloon grew past our last target took those pages back itself, before its OOM killer ran.
+  That is a guest in trouble, not an operator's resize: its new size becomes our target (it is
+  never pushed back), inflation is blocked for ``pressure_block_s`` and, for that long, never
+  goes below the size it deflated to (the stuck floor below). If the guest is still in a rescue
+  class or under low water, that rescue is made at once; otherwise it holds.
 - ``rescue``: ``oom``, ``running-out`` and ``thrashing`` deflate at once by the large step,
   ``global-reclaim`` by the medium step, ignoring cooldowns: the evidence is measured only since
   our own last change, so one event is answered once. ``cgroup-oom`` (a kill inside a memory
@@ -43,7 +49,8 @@ Take slowly:
 - ``waiting``: a guest is an inflation candidate only in a calm class (``none``, ``cgroup-oom``)
   held for ``stable_s``,
   outside the cooldown after any change, outside ``pressure_block_s`` after a rescue, outside an
-  operator's hold (``external_hold_s``), and once it has reported since our last change.
+  operator's hold (``external_hold_s``), outside ``pressure_block_s`` after the guest deflated
+  itself, and once it has reported since our last change.
 - ``observe-mode``: the ``observe`` mode never acts. ``above-max``: back down to the maximum.
 - ``spare``: available memory above the headroom, at most ``inflate_step_ratio`` of the maximum
   and never below the floor (or a learned stuck floor), is offered. Then, over all guests:
@@ -62,8 +69,9 @@ skipped (except rescues); ``observe`` turns a change into a hold that says what 
 The dead band between low-water and headroom is where nothing happens; that and the cooldowns
 are why a constant input settles and stays put.
 
-With ``open_loop=True`` (dry-run, replay) the balloon never follows the decisions, so the two
-closed-loop detectors are off: a stalled inflation, and a size changed by someone else.
+With ``open_loop=True`` (dry-run, replay) the balloon never follows the decisions, so the
+closed-loop detectors are off: a stalled inflation, a size changed by someone else, and a guest
+that deflated itself.
 """
 
 from __future__ import annotations
@@ -172,6 +180,9 @@ class GuestState(NamedTuple):
     for the host again until the host is above its reserve once more, or the guest's RSS grows
     by an inflate step (it has touched memory since). "Once more" means for ``SHORTAGE_OVER_S``:
     a moment above the reserve is still the same shortage."""
+    self_deflated_t: float | None = None
+    """When the guest last deflated itself (deflate-on-OOM): inflation waits
+    ``pressure_block_s`` from then."""
 
 
 _NEW_GUEST = GuestState()
@@ -255,6 +266,9 @@ class Facts(NamedTuple):
     """Someone else resized the balloon within ``external_hold_s``."""
     stalled: bool
     """Our last inflation has not been followed for ``stuck_after_s``."""
+    self_deflated_from: int | None = None
+    """The balloon size before the guest deflated itself this tick (deflate-on-OOM); None
+    when it did not."""
 
     def step_kib(self, kind: str) -> int:
         ratio = self.p.deflate_large_ratio if kind == "large" else self.p.deflate_medium_ratio
@@ -270,6 +284,20 @@ def _mib(kib: int) -> int:
 
 def opted_out(f: Facts) -> Proposal | None:
     return None if f.p.enabled else Hold("opted out (enabled = false)")
+
+
+def self_deflated(f: Facts) -> Proposal | None:
+    if f.self_deflated_from is None:
+        return None
+    why = (
+        f"the guest deflated itself (deflate-on-OOM) from {_mib(f.self_deflated_from)} to "
+        f"{_mib(f.cur)} MiB: taken as its size, not inflated below it for "
+        f"{f.p.pressure_block_s:.0f} s"
+    )
+    more = rescue(f) or low_water(f)
+    if isinstance(more, Change):
+        return more._replace(reason=f"{why}; {more.reason}")
+    return Hold(why)
 
 
 def rescue(f: Facts) -> Proposal | None:
@@ -360,6 +388,11 @@ def waiting(f: Facts) -> Proposal | None:
         blockers.append(
             f"blocked after rescue {now - gs.last_rescue_t:.0f}/{p.pressure_block_s:.0f} s"
         )
+    if gs.self_deflated_t is not None and now - gs.self_deflated_t < p.pressure_block_s:
+        blockers.append(
+            f"blocked after the guest deflated itself "
+            f"{now - gs.self_deflated_t:.0f}/{p.pressure_block_s:.0f} s"
+        )
     if f.external:
         blockers.append("resized by someone else; holding")
     if not f.reported_since_change:
@@ -400,8 +433,13 @@ def spare(f: Facts) -> Proposal:
 
 Rule = Callable[[Facts], Proposal | None]
 
+NOTABLE_HOLDS = frozenset({"self-deflated"})
+"""Holds that report something that happened to the balloon (the guest deflated itself): the
+log and the status file show them as they show changes."""
+
 RULES: tuple[Rule, ...] = (
     opted_out,
+    self_deflated,
     rescue,
     below_floor,
     stalled_inflation,
@@ -478,10 +516,33 @@ def _observe(
     available_kib = sample.available_kib
     prev_kib = history[-2].actual_kib if len(history) > 1 else None
     closed = p.enabled and not open_loop
-    if closed and prev_kib is not None and abs(cur - prev_kib) > tol:
+    self_deflated_from = None
+    if closed and prev_kib is not None and cur != prev_kib:
         ours = gs.last_target_kib
         toward_ours = ours is not None and abs(cur - ours) < abs(prev_kib - ours)
-        if not toward_ours and (ours is None or abs(cur - ours) > tol):
+        if (
+            sample.autodeflate
+            and cur > prev_kib
+            and not toward_ours
+            and (cur - prev_kib > tol or (ours is not None and cur - ours >= KIB_PER_MIB))
+        ):
+            # Deflate-on-OOM gives pages back 1 MiB at a time: any growth past our target is
+            # the guest's, however small, or the next offer would take it straight back.
+            self_deflated_from = prev_kib if ours is None else min(ours, prev_kib)
+            floor = cur
+            if gs.stuck_floor_kib is not None and gs.stuck_until is not None:
+                floor = max(floor, gs.stuck_floor_kib) if now < gs.stuck_until else floor
+            gs = gs._replace(
+                last_target_kib=cur,
+                self_deflated_t=now,
+                stuck_floor_kib=floor,
+                stuck_until=now + p.pressure_block_s,
+            )
+        elif (
+            abs(cur - prev_kib) > tol
+            and not toward_ours
+            and (ours is None or abs(cur - ours) > tol)
+        ):
             gs = gs._replace(external_until=now + p.external_hold_s, last_target_kib=cur)
     last_change_t, last_target_kib = gs.last_change_t, gs.last_target_kib
     since_change = None if last_change_t is None else now - last_change_t
@@ -512,6 +573,7 @@ def _observe(
         or sample.last_update < gs.last_change_update,
         gs.external_until is not None and now < gs.external_until,
         stalled,
+        self_deflated_from,
     )
 
 

@@ -115,6 +115,12 @@ class GuestSample:
     stats_age_s: float | None = None
     """Wall-clock seconds between QEMU's ``last_update`` and this reading; None when the
     reader does not say (then ``t`` must be wall time)."""
+    autodeflate: bool = False
+    """The balloon device has deflate-on-OOM (libvirt ``autodeflate='on'``): the guest takes
+    balloon pages back itself before its OOM killer runs, so its balloon can grow without
+    anyone on the host asking (see ``decide``'s ``self-deflated``)."""
+    free_page_reporting: bool = False
+    """The balloon device reports freed pages to the host (``freePageReporting='on'``)."""
 
     def stat(self, name: str) -> int | None:
         return self.stats.get(name)

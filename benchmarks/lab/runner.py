@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from autoballoon.config import DaemonConfig
+from autoballoon.core.policy import PolicySet
 from autoballoon.daemon import Controller
 from autoballoon.libvirt_adapter import LibvirtHypervisor
 from autoballoon.report import TickReport
@@ -76,8 +77,13 @@ def compact_tick(rep: TickReport) -> dict[str, Any]:
             "guests": {r.name: r.to_json() for r in rep.guests}, "skipped": dict(rep.skipped)}
 
 
-def run_one(lab: Any, sc: Scenario, mode: str, interval_s: float) -> dict[str, Any]:
-    """Boot the scenario's guests fresh, run one mode for the scenario's duration, tear down."""
+def run_one(
+    lab: Any, sc: Scenario, mode: str, interval_s: float, policies: PolicySet | None = None
+) -> dict[str, Any]:
+    """Boot the scenario's guests fresh, run one mode for the scenario's duration, tear down.
+
+    ``policies``: what the controller runs (default: the aggressive preset; ``none`` always
+    runs it in observe mode)."""
     specs = [g.spec(sc.name) for g in sc.guests]
     names = [s.domain_name for s in specs]
     lab.down(names)  # our own leftovers only
@@ -92,7 +98,10 @@ def run_one(lab: Any, sc: Scenario, mode: str, interval_s: float) -> dict[str, A
     others = other_domains(lab.conn)
 
     extended = "off" if mode == "off" else "qmp"
-    policies = preset_policies(mode="observe") if mode == "none" else preset_policies()
+    if mode == "none":
+        policies = preset_policies(mode="observe")
+    elif policies is None:
+        policies = preset_policies()
     hv = LibvirtHypervisor(extended_stats=extended, read_budget_s=min(2.0, interval_s / 2))
     config = DaemonConfig(
         interval_s=interval_s,
@@ -149,7 +158,7 @@ def run_one(lab: Any, sc: Scenario, mode: str, interval_s: float) -> dict[str, A
         "t_end": t_end,
         "guests": {
             s.domain_name: {"role": g.role, "mem_mib": g.mem_mib, "workload": g.workload,
-                            "kind": g.kind}
+                            "kind": g.kind, "autodeflate": g.autodeflate}
             for s, g in zip(specs, sc.guests, strict=True)
         },
         "start": start,
@@ -162,7 +171,9 @@ def run_one(lab: Any, sc: Scenario, mode: str, interval_s: float) -> dict[str, A
     }
 
 
-def run_retrying(sc: Scenario, mode: str, interval_s: float) -> dict[str, Any]:
+def run_retrying(
+    sc: Scenario, mode: str, interval_s: float, policies: PolicySet | None = None
+) -> dict[str, Any]:
     """run_one on a fresh libvirt connection; once more if libvirt failed under it (someone
     restarting libvirtd) or the run lost guests or ticks."""
     import libvirt
@@ -170,7 +181,7 @@ def run_retrying(sc: Scenario, mode: str, interval_s: float) -> dict[str, Any]:
     for attempt in (1, 2):
         lab = Lab()
         try:
-            run = run_one(lab, sc, mode, interval_s)
+            run = run_one(lab, sc, mode, interval_s, policies)
         except (libvirt.libvirtError, LabError) as err:
             if attempt == 2:
                 raise

@@ -28,9 +28,16 @@ class BGuest:
     mem_mib: int
     workload: str
     kind: str
+    autodeflate: bool = False
+    """The balloon device has deflate-on-OOM (``autodeflate='on'``)."""
 
     def spec(self, scenario: str) -> GuestSpec:
-        return GuestSpec(f"{GUEST_PREFIX}{scenario}-{self.role}", self.mem_mib, self.workload)
+        return GuestSpec(
+            f"{GUEST_PREFIX}{scenario}-{self.role}",
+            self.mem_mib,
+            self.workload,
+            autodeflate=self.autodeflate,
+        )
 
 
 @dataclass(frozen=True)
