@@ -42,6 +42,8 @@ Hold under pressure:
 
 - ``under-pressure``: any other pressure class holds (``cgroup-stall``: stalls while memory is
   available, which more memory would not cure; a struggling kswapd means nothing is spare).
+  ``kswapd-reclaim`` within ``cooldown_s + rate_window_s`` of our own inflation does not hold
+  and does not reset the calm time: it is the guest reclaiming the cache we took.
   ``cgroup-oom`` is calm for the guest as a whole: it neither holds nor resets the calm time.
 
 Take slowly:
@@ -269,6 +271,9 @@ class Facts(NamedTuple):
     self_deflated_from: int | None = None
     """The balloon size before the guest deflated itself this tick (deflate-on-OOM); None
     when it did not."""
+    kswapd_echo: bool = False
+    """``kswapd-reclaim`` within ``cooldown_s + rate_window_s`` of our own inflation: the
+    guest reclaiming the cache we asked for, calm for the law."""
 
     def step_kib(self, kind: str) -> int:
         ratio = self.p.deflate_large_ratio if kind == "large" else self.p.deflate_medium_ratio
@@ -370,7 +375,7 @@ _WHY_HOLD = {
 
 
 def under_pressure(f: Facts) -> Proposal | None:
-    if f.c.klass in CALM_CLASSES:
+    if f.c.klass in CALM_CLASSES or f.kswapd_echo:
         return None
     why = _WHY_HOLD.get(f.c.klass, "not inflated while under pressure")
     return Hold(f"{f.c.klass}: {f.c.reason}; {why}")
@@ -503,8 +508,17 @@ def _observe(
         clean=True,
         steady=history[0].t >= steady_since,
     )
+    # kswapd reclaiming page cache right after our own inflation is the guest freeing what we
+    # took: the echo of our change, not a reason to hold (a warm guest would otherwise answer
+    # every step with a pause of its own and give its cache back at a crawl).
+    echo = (
+        c.klass is PressureClass.KSWAPD_RECLAIM
+        and gs.last_change_dir < 0
+        and gs.last_change_t is not None
+        and now - gs.last_change_t <= p.cooldown_s + p.rate_window_s
+    )
     none_since = None
-    if c.klass in CALM_CLASSES:
+    if c.klass in CALM_CLASSES or echo:
         none_since = now if gs.none_since is None else gs.none_since
     gs = GuestState(history, none_since, now, steady_since, *gs[4:])  # cheaper than _replace
     if rebooted:
@@ -574,6 +588,7 @@ def _observe(
         gs.external_until is not None and now < gs.external_until,
         stalled,
         self_deflated_from,
+        echo,
     )
 
 
