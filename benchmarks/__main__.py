@@ -1,13 +1,19 @@
 """Run every benchmark and write benchmarks/results/*.md (+ lab.png).
 
-    python -m benchmarks [--quick] [--only core,replay,adapter,footprint,lab] [--out DIR]
+    python -m benchmarks [--quick] [--only core,replay,adapter,footprint,lab,pg,burst,density]
+                         [--out DIR]
     make bench
 
 In order: core (CPU of classify + decide by guest count), replay (one hour of 100 synthetic
 guests through `autoballoon replay`), adapter (libvirt / QMP / setter cost per guest on the lab),
 footprint (the daemon's RSS and CPU while it manages lab guests, 5 minutes), lab (reclaimed memory
-versus harm, three scenarios x three modes on real guests, about 23 minutes). About 30 minutes in
-all; ``--quick`` is a smoke run of every part (about 6 minutes) whose numbers mean little.
+versus harm, three scenarios x three modes on small guests, about 23 minutes), pg (a warm
+PostgreSQL guest in six modes: host memory won versus pgbench's TPS and latency, about 25
+minutes), burst (the spike scenario with and without deflate-on-OOM, the counters and the
+headroom, about 16 minutes), density (two warm PostgreSQL guests under one memory cgroup limit
+at an overcommit ratio, per mode, about 5 minutes a run). About two hours in all; the
+real-guest part alone is ``--only pg,burst,density``. ``--quick`` is a smoke run (about 10
+minutes; burst and density have none and are skipped) whose numbers mean little.
 
 Each benchmark runs as its own process. Every one of them holds the shared lab lock
 (``contrib.lab.lab_lock``: /tmp/ab-lab.lock, or AB_LAB_LOCK) while it runs: those with lab guests
@@ -29,7 +35,7 @@ from pathlib import Path
 from benchmarks.common import REPO, RESULTS, header, say
 from contrib.lab import lab_lock
 
-ORDER = ("core", "replay", "adapter", "footprint", "lab", "pg")
+ORDER = ("core", "replay", "adapter", "footprint", "lab", "pg", "burst", "density")
 
 
 def run_core(out: Path, quick: bool) -> int:
@@ -95,11 +101,20 @@ def run_replay(out: Path, quick: bool) -> int:
 
 
 MODULES = {"adapter": "benchmarks.bench_adapter", "footprint": "benchmarks.bench_footprint",
-           "lab": "benchmarks.lab", "pg": "benchmarks.lab.pg"}
+           "lab": "benchmarks.lab", "pg": "benchmarks.lab.pg", "burst": "benchmarks.lab.burst",
+           "density": "benchmarks.lab.density"}
+NO_QUICK = {"burst", "density"}
+"""Benchmarks with no smoke run: ``--quick`` skips them."""
+OUT_FILE = {"density": "density.md"}
+"""Benchmarks whose --out is a file, not the results directory."""
 
 
 def run_module(name: str, out: Path, quick: bool) -> int:
-    cmd = [sys.executable, "-m", MODULES[name], "--out", str(out)]
+    if quick and name in NO_QUICK:
+        say(f"{name}: no quick variant, skipped")
+        return 0
+    target = out / OUT_FILE[name] if name in OUT_FILE else out
+    cmd = [sys.executable, "-m", MODULES[name], "--out", str(target)]
     if quick:
         cmd.append("--quick")
     return subprocess.run(cmd, cwd=REPO, check=False).returncode
@@ -144,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     wait_log.unlink(missing_ok=True)
     waited = sum(r[3] for r in rows)
     files = {"core": "core.md", "replay": "replay.md", "adapter": "adapter.md",
-             "footprint": "footprint.md", "lab": "lab.md", "pg": "pg.md"}
+             "footprint": "footprint.md", "lab": "lab.md", "pg": "pg.md", "burst": "burst.md",
+             "density": "density.md"}
     text = header("Benchmark runs") + (
         f"\n`python -m benchmarks{' --quick' if args.quick else ''}`: total wall time "
         f"{total / 60:.1f} min, of which {waited / 60:.1f} min waiting for the shared lab lock "

@@ -225,7 +225,33 @@ def lab_table(results: Path = RESULTS) -> str:
     return "\n".join(lines)
 
 
-BLOCKS: dict[str, Callable[[Path], str]] = {"bench": figures_table, "lab": lab_table}
+def pg_table(results: Path = RESULTS) -> str:
+    """The real-guest reclaim-versus-harm table: a row per mode of results/pg.md."""
+    text, f = read(results, "pg.md")
+    machine = find(r"Machine: ([^\n]+?)\. Date: (\S+)", text, f)
+    rows = table_with(text, "targets", f)
+    lines = [
+        f"Machine: {machine.group(1)}; {machine.group(2)}. One warm 1 GiB PostgreSQL guest per "
+        f"mode, `pgbench -c 4`, steady phase (`{f}`, `results/pg.png`):",
+        "",
+        "| mode | host got back (guest-RAM RSS) | held back (balloon) | TPS (steady) "
+        "| vs no controller: TPS, p99 | OOM kills | targets |",
+        "|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in rows:
+        got = r["host got back: guest-RAM RSS start -> end (MiB)"].split(":")[0]
+        share = r["of cache + free at start"].split(" of ")[0]
+        lines.append(
+            f"| {r['mode']} | {got} MiB ({share} of cache + free) "
+            f"| {r['held back (balloon) MiB']} MiB | {r['TPS steady (all)'].split(' ')[0]} "
+            f"| {r['vs none: TPS, p99']} | {r['OOM kills']} | {r['targets']} |"
+        )
+    return "\n".join(lines)
+
+
+BLOCKS: dict[str, Callable[[Path], str]] = {
+    "bench": figures_table, "pg": pg_table, "lab": lab_table,
+}
 
 
 def marker(name: str, end: bool) -> str:

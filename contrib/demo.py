@@ -32,10 +32,12 @@ from contrib.lab import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
+# The recommended set-up (README): the balloon with deflate-on-OOM and free page reporting on.
+RECOMMENDED = {"autodeflate": True, "free_page_reporting": True}
 GUESTS = [
-    GuestSpec("ab-lab-demo-idle", 512, "idle+cache:48"),
-    GuestSpec("ab-lab-demo-steady", 512, "steady:200"),
-    GuestSpec("ab-lab-demo-ramp", 512, "ramp:40:300:150"),
+    GuestSpec("ab-lab-demo-idle", 512, "idle+cache:48", **RECOMMENDED),
+    GuestSpec("ab-lab-demo-steady", 512, "steady:200", **RECOMMENDED),
+    GuestSpec("ab-lab-demo-ramp", 512, "ramp:40:300:150", **RECOMMENDED),
 ]
 
 
@@ -71,6 +73,7 @@ def demo(args: argparse.Namespace) -> int:
         return 1
     for g in guests:
         print(f"   {g.name:22} {g.spec.mem_mib} MiB  workload {g.spec.workload}")
+    print("   balloons: deflate-on-OOM and free page reporting on (the recommended set-up)")
     time.sleep(3)
     start = {g.name: (g.latest_report() or {}) for g in guests}
     start_rss = {g.name: rss_mib(g) for g in guests}
