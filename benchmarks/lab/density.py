@@ -31,7 +31,9 @@ seconds after both guests said their warm-up was done. Modes:
 - ``fpr``: the limit, free page reporting + deflate-on-OOM on the balloon, no controller;
 - ``autoballoon``: the limit, free page reporting + deflate-on-OOM, and the daemon (``autoballoon
   run`` as a child process) with the shipped default policy (on-demand) and
-  ``host_memory_cgroup`` set to the partition: the memory it protects is the cgroup's.
+  ``host_memory_cgroup`` set to the partition: the memory it protects is the cgroup's;
+- ``proactive``: the same with the aggressive preset (proactive mode: takes what guests can
+  spare whatever the host's state, in larger and quicker steps).
 
 A run "holds" when no guest is lost (its domain still running, no OOM kill in the cgroup), the
 guests' OOM killers killed nothing, and in the measured phase pgbench's TPS (both guests) is
@@ -87,6 +89,8 @@ class Mode:
     fpr: bool
     daemon: bool
     what: str
+    preset: str = "default"
+    """The daemon's policy: a shipped preset (policies/presets/), or "default"."""
 
 
 MODES: dict[str, Mode] = {
@@ -94,7 +98,10 @@ MODES: dict[str, Mode] = {
     "plain": Mode(True, False, False, "limit, no controller"),
     "fpr": Mode(True, True, False, "limit, free page reporting + deflate-on-OOM"),
     "autoballoon": Mode(True, True, True, "limit, FPR + deflate-on-OOM + autoballoon on-demand "
-                        "with host_memory_cgroup"),
+                        "(the shipped default policy) with host_memory_cgroup"),
+    "proactive": Mode(True, True, True, "limit, FPR + deflate-on-OOM + autoballoon with the "
+                      "aggressive preset (proactive mode, 10 % steps, stable 10 s, cooldown 6 s) "
+                      "and host_memory_cgroup", "aggressive"),
 }
 
 
@@ -114,11 +121,29 @@ def cg_read(memdir: Path, name: str) -> str:
 
 
 def cg_oom_kills(memdir: Path) -> int:
+    """The partition's own oom_kill counter. cgroup v1 counts a kill in the victim's cgroup
+    (the QEMU's child cgroup, removed with the domain), not in the parent whose limit was hit:
+    ``kernel_oom_kills`` is the count that tells."""
     for line in cg_read(memdir, "memory.oom_control").splitlines():
         key, _, val = line.partition(" ")
         if key == "oom_kill":
             return int(val)
     return 0
+
+
+def kernel_oom_kills(since: float, until: float) -> list[float]:
+    """Wall-clock times of the kernel's OOM kills in the partition between ``since`` and
+    ``until``, from the kernel log (``oom-kill:... oom_memcg=/abdensity.partition ...``)."""
+    out = subprocess.run(["dmesg"], capture_output=True, text=True, check=False).stdout
+    booted = time.time() - float(Path("/proc/uptime").read_text().split()[0])
+    memcg = f"oom_memcg={PARTITION}.partition,"
+    times = []
+    for line in out.splitlines():
+        if line.startswith("[") and "oom-kill:" in line and memcg in line:
+            t = booted + float(line[1:line.index("]")])
+            if since <= t <= until:
+                times.append(t)
+    return times
 
 
 def cg_state(memdir: Path) -> dict[str, int]:
@@ -187,7 +212,7 @@ def run(mode: str, ratio: float, warm_s: int, measure_s: float, overhead_mib: in
             say(f"{mode} x{ratio}: {len(guests)} guests up after {boot_s:.0f} s, limit "
                 f"{limit} MiB; warming over {warm_s} s")
             if m.daemon:
-                policies = preset_policy_dir(Path(tmp), "default")
+                policies = preset_policy_dir(Path(tmp), m.preset)
                 cmd = daemon_command(f"{GUEST_PREFIX}d*", policies, log_format="json",
                                      status_file=Path(tmp) / "status.json",
                                      extra=["--host-memory-cgroup", str(memdir)])
@@ -228,6 +253,7 @@ def run(mode: str, ratio: float, warm_s: int, measure_s: float, overhead_mib: in
                 }
             cg_end = cg_state(memdir)
             cg_end["cg_oom_kill"] -= oom0
+            kills = kernel_oom_kills(t_boot - 5, time.time())
         finally:
             if daemon is not None and daemon.poll() is None:
                 daemon.kill()
@@ -235,11 +261,14 @@ def run(mode: str, ratio: float, warm_s: int, measure_s: float, overhead_mib: in
             set_limit(memdir, None)
             lab.close()
         daemon_log = log_path.read_text() if log_path.exists() else ""
+    oom_kills_s = [t - t_boot for t in kills]
     return {"mode": mode, "ratio": ratio if m.limit else None, "limit_mib": limit,
             "overhead_mib": overhead_mib, "warm_s": warm_s, "measure_s": measure_s,
             "interval_s": interval_s, "boot_s": boot_s, "t_boot": t_boot, "t0": t0, "t1": t1,
-            "samples": samples, "lost": lost, "cg_end": cg_end, "guests": per_guest,
+            "samples": samples, "lost": lost, "cg_end": cg_end,
+            "kernel_oom_kills_s": oom_kills_s, "guests": per_guest,
             "others": others, "daemon_changes": daemon_changes(daemon_log),
+            "daemon_log": daemon_log[-200_000:],
             "machine": machine()}
 
 
@@ -256,6 +285,19 @@ def daemon_changes(log: str) -> dict[str, int]:
             if doc.get("level") in ("warning", "error"):
                 counts["warnings"] = counts.get("warnings", 0) + 1
     return counts
+
+
+def daemon_story(log: str, t_boot: float) -> list[tuple[float, str]]:
+    """The daemon's balloon changes, host verdicts and guests stopping, as (s after boot,
+    message): what it saw and did, in its own words."""
+    story = []
+    for line in log.splitlines():
+        with contextlib.suppress(ValueError):
+            doc = json.loads(line)
+            msg = str(doc.get("msg", "")) if isinstance(doc, dict) else ""
+            if "host_verdict" in doc or doc.get("action") or msg.endswith(" stopped"):
+                story.append((float(doc["ts"]) - t_boot, msg.split(" [rule")[0]))
+    return story
 
 
 # ----------------------------------------------------------------------------- summary
@@ -294,7 +336,7 @@ def summarize(r: Mapping[str, Any]) -> dict[str, Any]:
         "p50_ms": statistics.median(v["p50_ms"] for v in per.values()),
         "lost": len(r["lost"]),
         "guest_oom": sum(int(v["oom_kill"]) for v in per.values()),
-        "cg_oom": r["cg_end"]["cg_oom_kill"],
+        "cg_oom": len(r["kernel_oom_kills_s"]),
         "failcnt": r["cg_end"]["cg_failcnt"],
         "usage_peak_mib": max((s["cg_usage"] for s in r["samples"]), default=0) / 1024,
         "ram_rss_end_mib": sum(v["ram_rss_end_mib"] for v in per.values()),
@@ -321,14 +363,19 @@ def verdict(s: Mapping[str, Any], base: Mapping[str, Any] | None) -> tuple[bool,
 
 # ----------------------------------------------------------------------------- rendering
 
+DEFAULT_WARM_S = 90
+
+
 def label(r: Mapping[str, Any]) -> str:
-    return r["mode"] if r["ratio"] is None else f"{r['mode']} x{r['ratio']:g}"
+    """``mode xRATIO``, with ``, warm N s`` when the warm-up was not the default's."""
+    name = r["mode"] if r["ratio"] is None else f"{r['mode']} x{r['ratio']:g}"
+    return name if r["warm_s"] == DEFAULT_WARM_S else f"{name}, warm {r['warm_s']} s"
 
 
 def load_runs() -> list[dict[str, Any]]:
     order = list(MODES)
     runs = [json.loads(p.read_text()) for p in sorted(RAW.glob("density-*.json"))]
-    return sorted(runs, key=lambda r: (order.index(r["mode"]), r["ratio"] or 0))
+    return sorted(runs, key=lambda r: (order.index(r["mode"]), r["ratio"] or 0, r["warm_s"]))
 
 
 def render(runs: Sequence[Mapping[str, Any]]) -> str:
@@ -344,7 +391,8 @@ def render(runs: Sequence[Mapping[str, Any]]) -> str:
         f"{first['overhead_mib']} MiB (VmRSS minus guest-RAM RSS; the most seen in these runs: "
         f"{ov:.0f} MiB). No swap: above the limit the kernel OOM-kills a QEMU in the cgroup. "
         f"Each guest reads its 321 MB database at boot, then 1 GiB of its disk over "
-        f"{first['warm_s']} s while `pgbench -c {CLIENTS} -j 1` runs; measured phase "
+        f"{DEFAULT_WARM_S} s (unless the run's name says otherwise) while "
+        f"`pgbench -c {CLIENTS} -j 1` runs; measured phase "
         f"{first['measure_s']:.0f} s after both finished warming. Host samples every "
         f"{first['interval_s']:g} s. The 2-core host is shared (other domains running at the "
         f"start: {', '.join(first['others']) or 'none'}), so TPS is noisy. `python -m "
@@ -382,6 +430,14 @@ def render(runs: Sequence[Mapping[str, Any]]) -> str:
             if r["mode"] != "nolimit" and not s["lost"]:
                 lines.append(f"- {label(r)}: {s['ram_rss_end_mib']:.0f} MiB, "
                              f"{base['ram_rss_end_mib'] - s['ram_rss_end_mib']:.0f} MiB less")
+    for r in runs:
+        if MODES[r["mode"]].daemon:
+            changes = ", ".join(f"{k} {v}" for k, v in sorted(r["daemon_changes"].items()))
+            lines.append(f"- {label(r)}: the daemon's log: {changes or 'no change'}")
+            story = daemon_story(r.get("daemon_log", ""), r["t_boot"])
+            lines += [f"  - {t:.0f} s after boot: {msg}" for t, msg in story[:14]]
+            if len(story) > 14:
+                lines.append(f"  - ... {len(story) - 14} more lines")
     lines += ["", "Modes: " + "; ".join(f"`{k}`: {v.what}" for k, v in MODES.items()) + ".",
               "", "![density](density.png)", ""]
     return "\n".join(lines)
@@ -395,7 +451,8 @@ def plot(runs: Sequence[Mapping[str, Any]], path: Path) -> None:
 
     rows = ("QEMU RSS per guest (MiB)", "cgroup usage vs limit (MiB)", "balloon per guest (MiB)",
             "pgbench TPS per guest")
-    fig, axes = plt.subplots(len(rows), len(runs), figsize=(3.6 * len(runs), 9), squeeze=False,
+    width = max(8.0, 3.6 * len(runs))
+    fig, axes = plt.subplots(len(rows), len(runs), figsize=(width, 9), squeeze=False,
                              sharex="col", sharey="row")
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for j, r in enumerate(runs):
@@ -428,8 +485,8 @@ def plot(runs: Sequence[Mapping[str, Any]], path: Path) -> None:
         axes[i][0].set_ylabel(what, fontsize=8)
     axes[0][0].legend(fontsize=7, loc="lower right")
     axes[1][0].legend(fontsize=7, loc="lower right")
-    fig.suptitle("Two warm PostgreSQL guests in one memory cgroup: green = measured phase, "
-                 "red dashed = a guest lost (its QEMU OOM-killed)", fontsize=9)
+    fig.suptitle("Two warm PostgreSQL guests in one memory cgroup\ngreen: measured phase; "
+                 "red dashed: a guest lost (its QEMU OOM-killed)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=72)
     plt.close(fig)
@@ -448,12 +505,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--mode", action="append", choices=list(MODES),
-                    help="run this mode (repeatable; default: all four, nolimit first)")
+                    help="run this mode (repeatable; default: all, nolimit first)")
     ap.add_argument("--ratio", action="append", type=float,
                     help="overcommit ratio: guests' total maximum / the limit without QEMU "
                     "overhead (repeatable; default 1.5; nolimit ignores it)")
-    ap.add_argument("--warm-s", type=int, default=90,
-                    help="seconds over which each guest reads 1 GiB of its disk (default 90)")
+    ap.add_argument("--warm-s", type=int, default=DEFAULT_WARM_S,
+                    help="seconds over which each guest reads 1 GiB of its disk (default "
+                    f"{DEFAULT_WARM_S})")
     ap.add_argument("--measure-s", type=float, default=150.0,
                     help="measured phase after the warm-up, seconds (default 150)")
     ap.add_argument("--overhead-mib", type=int, default=200,
@@ -470,7 +528,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for ratio in [1.0] if mode == "nolimit" else (args.ratio or [1.5]):
                 r = run(mode, ratio, args.warm_s, args.measure_s, args.overhead_mib,
                         args.interval)
-                key = mode if r["ratio"] is None else f"{mode}-{ratio:g}"
+                key = label(r).replace(" x", "-").replace(", warm ", "-warm").replace(" s", "")
                 (RAW / f"density-{key}.json").write_text(json.dumps(r))
                 s = summarize(r)
                 say(f"{label(r)}: lost {s['lost']}, cgroup OOM {s['cg_oom']}, guest OOM "
