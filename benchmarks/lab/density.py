@@ -333,7 +333,7 @@ def summarize(r: Mapping[str, Any]) -> dict[str, Any]:
         "per": per,
         "tps": tx / (t1 - t0),
         "p99_ms": statistics.fmean(p99s) if p99s else 0.0,
-        "p50_ms": statistics.median(v["p50_ms"] for v in per.values()),
+        "p50_ms": statistics.median([v["p50_ms"] for v in per.values() if v["tps"]] or [0.0]),
         "lost": len(r["lost"]),
         "guest_oom": sum(int(v["oom_kill"]) for v in per.values()),
         "cg_oom": len(r["kernel_oom_kills_s"]),
@@ -412,7 +412,7 @@ def render(runs: Sequence[Mapping[str, Any]]) -> str:
         lost = ", ".join(f"{n.removeprefix(GUEST_PREFIX)} at {v['lost_s']:.0f}"
                          for n, v in s["per"].items() if v["lost_s"] >= 0) or "0"
         per = "; ".join(f"{v['tps']:.1f}, {v['p50_ms']:.0f}/{v['p99_ms']:.0f}"
-                        for v in s["per"].values())
+                        if v["tps"] else "lost" for v in s["per"].values())
         balloons = " / ".join(f"{v['balloon_end_mib']:.0f}" for v in s["per"].values())
         held = "yes" if ok else "no: " + ", ".join(why)
         lines.append(
@@ -422,18 +422,22 @@ def render(runs: Sequence[Mapping[str, Any]]) -> str:
             f"{s['p99_ms']:.0f} | {per} | {s['usage_peak_mib']:.0f} | "
             f"{s['ram_rss_end_mib']:.0f} | {balloons} | "
             f"{'baseline' if r['mode'] == 'nolimit' else held} |")
+    kept = [(r, s) for r, s in zip(runs, sums, strict=True)
+            if r["mode"] != "nolimit" and not s["lost"]]
     if base is not None:
         lines += ["", "Host memory returned: the guests' RAM on the host (guest-RAM RSS, both "
                   "guests) at the end of the measured phase, against the `nolimit` run's "
                   f"{base['ram_rss_end_mib']:.0f} MiB:", ""]
-        for r, s in zip(runs, sums, strict=True):
-            if r["mode"] != "nolimit" and not s["lost"]:
-                lines.append(f"- {label(r)}: {s['ram_rss_end_mib']:.0f} MiB, "
-                             f"{base['ram_rss_end_mib'] - s['ram_rss_end_mib']:.0f} MiB less")
+        lines += [f"- {label(r)}: {s['ram_rss_end_mib']:.0f} MiB, "
+                  f"{base['ram_rss_end_mib'] - s['ram_rss_end_mib']:.0f} MiB less"
+                  for r, s in kept] or ["- none: no run with a limit kept both guests."]
+    lines += ["", "What the daemon did, in its own log (JSON lines: balloon changes applied, "
+              "the host's situation as it saw it, guests stopping; seconds after boot):", ""]
     for r in runs:
         if MODES[r["mode"]].daemon:
             changes = ", ".join(f"{k} {v}" for k, v in sorted(r["daemon_changes"].items()))
-            lines.append(f"- {label(r)}: the daemon's log: {changes or 'no change'}")
+            kept_log = "" if "daemon_log" in r else " (the log itself was not kept in this run)"
+            lines.append(f"- {label(r)}: {changes or 'no change'}{kept_log}")
             story = daemon_story(r.get("daemon_log", ""), r["t_boot"])
             lines += [f"  - {t:.0f} s after boot: {msg}" for t, msg in story[:14]]
             if len(story) > 14:
