@@ -235,8 +235,8 @@ def run(mode: str, ratio: float, warm_s: int, measure_s: float, overhead_mib: in
                 tick()
             t0 = time.time()
             say(f"warm-up over after {t0 - t_boot:.0f} s; measuring {measure_s:.0f} s")
-            while time.time() < t0 + measure_s:
-                tick()
+            while time.time() < t0 + measure_s and len(lost) < len(guests):
+                tick()  # (nothing left to measure once every guest is lost: the lab is shared)
             t1 = time.time()
             if daemon is not None:
                 daemon.terminate()
@@ -318,7 +318,7 @@ def summarize(r: Mapping[str, Any]) -> dict[str, Any]:
                 for s in r["samples"] if s["guests"][name]["running"]]
         end = steady[-1]["guests"][name] if steady else {"running": False}
         per[name] = {
-            "tps": gtx / (t1 - t0),
+            "tps": gtx / max(t1 - t0, 1.0),
             "p50_ms": statistics.median(p["p50_ms"] for p in pg) if pg else 0.0,
             "p99_ms": statistics.fmean(p["p99_ms"] for p in pg) if pg else 0.0,
             "oom_kill": g["oom_kill"],
@@ -331,7 +331,7 @@ def summarize(r: Mapping[str, Any]) -> dict[str, Any]:
         }
     return {
         "per": per,
-        "tps": tx / (t1 - t0),
+        "tps": tx / max(t1 - t0, 1.0),
         "p99_ms": statistics.fmean(p99s) if p99s else 0.0,
         "p50_ms": statistics.median([v["p50_ms"] for v in per.values() if v["tps"]] or [0.0]),
         "lost": len(r["lost"]),
