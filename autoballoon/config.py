@@ -10,8 +10,9 @@ import logging
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from autoballoon.hostcgroup import read_cgroup_memory
 from autoballoon.policyfiles import PolicyFileError, read_toml
 
 log = logging.getLogger("autoballoon")
@@ -65,6 +66,20 @@ class DaemonConfig(BaseModel):
     its policy's maximum (max_mib, else the domain's): for maintenance windows, or when no
     controller will watch them. Guests opted out (enabled = false), in observe mode or whose
     policy has an error are left as they are, as at every tick."""
+    host_memory_cgroup: Path | None = None
+    """A memory cgroup directory whose limit is the memory `on-demand` protects, instead of
+    the whole host's: where an operator caps what the guests may use together (cgroup v2, e.g.
+    /sys/fs/cgroup/machine.slice, or v1, e.g. /sys/fs/cgroup/memory/machine). Host MemTotal is
+    then the cgroup's limit and MemAvailable the limit minus its usage plus its inactive file
+    cache (never more than the host's own); a cgroup without a limit is the whole host. Checked
+    when the config is loaded; unreadable at a tick, the whole host is used, with a warning."""
+
+    @field_validator("host_memory_cgroup")
+    @classmethod
+    def _readable_cgroup(cls, path: Path | None) -> Path | None:
+        if path is not None:
+            read_cgroup_memory(path)  # a HostCgroupError (a ValueError) says what is wrong
+        return path
 
 
 RETIRED: dict[str, str] = {

@@ -61,7 +61,9 @@ class Controller:
         self.dry_run = dry_run
         self.actuator = actuator or (DryRunActuator() if dry_run else LiveActuator(hypervisor))
         self.sinks = list(sinks)
-        self.observer = Observer(hypervisor, proc, GuestScope(config.include, config.exclude))
+        self.observer = Observer(
+            hypervisor, proc, GuestScope(config.include, config.exclude), config.host_memory_cgroup
+        )
         self.clock = clock
         """The wall clock: what reports (status, log, trace) are stamped with."""
         self.monotonic = monotonic
@@ -178,6 +180,7 @@ class Controller:
         if config.uri != self.config.uri:
             log.warning("uri changed to %s: takes effect after a restart", config.uri)
         self.config = config
+        self.observer.host_cgroup = config.host_memory_cgroup
         self.policies = policies
         log.info("reloaded: %s, %d per-VM policy file(s)", config.policy_dir, len(policies.layers))
         return True

@@ -6,6 +6,12 @@ fixture tree) and asks the hypervisor for its guests; turns both into the pure c
 ``sanitize_guest_stats`` here: what a guest reports is untrusted, and problems are logged once per
 guest and kind, not every tick. Which guests are autoballoon's (``GuestScope``, the include/exclude
 globs) is decided here too, and handed to the hypervisor with every read, whatever the backend.
+
+The host memory on-demand mode protects may be a memory cgroup instead of the whole host
+(``host_memory_cgroup``: e.g. machine.slice, where an operator caps what all guests together may
+use). Then the host sample's MemTotal is the cgroup's limit and its MemAvailable what the cgroup
+can still take (``autoballoon.hostcgroup``); a cgroup that cannot be read at a tick leaves the
+host's own figures, with a warning, never a failed tick.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from autoballoon.core.samples import GuestSample, HostSample, sanitize_guest_stats
+from autoballoon.hostcgroup import HostCgroupError, cgroup_host, read_cgroup_memory
 from autoballoon.hypervisor import Hypervisor, Reading
 from autoballoon.procfs import parse_meminfo, parse_psi
 
@@ -79,7 +86,31 @@ class Observer:
     hypervisor: Hypervisor
     proc: Path = Path("/proc")
     scope: GuestScope = GuestScope()
+    host_cgroup: Path | None = None
+    """A memory cgroup directory: the host memory to protect is this cgroup's
+    (``autoballoon.hostcgroup``). None: the whole host."""
     _reported: set[tuple[str, str]] = field(default_factory=set)
+    _cgroup_problem: str | None = None
+
+    def read_host(self, t: float) -> HostSample:
+        """The host sample, through ``host_cgroup`` when set. A cgroup that cannot be read
+        leaves the host's own figures: a warning when that starts, one line when it ends."""
+        host = read_host(t, self.proc)
+        if self.host_cgroup is None:
+            return host
+        try:
+            cg = read_cgroup_memory(self.host_cgroup)
+        except HostCgroupError as err:
+            if str(err) != self._cgroup_problem:
+                log.warning(
+                    "host memory cgroup unreadable, using the whole host's memory instead: %s", err
+                )
+                self._cgroup_problem = str(err)
+            return host
+        if self._cgroup_problem is not None:
+            log.info("host memory cgroup %s readable again", self.host_cgroup)
+            self._cgroup_problem = None
+        return cgroup_host(host, cg)
 
     def observe(self, t: float, wall_now: float | None = None) -> Observation:
         """The host and every guest in scope, read now; ``t`` stamps the samples.
@@ -90,7 +121,7 @@ class Observer:
         Raises TransientError (from the hypervisor) when the host cannot be read at all.
         """
         reading: Reading = self.hypervisor.read(self.scope)
-        host = read_host(t, self.proc)
+        host = self.read_host(t)
         samples: dict[str, GuestSample] = {}
         sources: dict[str, str] = {}
         rss: dict[str, int] = {}

@@ -111,6 +111,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="on a clean stop leave balloons (default) or deflate each guest to its policy's max",
     )
     p.add_argument(
+        "--host-memory-cgroup",
+        type=Path,
+        metavar="DIR",
+        help="protect this memory cgroup's limit (e.g. /sys/fs/cgroup/machine.slice) in "
+        "on-demand mode instead of the whole host's memory",
+    )
+    p.add_argument(
         "--no-strict-modes",
         dest="strict_modes",
         action="store_const",
@@ -135,6 +142,7 @@ OVERRIDABLE = (
     "metrics_address",
     "status_file",
     "on_stop",
+    "host_memory_cgroup",
 )
 
 
