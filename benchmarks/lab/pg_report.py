@@ -144,8 +144,10 @@ def render(runs: Sequence[Mapping[str, Any]]) -> str:
         "What each mode is:",
         "",
         *[f"- `{s['mode']}`: {r.get('what', s['mode'])}"
-          + (f"; host short by {r['short_mib']} MiB (reserve {r['reserve_mib']} MiB, a "
-             f"process holding up to {r['steady_peak_mib']} MiB kept MemAvailable steady)"
+          + (f"; host short by {r['short_mib']} MiB at the start (reserve "
+             f"{r['reserve_mib']} MiB)"
+             + (f", a process holding up to {r['steady_peak_mib']} MiB kept MemAvailable "
+                "steady" if r.get("steady_peak_mib") else "")
              if r["short_mib"] else "")
           + (f"; {s['inflations']} inflations, {s['deflations']} deflations "
              f"(rules: {', '.join(f'{k} {v}' for k, v in sorted(s['rules'].items())) or '-'}), "
