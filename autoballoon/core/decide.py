@@ -24,8 +24,10 @@ Rescue first:
   goes below the size it deflated to (the stuck floor below). If the guest is still in a rescue
   class or under low water, that rescue is made at once; otherwise it holds.
 - ``rescue``: ``oom``, ``running-out`` and ``thrashing`` deflate at once by the large step,
-  ``global-reclaim`` by the medium step, ignoring cooldowns: the evidence is measured only since
-  our own last change, so one event is answered once. ``cgroup-oom`` (a kill inside a memory
+  ``global-reclaim`` by the medium step, and so does ``cgroup-stall`` on a guest whose last
+  change was our inflation (its "available" memory is cache it re-reads), ignoring
+  cooldowns: the evidence is measured only since our own last change, so one event is
+  answered once. ``cgroup-oom`` (a kill inside a memory
   cgroup, the guest calm) is no rescue: the guest's memory would not help the cgroup.
 - ``below-floor``: a balloon below the policy's floor goes back up to it.
 - ``stalled-inflation`` (closed loop only): an inflation the balloon has not followed for
@@ -307,9 +309,16 @@ def self_deflated(f: Facts) -> Proposal | None:
 
 def rescue(f: Facts) -> Proposal | None:
     kind = RESCUE_CLASSES.get(f.c.klass)
+    why = f"{f.c.klass}: {f.c.reason}"
+    if kind is None and f.c.klass is PressureClass.CGROUP_STALL and f.gs.last_change_dir < 0:
+        # Stalls "while memory is available" on a guest we squeezed: its available memory is
+        # page cache it re-reads, so the stalls are ours; give back rather than hold.
+        if f.cur >= f.hi:
+            return None
+        return Change(f.cur + f.step_kib("medium"),
+                      f"{why}; on a guest we inflated: giving memory back", rescue=True)
     if kind is None:
         return None
-    why = f"{f.c.klass}: {f.c.reason}"
     if f.cur >= f.hi:
         return Hold(f"{why}; already at max")
     return Change(f.cur + f.step_kib(kind), why, rescue=True)

@@ -409,3 +409,30 @@ def test_a_reading_older_than_the_last_is_not_put_in_the_history() -> None:
     assert after.guests["vm"] == before, "nothing dropped, nothing repeated"
     (d,), after = step(1020.0, HOST_OK, {"vm": g.read(1020.0)}, after, PROACTIVE)
     assert after.guests["vm"].history[-2:] == (before.history[-1], g.read(1020.0))
+
+
+def test_stalls_with_memory_available_on_a_guest_we_inflated_are_given_memory_back() -> None:
+    """The demo's idle guest: squeezed to its floor, it stalled about twice a second with its
+    re-read page cache (50 MiB) counted as available, just above the headroom: a cgroup-stall
+    by the counters, but ours. Without an inflation of ours first, the same stalls hold."""
+    g = Guest(actual_mib=1024, used_mib=100)
+    state = EngineState()
+    now = 1000.0
+    for _ in range(200):  # calm: inflated step by step
+        now += 2
+        (d,), state = step(now, HOST_OK, {"vm": g.read(now)}, state, PROACTIVE)
+        if d.action is not Action.HOLD:
+            g.actual_mib = d.target_kib // 1024
+    squeezed = g.actual_mib
+    assert squeezed < 700, "the guest was never inflated: the case is not exercised"
+    decisions = []
+    for i in range(1, 6):
+        now += 2
+        g.counters = {"stalls": 6 * i, "dscan_mib": 0.3 * i}
+        (d,), state = step(now, HOST_OK, {"vm": g.read(now)}, state, PROACTIVE)
+        decisions.append(d)
+        if d.action is not Action.HOLD:
+            g.actual_mib = d.target_kib // 1024
+    assert any(d.klass is PressureClass.CGROUP_STALL for d in decisions)
+    assert any(d.action is Action.DEFLATE and d.rule == "rescue" for d in decisions)
+    assert g.actual_mib > squeezed
