@@ -55,6 +55,13 @@ def outcome(lab_up: LabUp) -> Iterator[Outcome]:
     guests[OUT].wait_for(
         lambda g: g.balloon_actual_mib() <= OUT_START_MIB + 1, timeout=30, what="the squeeze"
     )
+    # The guest reports every few seconds: the starting point is its first report that has seen
+    # the squeeze (MemTotal is the balloon less what the kernel keeps), not the one before it.
+    guests[OUT].wait_for(
+        lambda g: (r := g.latest_report()) is not None and r["MemTotal"] <= OUT_START_MIB * 1024,
+        timeout=30,
+        what="a report after the squeeze",
+    )
     first = {n: report(g) for n, g in guests.items()}
     with Run(list(guests), preset_policies()) as run:
         time.sleep(LIVE_S)

@@ -7,6 +7,7 @@ behaviour is proven on the lab (tests/lab/).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import libvirt
@@ -27,16 +28,26 @@ ALL = GuestScope()
 
 
 @pytest.fixture
-def hv() -> LibvirtHypervisor:
-    # test:///default is per-connection state: each fixture gets a pristine "test" domain.
-    return LibvirtHypervisor(URI)
+def hv() -> Iterator[LibvirtHypervisor]:
+    # test:///default is reset once its last connection in the process closes; closing ours keeps
+    # one test's resize out of the next.
+    adapter = LibvirtHypervisor(URI)
+    yield adapter
+    adapter.close()
 
 
 def test_reads_running_domain_with_units_converted(hv: LibvirtHypervisor) -> None:
     reading = hv.read(ALL)
     (g,) = reading.guests
     assert g.name == "test" and g.source == "libvirt"  # the test driver has no QMP
-    assert g.actual_kib == 2097152 and g.max_kib == 8388608
+    # Compared with libvirt's own KiB figures, not the pristine domain's: a connection another
+    # test left open keeps its resize in the process-wide test:///default.
+    conn = libvirt.open(URI)
+    try:
+        _state, max_kib, cur_kib, _vcpus, _cpu = conn.lookupByName("test").info()
+    finally:
+        conn.close()
+    assert (g.actual_kib, g.max_kib) == (cur_kib, max_kib) and max_kib == 8388608
     assert g.stats["stat-available-memory"] == 1048576 * 1024  # KiB -> bytes, once
     assert g.rss_kib == 1048576
 
