@@ -20,7 +20,9 @@ phase starts, in one of the modes below (a fresh guest per mode, the same warm s
 - ``proactive``: autoballoon, the default policy with ``mode = "proactive"``;
 - ``proactive+fpr``: the same, the guest with free page reporting + deflate-on-OOM;
 - ``proactive-nocounters``: ``proactive`` with ``extended_stats = "off"`` (libvirt's standard
-  balloon statistics only: what the 6.12 counters add).
+  balloon statistics only: what the 6.12 counters add);
+- ``aggressive+fpr``: the shipped aggressive preset (proactive, 10 % steps every 10 s of calm)
+  with free page reporting + deflate-on-OOM: what an operator who wants memory back fast runs.
 
 The daemon runs as a child process (``autoballoon run``) with its default 5 s tick. Sampled
 every 2 s from the host: QEMU's RSS (``VmRSS``; the TCG translation cache is capped at
@@ -76,6 +78,8 @@ class Mode:
     daemon: str | None = None
     """None: no controller; else the policy mode the daemon runs"""
     extended_stats: str = "qmp"
+    preset: str = "default"
+    """the shipped policy the daemon's mode is set in (``policies/`` default or a preset)"""
 
 
 MODES = (
@@ -88,6 +92,9 @@ MODES = (
          fpr=True, daemon="proactive"),
     Mode("proactive-nocounters", "autoballoon proactive, extended_stats = off (no 6.12 counters)",
          daemon="proactive", extended_stats="off"),
+    Mode("aggressive+fpr", "autoballoon, the aggressive preset (proactive, 10 % steps, stable "
+         "10 s, cooldown 6 s) + free page reporting + deflate-on-OOM",
+         fpr=True, daemon="proactive", preset="aggressive"),
 )
 BY_NAME = {m.name: m for m in MODES}
 
@@ -141,7 +148,7 @@ def policies_for(mode: Mode, work: Path, reserve_mib: int) -> Path:
     if mode.daemon == "on-demand":
         return reserve_policy_dir(work, reserve_mib)
     assert mode.daemon is not None
-    return mode_policy_dir(work, mode.daemon)
+    return mode_policy_dir(work, mode.daemon, mode.preset)
 
 
 def run(mode: Mode, mem_mib: int, measure_s: float, short_mib: int,
