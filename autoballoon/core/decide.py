@@ -25,7 +25,8 @@ Rescue first:
   class or under low water, that rescue is made at once; otherwise it holds.
 - ``rescue``: ``oom``, ``running-out`` and ``thrashing`` deflate at once by the large step,
   ``global-reclaim`` by the medium step, and so does ``cgroup-stall`` on a guest whose last
-  change was our inflation (its "available" memory is cache it re-reads), ignoring
+  change was our inflation and whose available memory is under twice its headroom (that
+  "available" memory is cache it re-reads), ignoring
   cooldowns: the evidence is measured only since our own last change, so one event is
   answered once. ``cgroup-oom`` (a kill inside a memory
   cgroup, the guest calm) is no rescue: the guest's memory would not help the cgroup.
@@ -310,9 +311,16 @@ def self_deflated(f: Facts) -> Proposal | None:
 def rescue(f: Facts) -> Proposal | None:
     kind = RESCUE_CLASSES.get(f.c.klass)
     why = f"{f.c.klass}: {f.c.reason}"
-    if kind is None and f.c.klass is PressureClass.CGROUP_STALL and f.gs.last_change_dir < 0:
-        # Stalls "while memory is available" on a guest we squeezed: its available memory is
-        # page cache it re-reads, so the stalls are ours; give back rather than hold.
+    if (
+        kind is None
+        and f.c.klass is PressureClass.CGROUP_STALL
+        and f.gs.last_change_dir < 0
+        and f.available < 2 * f.p.headroom_kib(f.cur)
+    ):
+        # Stalls "while memory is available" on a guest we squeezed down to about its headroom:
+        # that available memory is page cache it re-reads, so the stalls are ours; give back
+        # rather than hold. Far above the headroom our take did not bring it near the edge
+        # (a warm database guest stalled once with 391 MiB available): that holds.
         if f.cur >= f.hi:
             return None
         return Change(f.cur + f.step_kib("medium"),

@@ -415,7 +415,7 @@ def test_stalls_with_memory_available_on_a_guest_we_inflated_are_given_memory_ba
     """The demo's idle guest: squeezed to its floor, it stalled about twice a second with its
     re-read page cache (50 MiB) counted as available, just above the headroom: a cgroup-stall
     by the counters, but ours. Without an inflation of ours first, the same stalls hold."""
-    g = Guest(actual_mib=1024, used_mib=100)
+    g = Guest(actual_mib=1024, used_mib=200)  # squeezed until 64 MiB available: the headroom
     state = EngineState()
     now = 1000.0
     for _ in range(200):  # calm: inflated step by step
@@ -436,3 +436,30 @@ def test_stalls_with_memory_available_on_a_guest_we_inflated_are_given_memory_ba
     assert any(d.klass is PressureClass.CGROUP_STALL for d in decisions)
     assert any(d.action is Action.DEFLATE and d.rule == "rescue" for d in decisions)
     assert g.actual_mib > squeezed
+
+
+def test_stalls_far_above_the_headroom_after_our_inflation_hold() -> None:
+    """The warm PostgreSQL guest: one alloc stall with 391 MiB available, three takes after
+    boot. Our take did not bring it near the edge, so the stalls hold it (no rescue) as they
+    would on a guest we never touched."""
+    g = Guest(actual_mib=1024, used_mib=100)
+    state = EngineState()
+    now = 1000.0
+    while g.actual_mib == 1024:  # calm until the first take
+        now += 2
+        assert now < 1400, "never inflated: the case is not exercised"
+        (d,), state = step(now, HOST_OK, {"vm": g.read(now)}, state, PROACTIVE)
+        if d.action is not Action.HOLD:
+            g.actual_mib = d.target_kib // 1024
+    taken = g.actual_mib
+    decisions = []
+    for i in range(1, 6):
+        now += 2
+        g.counters = {"stalls": 6 * i, "dscan_mib": 0.3 * i}
+        (d,), state = step(now, HOST_OK, {"vm": g.read(now)}, state, PROACTIVE)
+        decisions.append(d)
+    stalls = [d for d in decisions if d.klass is PressureClass.CGROUP_STALL]
+    assert stalls, [d.reason for d in decisions]  # the stalls were classified as in the demo
+    assert all(d.available_kib and d.available_kib > 400 * 1024 for d in stalls)
+    assert all(d.action is Action.HOLD and d.rule == "under-pressure" for d in stalls), stalls
+    assert g.actual_mib == taken
