@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import pytest
@@ -411,43 +412,16 @@ def test_a_reading_older_than_the_last_is_not_put_in_the_history() -> None:
     assert after.guests["vm"].history[-2:] == (before.history[-1], g.read(1020.0))
 
 
-def test_stalls_with_memory_available_on_a_guest_we_inflated_are_given_memory_back() -> None:
-    """The demo's idle guest: squeezed to its floor, it stalled about twice a second with its
-    re-read page cache (50 MiB) counted as available, just above the headroom: a cgroup-stall
-    by the counters, but ours. Without an inflation of ours first, the same stalls hold."""
-    g = Guest(actual_mib=1024, used_mib=200)  # squeezed until 64 MiB available: the headroom
+def stall_after_takes(
+    g: Guest, takes_until: Callable[[Guest], bool]
+) -> tuple[int, list[Decision]]:
+    """Calm ticks (the guest inflated as the law takes) until ``takes_until`` holds or 400 s
+    pass, then 10 s of alloc stalls with little direct scan, the balloon following each
+    decision. Returns the size the takes reached and the decisions under the stalls."""
     state = EngineState()
     now = 1000.0
-    for _ in range(200):  # calm: inflated step by step
+    while now < 1400 and not takes_until(g):
         now += 2
-        (d,), state = step(now, HOST_OK, {"vm": g.read(now)}, state, PROACTIVE)
-        if d.action is not Action.HOLD:
-            g.actual_mib = d.target_kib // 1024
-    squeezed = g.actual_mib
-    assert squeezed < 700, "the guest was never inflated: the case is not exercised"
-    decisions = []
-    for i in range(1, 6):
-        now += 2
-        g.counters = {"stalls": 6 * i, "dscan_mib": 0.3 * i}
-        (d,), state = step(now, HOST_OK, {"vm": g.read(now)}, state, PROACTIVE)
-        decisions.append(d)
-        if d.action is not Action.HOLD:
-            g.actual_mib = d.target_kib // 1024
-    assert any(d.klass is PressureClass.CGROUP_STALL for d in decisions)
-    assert any(d.action is Action.DEFLATE and d.rule == "rescue" for d in decisions)
-    assert g.actual_mib > squeezed
-
-
-def test_stalls_far_above_the_headroom_after_our_inflation_hold() -> None:
-    """The warm PostgreSQL guest: one alloc stall with 391 MiB available, three takes after
-    boot. Our take did not bring it near the edge, so the stalls hold it (no rescue) as they
-    would on a guest we never touched."""
-    g = Guest(actual_mib=1024, used_mib=100)
-    state = EngineState()
-    now = 1000.0
-    while g.actual_mib == 1024:  # calm until the first take
-        now += 2
-        assert now < 1400, "never inflated: the case is not exercised"
         (d,), state = step(now, HOST_OK, {"vm": g.read(now)}, state, PROACTIVE)
         if d.action is not Action.HOLD:
             g.actual_mib = d.target_kib // 1024
@@ -458,6 +432,30 @@ def test_stalls_far_above_the_headroom_after_our_inflation_hold() -> None:
         g.counters = {"stalls": 6 * i, "dscan_mib": 0.3 * i}
         (d,), state = step(now, HOST_OK, {"vm": g.read(now)}, state, PROACTIVE)
         decisions.append(d)
+        if d.action is not Action.HOLD:
+            g.actual_mib = d.target_kib // 1024
+    return taken, decisions
+
+
+def test_stalls_with_memory_available_on_a_guest_we_inflated_are_given_memory_back() -> None:
+    """The demo's idle guest: squeezed to its floor, it stalled about twice a second with its
+    re-read page cache (50 MiB) counted as available, just above the headroom: a cgroup-stall
+    by the counters, but ours. Without an inflation of ours first, the same stalls hold."""
+    g = Guest(actual_mib=1024, used_mib=200)  # squeezed until 64 MiB available: the headroom
+    squeezed, decisions = stall_after_takes(g, lambda g: False)
+    assert squeezed < 700, "the guest was never inflated: the case is not exercised"
+    assert any(d.klass is PressureClass.CGROUP_STALL for d in decisions)
+    assert any(d.action is Action.DEFLATE and d.rule == "rescue" for d in decisions)
+    assert g.actual_mib > squeezed
+
+
+def test_stalls_far_above_the_headroom_after_our_inflation_hold() -> None:
+    """The warm PostgreSQL guest: one alloc stall with 391 MiB available, three takes after
+    boot. Our take did not bring it near the edge, so the stalls hold it (no rescue) as they
+    would on a guest we never touched."""
+    g = Guest(actual_mib=1024, used_mib=100)
+    taken, decisions = stall_after_takes(g, lambda g: g.actual_mib < 1024)  # one take
+    assert taken < 1024, "never inflated: the case is not exercised"
     stalls = [d for d in decisions if d.klass is PressureClass.CGROUP_STALL]
     assert stalls, [d.reason for d in decisions]  # the stalls were classified as in the demo
     assert all(d.available_kib and d.available_kib > 400 * 1024 for d in stalls)
