@@ -18,6 +18,9 @@ STEADY_FRACTION = 0.5
 minutes to take what it takes); the harm targets are judged there."""
 TPS_TARGET = 0.05
 P99_TARGET = 0.20
+OPENING_S = 30.0
+"""The measured phase's opening, before the controller's first balloon change in most runs (the
+table shows when it came): each run's own throughput, to set its steady phase against."""
 
 
 def _in(rows: Sequence[Mapping[str, Any]], a: float, b: float) -> list[Mapping[str, Any]]:
@@ -66,6 +69,8 @@ def summarize(r: Mapping[str, Any]) -> dict[str, Any]:
         "host_avail_delta_mib": (last["host_avail"] - first["host_avail"]) / 1024,
         "all": _pg_stats(pg_all),
         "steady": _pg_stats(pg_steady),
+        "opening": _pg_stats([p for p in pg_all if p["t"] + p["interval"] <= t0 + OPENING_S]),
+        "first_change_s": min((float(e["ts"]) - t0 for e in actions if "ts" in e), default=None),
         "oom_kills": (max(oom) - min(oom)) if oom else 0,
         "alive": bool(r["alive_at_end"]),
         "inflations": sum(1 for e in actions if e["action"] == "inflate"),
@@ -109,7 +114,9 @@ def render(runs: Sequence[Mapping[str, Any]]) -> str:
         f"{STEADY_FRACTION:.0%}, where the harm targets (TPS within {TPS_TARGET:.0%}, p99 within "
         f"{P99_TARGET:.0%} of `none`) are judged. The daemon runs with its default 5 s tick. "
         "One run per mode on a 2-core host shared with other work: pgbench's TPS under TCG "
-        "moves by about 10 % between identical runs, so differences below that are noise.",
+        "moves by up to about 25 % between runs of the same mode (`pg-repeat/` repeats two "
+        "modes), so a single run's difference from `none` below that is noise; the second "
+        "table compares each run with its own opening instead.",
         "",
         "Per mode (each run's date and commit in the last column):",
         "",
@@ -140,6 +147,20 @@ def render(runs: Sequence[Mapping[str, Any]]) -> str:
         "of shared memory, which cannot be given back); *held back* is the balloon (memory the "
         "guest can no longer take). p50 is the median of pgbench's 5 s intervals' p50, p99 "
         "the mean of their p99.",
+        "",
+        f"Within each run (the same guest before and after the controller acted): TPS in the "
+        f"first {OPENING_S:.0f} s of the measured phase against the steady phase. Run-to-run "
+        "differences in a guest's throughput cancel out here; `none` shows how much a guest's "
+        "TPS moves on its own over the run.",
+        "",
+        f"| mode | first balloon change (s into the run) | TPS first {OPENING_S:.0f} s "
+        "| TPS steady | steady vs first |",
+        "|---|---:|---:|---:|---:|",
+        *[f"| `{s['mode']}` | "
+          + ("-" if s["first_change_s"] is None else f"{s['first_change_s']:.0f}")
+          + f" | {s['opening']['tps']:.1f} | {s['steady']['tps']:.1f} | "
+          + _pct(s["steady"]["tps"], s["opening"]["tps"]) + " |"
+          for s in sums],
         "",
         "What each mode is:",
         "",
