@@ -8,7 +8,7 @@ In order: core (CPU of classify + decide by guest count), replay (one hour of 10
 guests through `autoballoon replay`), adapter (libvirt / QMP / setter cost per guest on the lab),
 footprint (the daemon's RSS and CPU while it manages lab guests, 5 minutes), lab (reclaimed memory
 versus harm, three scenarios x three modes on small guests, about 23 minutes), pg (a warm
-PostgreSQL guest in six modes: host memory won versus pgbench's TPS and latency, about 25
+PostgreSQL guest in seven modes: host memory won versus pgbench's TPS and latency, about 25
 minutes), burst (the spike scenario with and without deflate-on-OOM, the counters and the
 headroom, about 16 minutes), density (two warm PostgreSQL guests under one memory cgroup limit
 at an overcommit ratio, per mode, about 5 minutes a run). About two hours in all; the
