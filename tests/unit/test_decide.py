@@ -438,9 +438,10 @@ def stall_after_takes(
 
 
 def test_stalls_with_memory_available_on_a_guest_we_inflated_are_given_memory_back() -> None:
-    """The demo's idle guest: squeezed to its floor, it stalled about twice a second with its
-    re-read page cache (50 MiB) counted as available, just above the headroom: a cgroup-stall
-    by the counters, but ours. Without an inflation of ours first, the same stalls hold."""
+    """The demo's idle guest: squeezed until only about its headroom was available (there,
+    50 MiB of re-read page cache at its floor; here 64 MiB), it stalled about twice a second: a
+    cgroup-stall by the counters, but ours. Without an inflation of ours first, the same stalls
+    hold."""
     g = Guest(actual_mib=1024, used_mib=200)  # squeezed until 64 MiB available: the headroom
     squeezed, decisions = stall_after_takes(g, lambda g: False)
     assert squeezed < 700, "the guest was never inflated: the case is not exercised"
@@ -450,9 +451,9 @@ def test_stalls_with_memory_available_on_a_guest_we_inflated_are_given_memory_ba
 
 
 def test_stalls_far_above_the_headroom_after_our_inflation_hold() -> None:
-    """The warm PostgreSQL guest: one alloc stall with 391 MiB available, three takes after
-    boot. Our take did not bring it near the edge, so the stalls hold it (no rescue) as they
-    would on a guest we never touched."""
+    """The warm PostgreSQL guest stalled once with 391 MiB available after three takes; here,
+    stalls after one take with over 400 MiB available. Our take did not bring it near the
+    edge, so the stalls hold it (no rescue) as they would on a guest we never touched."""
     g = Guest(actual_mib=1024, used_mib=100)
     taken, decisions = stall_after_takes(g, lambda g: g.actual_mib < 1024)  # one take
     assert taken < 1024, "never inflated: the case is not exercised"
