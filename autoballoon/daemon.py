@@ -231,6 +231,28 @@ class Controller:
                 log.error("on_stop = deflate: guest %s: %s", g.name, err)
 
 
+STOP_POLL_S = 0.2
+"""How often the main thread looks for a stop request while the scheduler runs the ticks."""
+
+
+def _wait_for_stop(why_stopped: list[str], duration_s: float | None) -> None:
+    """Sleep in short steps until a signal handler has noted a stop, or ``duration_s`` is over.
+
+    Not one long wait on an event: the kernel may hand a process's signal to any thread that
+    does not block it (the scheduler's, libvirt's event loop), and Python then runs the handler
+    only when the main thread next runs Python code. A main thread asleep until the stop request
+    would never see it, and the daemon would run until SIGKILL.
+    """
+    deadline = None if duration_s is None else time.monotonic() + duration_s
+    while not why_stopped:
+        step = STOP_POLL_S
+        if deadline is not None:
+            step = min(step, deadline - time.monotonic())
+            if step <= 0:
+                return
+        time.sleep(step)
+
+
 def run_daemon(
     config: DaemonConfig,
     hypervisor: Hypervisor,
@@ -248,13 +270,12 @@ def run_daemon(
     ``make_sinks`` is called once the policies have loaded, and may refuse to start by raising
     ``ValueError`` or ``OSError`` (a --record file that is not a trace).
     """
-    # Signals first: a SIGTERM during start-up is a clean stop too, never a kill.
-    stop_requested = threading.Event()
-    why_stopped = ["duration reached"]
+    # Signals first: a SIGTERM during start-up is a clean stop too, never a kill. The handler
+    # only notes the request, taking no lock; the main thread polls for it (see below).
+    why_stopped: list[str] = []
 
     def stop(signum: int, _frame: FrameType | None) -> None:
-        why_stopped[0] = signal.Signals(signum).name
-        stop_requested.set()
+        why_stopped.append(signal.Signals(signum).name)
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
@@ -325,10 +346,11 @@ def run_daemon(
         misfire_grace_time=None,
         next_run_time=datetime.now(),
     )
-    if not stop_requested.is_set():
+    if not why_stopped:
         scheduler.start()
-        stop_requested.wait(timeout=duration_s)
-        log.info("%s: stopping after the current tick", why_stopped[0])
+        _wait_for_stop(why_stopped, duration_s)
+        why = why_stopped[0] if why_stopped else "duration reached"
+        log.info("%s: stopping after the current tick", why)
         scheduler.shutdown(wait=True)
     controller.finish()
     hypervisor.close()
