@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import faulthandler
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -15,7 +18,8 @@ HELP = """\
 Run the controller. Every tick it reads each guest's balloon statistics, classifies its memory
 pressure, decides a balloon target and applies it (with --dry-run: only logs what it would do,
 changing nothing). Stops after the current tick on SIGTERM/SIGINT; SIGHUP reloads the config
-file and policies (keeping the last good ones if the new ones are invalid).
+file and policies (keeping the last good ones if the new ones are invalid); SIGUSR1 prints the
+stack of every thread to stderr (the journal), to see where a daemon that seems stuck is.
 
 Settings come from the [daemon] table of --config (default /etc/autoballoon/autoballoon.toml
 when it exists); every flag below overrides the file.
@@ -159,6 +163,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     setup_logging(config.log_format, config.log_level)
+    # Written by the interpreter itself, from the signal handler: works even if no Python
+    # code can run (a thread stuck in a C call holding the GIL). Needs a real stderr file;
+    # without one (run from Python with stderr captured) SIGUSR1 keeps its default.
+    with contextlib.suppress(OSError):
+        faulthandler.register(signal.SIGUSR1, file=sys.stderr, all_threads=True)
     return run_daemon(
         config,
         build_hypervisor(config, dry_run=args.dry_run),

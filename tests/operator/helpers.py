@@ -7,6 +7,7 @@ pristine copy, so a daemon process and the test never see each other's changes.
 
 from __future__ import annotations
 
+import signal
 import socket
 import subprocess
 import sys
@@ -60,6 +61,25 @@ def start_daemon(tmp: Path, status_file: Path, extra: Sequence[str] = ()) -> sub
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def stop_daemon(daemon: subprocess.Popen[str], timeout: float = 60) -> tuple[str, str]:
+    """SIGTERM, then the daemon's (stdout, stderr) once it has exited.
+
+    A daemon still running after ``timeout`` is a failure that shows where each of its threads
+    was: `autoballoon run` prints their stacks on SIGUSR1.
+    """
+    daemon.send_signal(signal.SIGTERM)
+    try:
+        return daemon.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        daemon.send_signal(signal.SIGUSR1)
+        time.sleep(2)
+        daemon.kill()
+        _, err = daemon.communicate()
+        raise AssertionError(
+            f"still running {timeout} s after SIGTERM; its stderr:\n{err}"
+        ) from None
 
 
 def wait_for(what: Callable[[], bool], timeout: float = 20.0) -> None:

@@ -35,7 +35,7 @@ from autoballoon.daemon import Controller
 from autoballoon.libvirt_adapter import LibvirtHypervisor
 from autoballoon.status import FORMAT, StatusDocument, StatusSink, write_atomic
 
-from .helpers import URI, autoballoon, start_daemon, wait_for
+from .helpers import URI, autoballoon, start_daemon, stop_daemon, wait_for
 
 
 def mode(path: Path) -> int:
@@ -120,8 +120,7 @@ def test_status_of_a_running_then_stopped_daemon(public_tmp: Path) -> None:
         assert nobody.stdout == ""
         assert [p.name for p in status_file.parent.iterdir()] == ["status.json"]  # no temp left
     finally:
-        daemon.send_signal(signal.SIGTERM)
-        out, err = daemon.communicate(timeout=30)
+        out, err = stop_daemon(daemon)
     assert daemon.returncode == 0, err
     assert "SIGTERM: stopping" in err
 
@@ -133,6 +132,24 @@ def test_status_of_a_running_then_stopped_daemon(public_tmp: Path) -> None:
     table = autoballoon("status", "--status-file", str(status_file))
     assert table.returncode == EXIT_NOT_RUNNING
     assert table.stdout.startswith(f"autoballoon is not running: pid {daemon.pid} stopped")
+
+
+def test_sigusr1_shows_where_each_thread_is_and_the_daemon_goes_on(tmp_path: Path) -> None:
+    status_file = tmp_path / "status.json"
+    daemon = start_daemon(tmp_path, status_file)
+    try:
+        wait_for(lambda: status_file.exists() or daemon.poll() is not None)
+        assert daemon.poll() is None, daemon.communicate()
+        daemon.send_signal(signal.SIGUSR1)
+        ticks = json.loads(status_file.read_text())["ticks"]
+        wait_for(lambda: json.loads(status_file.read_text())["ticks"] >= ticks + 2)
+    finally:
+        _, err = stop_daemon(daemon)
+    assert daemon.returncode == 0, err
+    # The main thread waiting for a stop, the scheduler's and libvirt's event loop.
+    assert "Current thread" in err and "in _wait_for_stop" in err, err
+    assert "in _main_loop" in err and "in virEventRunDefaultImpl" in err, err
+    assert "SIGTERM: stopping" in err
 
 
 def test_no_status_file_means_not_running(tmp_path: Path) -> None:
