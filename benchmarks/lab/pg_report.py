@@ -1,202 +1,396 @@
-"""pg.md and pg.png from the PostgreSQL benchmark's raw runs (``benchmarks.lab.pg``).
+"""pg.md, frontier.md and frontier.png from the twins benchmark's raw pairs
+(``benchmarks.lab.pg``).
 
-Pure functions of the raw data: nothing here touches libvirt, so a report can be rebuilt (and
-tested) without the lab.
+Pure functions of the raw data: nothing here touches libvirt, so the results can be rebuilt
+(and tested) without the lab. Every harm figure is a ratio of the treated guest to its twin over
+the same seconds; every verdict is read against the A/A pairs' spread (the noise floor).
 """
 
 from __future__ import annotations
 
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from benchmarks.common import header
 
-STEADY_FRACTION = 0.5
-"""The steady phase: the last half of the measured phase (the controller has had its first
-minutes to take what it takes); the harm targets are judged there."""
-TPS_TARGET = 0.05
-P99_TARGET = 0.20
-OPENING_S = 30.0
-"""The measured phase's opening, before the controller's first balloon change in most runs (the
-table shows when it came): each run's own throughput, to set its steady phase against."""
+SETTLE_S = 60.0
+"""Harm is judged from this many seconds into the measured phase to its end: the fixed sizes
+have been reached and a controller has taken its first steps (it keeps acting in the window)."""
+TPS_TARGET = 0.95
+"""The knee and the harm target: TPS at least this share of the twin's..."""
+P99_TARGET = 1.20
+"""...and p99 latency at most this multiple of the twin's."""
 
 
-def _in(rows: Sequence[Mapping[str, Any]], a: float, b: float) -> list[Mapping[str, Any]]:
-    return [x for x in rows if a <= x["t"] <= b]
+def _median(xs: Sequence[float]) -> float:
+    return statistics.median(xs) if xs else float("nan")
 
 
-def _pg_stats(pg: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+def _pg_in(pg: Sequence[Mapping[str, Any]], a: float, b: float) -> list[Mapping[str, Any]]:
+    """pgbench's intervals that lie wholly inside [a, b] (host epoch seconds)."""
+    return [p for p in pg if a <= p["t"] and p["t"] + p["interval"] <= b]
+
+
+def _at(rows: Sequence[Mapping[str, Any]], t: float) -> Mapping[str, Any]:
+    """The first row at or after ``t`` (the last row if none is)."""
+    return next((x for x in rows if x["t"] >= t), rows[-1])
+
+
+def guest_summary(g: Mapping[str, Any], t0: float, t1: float, ts: float) -> dict[str, Any]:
+    """One twin over a pair's measured phase [t0, t1], harm over its window [ts, t1]."""
+    smp = [x for x in g["samples"] if t0 <= x["t"] <= t1 + 1]
+    first, last = smp[0], smp[-1]
+    pg = _pg_in(g["pg"], ts, t1)
     tx = sum(p["tx"] for p in pg)
     secs = sum(p["interval"] for p in pg)
+    s_ts = _at(smp, ts)
+    reads = last["rd_req"] - s_ts["rd_req"]
+    read_kib = (last["rd_bytes"] - s_ts["rd_bytes"]) / 1024
+    reps = [x for x in g["reports"] if t0 <= x["t"] <= t1 + 1]
+    win = [x for x in reps if x["t"] >= ts]
+    g0 = reps[0] if reps else {"Buffers": 0, "Cached": 0, "MemFree": 0}
+
+    def psi(key: str) -> float | None:
+        if len(win) < 2 or key not in win[0] or key not in win[-1]:
+            return None
+        span_us = (win[-1]["t"] - win[0]["t"]) * 1e6
+        return 100 * (win[-1][key] - win[0][key]) / span_us if span_us > 0 else None
+
+    oom = [x["oom_kill"] for x in reps]
     return {
+        "tx": tx,
         "tps": tx / secs if secs else 0.0,
-        "p50_ms": statistics.median(p["p50_ms"] for p in pg) if pg else 0.0,
         "p99_ms": statistics.fmean(p["p99_ms"] for p in pg) if pg else 0.0,
-        "p99_max_ms": max((p["p99_ms"] for p in pg), default=0.0),
+        "p50_ms": _median([p["p50_ms"] for p in pg]),
         "intervals": len(pg),
-        "failed": sum(p["failed"] for p in pg),
+        "reads_per_tx": reads / tx if tx else 0.0,
+        "read_kib_per_tx": read_kib / tx if tx else 0.0,
+        "psi_some_pct": psi("psi_some_total"),
+        "psi_full_pct": psi("psi_full_total"),
+        "oom_kills": (max(oom) - min(oom)) if oom else 0,
+        "alive": bool(g["alive_at_end"]),
+        "cache_free_mib": (g0["Buffers"] + g0["Cached"] + g0["MemFree"]) / 1024,
+        "ram_rss_start_mib": first["ram_rss"] / 1024,
+        "ram_rss_end_mib": last["ram_rss"] / 1024,
+        "returned_mib": (first["ram_rss"] - last["ram_rss"]) / 1024,
+        "balloon_end_mib": last["balloon"] / 1024,
     }
 
 
 def summarize(r: Mapping[str, Any]) -> dict[str, Any]:
+    """One pair: both twins, and the treated guest's ratios to its twin."""
     t0, t1 = r["t0"], r["t1"]
-    ts = t1 - (t1 - t0) * STEADY_FRACTION
-    measured = _in(r["samples"], t0, t1)
-    first, last = measured[0], measured[-1]
-    pg_all = [p for p in r["pg"] if t0 <= p["t"] and p["t"] + p["interval"] <= t1]
-    pg_steady = [p for p in pg_all if p["t"] >= ts]
-    in_run = _in(r["reports"], t0, t1)
-    g0 = in_run[0] if in_run else {"Buffers": 0, "Cached": 0, "MemFree": 0}
-    cache_free = (g0["Buffers"] + g0["Cached"] + g0["MemFree"]) / 1024
-    returned = (first["ram_rss"] - last["ram_rss"]) / 1024
+    ts = t0 + min(SETTLE_S, (t1 - t0) / 3)
+    tr = guest_summary(r["guests"][r["treated"]], t0, t1, ts)
+    tw = guest_summary(r["guests"][r["twin"]], t0, t1, ts)
     actions = [e for e in r["events"] if e.get("action") in ("inflate", "deflate")]
-    rules: dict[str, int] = {}
-    for e in actions:
-        rules[str(e.get("rule"))] = rules.get(str(e.get("rule")), 0) + 1
-    oom = [x["oom_kill"] for x in in_run]
     return {
-        "mode": r["mode"],
-        "cache_free_mib": cache_free,
-        "returned_mib": returned,
-        "returned_pct": 100 * returned / cache_free if cache_free else 0.0,
-        "ram_rss_start_mib": first["ram_rss"] / 1024,
-        "ram_rss_end_mib": last["ram_rss"] / 1024,
-        "qemu_rss_start_mib": first["qemu_rss"] / 1024,
-        "qemu_rss_end_mib": last["qemu_rss"] / 1024,
-        "held_back_mib": r["mem_mib"] - last["balloon"] / 1024,
-        "host_avail_delta_mib": (last["host_avail"] - first["host_avail"]) / 1024,
-        "all": _pg_stats(pg_all),
-        "steady": _pg_stats(pg_steady),
-        "opening": _pg_stats([p for p in pg_all if p["t"] + p["interval"] <= t0 + OPENING_S]),
-        "first_change_s": min((float(e["ts"]) - t0 for e in actions if "ts" in e), default=None),
-        "oom_kills": (max(oom) - min(oom)) if oom else 0,
-        "alive": bool(r["alive_at_end"]),
+        "arm": r["arm"], "pair": r["pair"], "treated_name": r["treated"],
+        "size_mib": r.get("size_mib"), "mem_mib": r["mem_mib"],
+        "date": r["machine"]["date"], "commit": r["machine"]["commit"],
+        "treated": tr, "twin": tw,
+        "tps_ratio": tr["tps"] / tw["tps"] if tw["tps"] else float("nan"),
+        "p99_ratio": tr["p99_ms"] / tw["p99_ms"] if tw["p99_ms"] else float("nan"),
+        "returned_mib": tr["returned_mib"],
+        "returned_pct": 100 * tr["returned_mib"] / tr["cache_free_mib"]
+        if tr["cache_free_mib"] else 0.0,
+        "held_back_mib": r["mem_mib"] - tr["balloon_end_mib"],
         "inflations": sum(1 for e in actions if e["action"] == "inflate"),
         "deflations": sum(1 for e in actions if e["action"] == "deflate"),
-        "rules": rules,
         "classes": sorted({str(e["class"]) for e in r["events"] if "class" in e}),
+        "oom_kills": tr["oom_kills"] + tw["oom_kills"],
+        "lost": int(not tr["alive"]) + int(not tw["alive"]),
     }
 
 
-def _pct(x: float, base: float) -> str:
-    return f"{100 * (x - base) / base:+.0f} %" if base else "n/a"
+def pair_line(s: Mapping[str, Any]) -> str:
+    """One pair in a line, for progress output."""
+    return (f"host got back {s['returned_mib']:.0f} MiB ({s['returned_pct']:.0f} % of cache + "
+            f"free), TPS x{s['tps_ratio']:.2f}, p99 x{s['p99_ratio']:.2f} of the twin, reads/tx "
+            f"{s['treated']['reads_per_tx']:.2f} vs {s['twin']['reads_per_tx']:.2f}, "
+            f"OOM kills {s['oom_kills']}, lost {s['lost']}")
 
 
-def verdicts(s: Mapping[str, Any], base: Mapping[str, Any] | None) -> list[str]:
-    """The issue's targets for one mode, against the ``none`` baseline (steady phase)."""
-    out = []
-    if base is not None and s["mode"] != "none":
-        tps_ok = s["steady"]["tps"] >= (1 - TPS_TARGET) * base["steady"]["tps"]
-        p99_ok = s["steady"]["p99_ms"] <= (1 + P99_TARGET) * base["steady"]["p99_ms"]
-        out.append(f"TPS {'held' if tps_ok else 'MISSED'}")
-        out.append(f"p99 {'held' if p99_ok else 'MISSED'}")
-    out.append("0 OOM" if s["oom_kills"] == 0 else f"{s['oom_kills']} OOM kills")
+# ----------------------------------------------------------------------------- aggregation
+
+Getter = Callable[[Mapping[str, Any]], float | None]
+
+
+def spread(sums: Sequence[Mapping[str, Any]], get: Getter) -> tuple[float, float, float] | None:
+    """(median, min, max) of one figure over pairs; None where no pair has it."""
+    xs = [x for x in (get(s) for s in sums) if x is not None]
+    return (statistics.median(xs), min(xs), max(xs)) if xs else None
+
+
+def fmt(sp: tuple[float, float, float] | None, f: str = ".2f", unit: str = "") -> str:
+    if sp is None:
+        return "-"
+    m, lo, hi = sp
+    return f"{m:{f}}{unit} ({lo:{f}}-{hi:{f}})"
+
+
+def by_arm(sums: Sequence[Mapping[str, Any]]) -> dict[str, list[Mapping[str, Any]]]:
+    out: dict[str, list[Mapping[str, Any]]] = {}
+    for s in sorted(sums, key=lambda s: (s["arm"], s["pair"])):
+        out.setdefault(s["arm"], []).append(s)
     return out
 
 
-def render(runs: Sequence[Mapping[str, Any]]) -> str:
+def noise_floor(arms: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[str, float] | None:
+    """The A/A pairs' largest departure from 1, for TPS and p99: the smallest effect the
+    instrument can tell from noise."""
+    aa = arms.get("none")
+    if not aa:
+        return None
+    return {"tps": max(abs(1 - s["tps_ratio"]) for s in aa),
+            "p99": max(abs(1 - s["p99_ratio"]) for s in aa), "pairs": len(aa)}
+
+
+def harm_verdict(pairs: Sequence[Mapping[str, Any]], floor: Mapping[str, float] | None) -> str:
+    """TPS and p99 against the targets, claimed only as far as the noise floor allows."""
+    out = []
+    for key, target, better in (("tps", TPS_TARGET, "ge"), ("p99", P99_TARGET, "le")):
+        xs = [s[f"{key}_ratio"] for s in pairs]
+        med = statistics.median(xs)
+        fl = floor[key] if floor else float("nan")
+        name = "TPS" if key == "tps" else "p99"
+        meets_all = all(x >= target for x in xs) if better == "ge" else all(
+            x <= target for x in xs)
+        meets_med = med >= target if better == "ge" else med <= target
+        beyond_noise = (med < 1 - fl) if better == "ge" else (med > 1 + fl)
+        tol = abs(1 - target)
+        if floor is None:
+            out.append(f"{name}: no A/A floor")
+        elif meets_all and fl <= tol:
+            out.append(f"{name} within {tol:.0%} in every pair")
+        elif not beyond_noise:
+            out.append(f"{name} harm not detectable (inside the ±{fl:.0%} floor)")
+        elif meets_med:
+            out.append(f"{name} {med - 1:+.0%}: beyond the floor, within target")
+        else:
+            out.append(f"{name} {med - 1:+.0%}: HARM beyond the ±{fl:.0%} floor")
+    return "; ".join(out)
+
+
+def frontier_points(arms: Mapping[str, Sequence[Mapping[str, Any]]]
+                    ) -> list[tuple[int, list[Mapping[str, Any]]]]:
+    """(size MiB, pairs) for each fixed size, largest first; the A/A pairs as the guest's full
+    size (nothing taken)."""
+    pts = [(int(p[0]["size_mib"]), list(p)) for a, p in arms.items() if a.startswith("size-")]
+    if arms.get("none"):
+        pts.append((int(arms["none"][0]["mem_mib"]), list(arms["none"])))
+    return sorted(pts, key=lambda x: -x[0])
+
+
+def knee(points: Sequence[tuple[int, Sequence[Mapping[str, Any]]]]
+         ) -> tuple[int, Sequence[Mapping[str, Any]]] | None:
+    """The smallest fixed size whose median TPS ratio >= 0.95 and median p99 ratio <= 1.2,
+    taking sizes from the largest down and stopping at the first that misses."""
+    best = None
+    for size, pairs in points:
+        tps = statistics.median(s["tps_ratio"] for s in pairs)
+        p99 = statistics.median(s["p99_ratio"] for s in pairs)
+        if tps >= TPS_TARGET and p99 <= P99_TARGET:
+            best = (size, pairs)
+        else:
+            break
+    return best
+
+
+# ----------------------------------------------------------------------------- rendering
+
+def _returned(s: Mapping[str, Any]) -> float:
+    return float(s["returned_mib"])
+
+
+def _row(arm: str, pairs: Sequence[Mapping[str, Any]], floor: Mapping[str, float] | None,
+         knee_mib: float | None) -> str:
+    ret = spread(pairs, _returned)
+    vs_knee = "-"
+    if knee_mib and ret is not None:
+        vs_knee = f"{100 * ret[0] / knee_mib:.0f} %"
+    psi = spread(pairs, lambda s: s["treated"]["psi_some_pct"])
+    psi_tw = spread(pairs, lambda s: s["twin"]["psi_some_pct"])
+    return (
+        f"| `{arm}` | {len(pairs)} | {fmt(ret, '.0f')} | "
+        f"{fmt(spread(pairs, lambda s: s['returned_pct']), '.0f', ' %')} | "
+        f"{fmt(spread(pairs, lambda s: s['held_back_mib']), '.0f')} | "
+        f"{fmt(spread(pairs, lambda s: s['tps_ratio']))} | "
+        f"{fmt(spread(pairs, lambda s: s['p99_ratio']))} | "
+        f"{fmt(spread(pairs, lambda s: s['treated']['reads_per_tx']))} / "
+        f"{fmt(spread(pairs, lambda s: s['twin']['reads_per_tx']))} | "
+        f"{fmt(psi, '.1f')} / {fmt(psi_tw, '.1f')} | "
+        f"{sum(s['oom_kills'] for s in pairs)} | {sum(s['lost'] for s in pairs)} | "
+        f"{vs_knee} | "
+        + (harm_verdict(pairs, floor) if arm != "none" else "the noise floor") + " |"
+    )
+
+
+TABLE_HEAD = (
+    "| arm | pairs | host got back MiB | of cache + free | held back MiB | TPS ratio "
+    "| p99 ratio | disk reads / tx: treated / twin | memory PSI some %: treated / twin "
+    "| OOM kills | guests lost | of the knee's memory | verdict |\n"
+    "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+)
+
+COLUMNS = (
+    "Each cell is the median over pairs, with the min-max in brackets. *Host got back*: the "
+    "fall of the treated guest's guest-RAM RSS (QEMU's mapping of guest memory, from "
+    "`/proc/PID/smaps`) from the start to the end of the measured phase: memory the host has "
+    "now. *Of cache + free*: that, as a share of the guest's Buffers + Cached + MemFree at the "
+    "start (Cached includes PostgreSQL's 128 MB of shared memory). *Held back*: the balloon at "
+    "the end (memory the guest cannot use). *TPS ratio*, *p99 ratio*: the treated guest's "
+    "pgbench TPS and mean 5-s p99 latency over the harm window, divided by its twin's over the "
+    "same seconds. *Disk reads / tx*: virtio read requests per transaction in the window (a "
+    "cache miss caused by ballooning shows here whatever the CPU noise). *Memory PSI some*: % "
+    "of the window the guest had a task stalled on memory (`/proc/pressure/memory`). *OOM "
+    "kills* and *guests lost* count both twins of every pair."
+)
+
+
+def floor_sentence(floor: Mapping[str, float] | None) -> str:
+    if floor is None:
+        return ("**Noise floor: not measured** (no A/A pair in the raw data): no harm verdict "
+                "below the targets can be trusted.")
+    return (f"**Noise floor (A/A, {floor['pairs']:.0f} pairs of two untouched twins): the TPS "
+            f"ratio departs from 1 by up to {floor['tps']:.0%}, the p99 ratio by up to "
+            f"{floor['p99']:.0%}.** A smaller effect cannot be told from noise with this "
+            "instrument; a verdict of *within 5 %* is given only where the floor is below 5 % "
+            "and every pair is within it.")
+
+
+def method(r0: Mapping[str, Any]) -> str:
+    return (
+        f"`python -m benchmarks.lab.pg` (part of `make bench`). Two identical Debian 12 + "
+        f"PostgreSQL 15 lab guests ({r0['mem_mib']} MiB, 1 vCPU each under TCG) boot together "
+        "from the same image, fill their page cache the same way (database files, then their "
+        "disk) until QEMU's guest-RAM RSS reaches 85 % of their size, and run the same "
+        "`pgbench -c 4 -j 1` (scale 20, 321 MB; shared_buffers 128 MB) over the same seconds. "
+        "Then one twin is put under the arm and the other gets nothing; pairs alternate which "
+        f"twin is treated. Measured phase {r0['measure_s']:.0f} s; harm is judged from "
+        f"{SETTLE_S:.0f} s into it to its end. Targets: TPS >= {TPS_TARGET} and p99 <= "
+        f"{P99_TARGET} of the twin. The daemon runs with its default 5 s tick and manages the "
+        "treated guest only. Raw data: `benchmarks/results/raw/pg/`; "
+        "`python -m benchmarks.lab.pg --render-only` rebuilds this file from it."
+    )
+
+
+def newest(runs: Sequence[Mapping[str, Any]]) -> Mapping[str, Any]:
+    return max(runs, key=lambda r: r["t1"])["machine"]
+
+
+def provenance(sums: Sequence[Mapping[str, Any]]) -> str:
+    dates = sorted({s["date"][:10] for s in sums})
+    commits = sorted({s["commit"] for s in sums})
+    return (f"Pairs measured on {', '.join(dates)} at commit(s) {', '.join(commits)} "
+            "(each pair's in the last table).")
+
+
+def render_pg(runs: Sequence[Mapping[str, Any]]) -> str:
     sums = [summarize(r) for r in runs]
-    base = next((s for s in sums if s["mode"] == "none"), None)
-    newest = max(runs, key=lambda r: r["t1"])
-    r0 = runs[0]
+    arms = by_arm(sums)
+    floor = noise_floor(arms)
+    pts = frontier_points(arms)
+    k = knee(pts)
+    knee_mib = statistics.median(_returned(s) for s in k[1]) if k else None
+    mode_arms = [a for a in arms if not a.startswith("size-")]
     lines = [
-        header("Warm PostgreSQL guest: host memory won versus harm, mode by mode",
-               newest["machine"]),
+        header("Warm PostgreSQL twins: host memory won versus harm, mode by mode",
+               newest(runs)),
         "",
-        f"`python -m benchmarks.lab.pg` (part of `make bench`). One Debian 12 + PostgreSQL 15 "
-        f"lab guest, {r0['mem_mib']} MiB, 1 vCPU under TCG, `pgbench -c 4 -j 1` over its Unix "
-        "socket on a scale-20 database (321 MB; shared_buffers 128 MB), a fresh guest per mode "
-        "from the same warm state: its page cache filled (database files, then its disk) until "
-        f"the guest-RAM part of QEMU's RSS reached 85 % of its size. Measured phase "
-        f"{r0['measure_s']:.0f} s per mode; the steady phase is its last "
-        f"{STEADY_FRACTION:.0%}, where the harm targets (TPS within {TPS_TARGET:.0%}, p99 within "
-        f"{P99_TARGET:.0%} of `none`) are judged. The daemon runs with its default 5 s tick. "
-        "One run per mode on a 2-core host shared with other work: pgbench's TPS under TCG "
-        "moves by up to about 25 % between runs of the same mode (`pg-repeat/` repeats two "
-        "modes), so a single run's difference from `none` below that is noise; the second "
-        "table compares each run with its own opening instead.",
+        floor_sentence(floor),
         "",
-        "Per mode (each run's date and commit in the last column):",
+        method(runs[0]),
+        provenance(sums),
         "",
-        "| mode | host got back: guest-RAM RSS start -> end (MiB) | of cache + free at start "
-        "| held back (balloon) MiB | QEMU RSS start -> end MiB | TPS steady (all) "
-        "| p50 / p99 ms steady | vs none: TPS, p99 | OOM kills | targets | run |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
-    ]
-    for r, s in zip(runs, sums, strict=True):
-        st, al = s["steady"], s["all"]
-        vs = (f"{_pct(st['tps'], base['steady']['tps'])}, "
-              f"{_pct(st['p99_ms'], base['steady']['p99_ms'])}"
-              if base is not None and s["mode"] != "none" else "baseline")
-        lines.append(
-            f"| `{s['mode']}` | {s['returned_mib']:.0f}: {s['ram_rss_start_mib']:.0f} -> "
-            f"{s['ram_rss_end_mib']:.0f} | {s['returned_pct']:.0f} % of "
-            f"{s['cache_free_mib']:.0f} | {s['held_back_mib']:.0f} | "
-            f"{s['qemu_rss_start_mib']:.0f} -> {s['qemu_rss_end_mib']:.0f} | "
-            f"{st['tps']:.1f} ({al['tps']:.1f}) | {st['p50_ms']:.0f} / {st['p99_ms']:.0f} | "
-            f"{vs} | {s['oom_kills']} | {', '.join(verdicts(s, base))} | "
-            f"{r['machine']['date']}, {r['machine']['commit']} |"
-        )
-    lines += [
+        ("The yardstick is the fixed-size frontier's knee (`frontier.md`): "
+         + (f"{k[0]} MiB, where the host got back {knee_mib:.0f} MiB (median)."
+            if k else "not found in the data (no fixed size met both targets).")),
         "",
-        "Columns: *host got back* is the fall of the RSS of QEMU's guest-RAM mapping over the "
-        "measured phase (memory the host has now); *of cache + free* compares it with the "
-        "guest's Buffers + Cached + MemFree at the start (Cached includes PostgreSQL's 128 MB "
-        "of shared memory, which cannot be given back); *held back* is the balloon (memory the "
-        "guest can no longer take). p50 is the median of pgbench's 5 s intervals' p50, p99 "
-        "the mean of their p99.",
+        TABLE_HEAD,
+        *[_row(a, arms[a], floor, knee_mib) for a in mode_arms],
         "",
-        f"Within each run (the same guest before and after the controller acted): TPS in the "
-        f"first {OPENING_S:.0f} s of the measured phase against the steady phase. Run-to-run "
-        "differences in a guest's throughput cancel out here; `none` shows how much a guest's "
-        "TPS moves on its own over the run.",
+        COLUMNS,
         "",
-        f"| mode | first balloon change (s into the run) | TPS first {OPENING_S:.0f} s "
-        "| TPS steady | steady vs first |",
-        "|---|---:|---:|---:|---:|",
-        *[f"| `{s['mode']}` | "
-          + ("-" if s["first_change_s"] is None else f"{s['first_change_s']:.0f}")
-          + f" | {s['opening']['tps']:.1f} | {s['steady']['tps']:.1f} | "
-          + _pct(s["steady"]["tps"], s["opening"]["tps"]) + " |"
-          for s in sums],
+        "What each arm is:",
         "",
-        "What each mode is:",
+        *[f"- `{a}`: {next(r['what'] for r in runs if r['arm'] == a)}"
+          + (f"; classes seen: {', '.join(sorted({c for s in arms[a] for c in s['classes']}))}"
+             f"; inflations {sum(s['inflations'] for s in arms[a])}, deflations "
+             f"{sum(s['deflations'] for s in arms[a])} over all pairs"
+             if any(s['classes'] for s in arms[a]) else "")
+          for a in mode_arms],
         "",
-        *[f"- `{s['mode']}`: {r.get('what', s['mode'])}"
-          + (f"; host short by {r['short_mib']} MiB at the start (reserve "
-             f"{r['reserve_mib']} MiB)"
-             + (f", a process holding up to {r['steady_peak_mib']} MiB kept MemAvailable "
-                "steady" if r.get("steady_peak_mib") else "")
-             if r["short_mib"] else "")
-          + (f"; {s['inflations']} inflations, {s['deflations']} deflations "
-             f"(rules: {', '.join(f'{k} {v}' for k, v in sorted(s['rules'].items())) or '-'}), "
-             f"classes seen: {', '.join(s['classes']) or '-'}" if r["events"] else "")
-          + ("" if s["alive"] else "; THE GUEST DID NOT SURVIVE")
-          for r, s in zip(runs, sums, strict=True)],
+        "![host memory back against harm: the frontier and every mode](frontier.png)",
         "",
-        "![host RSS, balloon, TPS and class over time per mode](pg.png)",
+        "Every pair:",
+        "",
+        pairs_table([s for s in sums if not s["arm"].startswith("size-")]),
         "",
     ]
     return "\n".join(lines)
 
 
-CLASS_COLORS = {"none": "#d9f0d3", "unknown": "#dddddd", "light-pressure": "#e6f5b0",
-                "kswapd-reclaim": "#ffffbf", "reclaim-struggling": "#fee08b",
-                "global-reclaim": "#fdae61", "running-out": "#f46d43", "thrashing": "#d73027",
-                "oom": "#a50026", "cgroup-stall": "#c2a5cf", "cgroup-oom": "#9970ab"}
+def pairs_table(sums: Sequence[Mapping[str, Any]]) -> str:
+    rows = ["| arm | pair | treated | host got back MiB | held back MiB | TPS treated / twin "
+            "| p99 ms treated / twin | TPS ratio | p99 ratio | reads/tx treated / twin "
+            "| OOM | lost | measured |",
+            "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for s in sums:
+        tr, tw = s["treated"], s["twin"]
+        rows.append(
+            f"| `{s['arm']}` | {s['pair']} | {s['treated_name'][-1]} | "
+            f"{s['returned_mib']:.0f} | {s['held_back_mib']:.0f} | "
+            f"{tr['tps']:.1f} / {tw['tps']:.1f} | {tr['p99_ms']:.0f} / {tw['p99_ms']:.0f} | "
+            f"{s['tps_ratio']:.2f} | {s['p99_ratio']:.2f} | "
+            f"{tr['reads_per_tx']:.2f} / {tw['reads_per_tx']:.2f} | {s['oom_kills']} | "
+            f"{s['lost']} | {s['date']}, {s['commit']} |")
+    return "\n".join(rows)
 
 
-def class_spans(r: Mapping[str, Any]) -> list[tuple[float, float, str]]:
-    """(start s, end s, class) over the measured phase, from the daemon's log."""
-    t0, t1 = r["t0"], r["t1"]
-    marks = [(e["ts"] - t0, str(e["class"])) for e in r["events"] if "class" in e and "ts" in e]
-    spans = []
-    for i, (t, k) in enumerate(marks):
-        end = marks[i + 1][0] if i + 1 < len(marks) else t1 - t0
-        spans.append((max(0.0, t), end, k))
-    return spans
+def render_frontier(runs: Sequence[Mapping[str, Any]]) -> str:
+    sums = [summarize(r) for r in runs]
+    arms = by_arm(sums)
+    floor = noise_floor(arms)
+    pts = frontier_points(arms)
+    k = knee(pts)
+    knee_mib = statistics.median(_returned(s) for s in k[1]) if k else None
+    lines = [
+        header("The fixed-size frontier: host memory back against harm, no controller",
+               newest(runs)),
+        "",
+        floor_sentence(floor),
+        "",
+        method(runs[0]),
+        provenance(sums),
+        "",
+        "Arms: the treated twin's balloon is set once, when the measured phase starts, to a "
+        "fixed size and held there; no controller runs. The full size is the A/A pair (nothing "
+        "taken). No controller can beat the best fixed size by much: it is the yardstick for "
+        "every mode (`pg.md`).",
+        "",
+        ("**Knee: " + (f"{k[0]} MiB**, the smallest fixed size whose median TPS ratio is >= "
+                       f"{TPS_TARGET} and median p99 ratio <= {P99_TARGET} (taking sizes "
+                       f"from the largest down): the host got back {knee_mib:.0f} MiB "
+                       "(median)." if k else
+                       "none**: no fixed size met both targets.")),
+        "",
+        TABLE_HEAD.replace("| arm |", "| size MiB |"),
+        *[_row(str(size), pairs, floor, knee_mib).replace(f"| `{size}` |", f"| {size} |")
+          for size, pairs in pts],
+        "",
+        COLUMNS,
+        "",
+        "![host memory back against harm: the frontier and every mode](frontier.png)",
+        "",
+        "Every pair:",
+        "",
+        pairs_table([s for size, pairs in pts for s in pairs]),
+        "",
+    ]
+    return "\n".join(lines)
 
 
 def plot(runs: Sequence[Mapping[str, Any]], path: Path) -> None:
@@ -205,55 +399,69 @@ def plot(runs: Sequence[Mapping[str, Any]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    n = len(runs)
-    fig, axes = plt.subplots(3, n, figsize=(3.3 * n, 7.0), squeeze=False, sharex="col",
-                             gridspec_kw={"height_ratios": [3, 2, 0.5]})
-    for j, r in enumerate(runs):
-        t0, t1 = r["t0"], r["t1"]
-        smp = _in(r["samples"], t0, t1)
-        xs = [x["t"] - t0 for x in smp]
-        ax = axes[0][j]
-        ax.plot(xs, [x["ram_rss"] / 1024 for x in smp], label="guest-RAM RSS")
-        ax.plot(xs, [x["qemu_rss"] / 1024 for x in smp], label="QEMU RSS", lw=0.9)
-        ax.step(xs, [x["balloon"] / 1024 for x in smp], where="post", label="balloon size",
-                ls="--")
-        ax.set_title(r["mode"], fontsize=9)
-        ax.set_ylim(0, r["mem_mib"] * 1.25)
+    sums = [summarize(r) for r in runs]
+    arms = by_arm(sums)
+    floor = noise_floor(arms)
+    pts = frontier_points(arms)
+    k = knee(pts)
+    panels: list[tuple[str, Getter, float | None]] = [
+        ("TPS ratio to the twin", lambda s: s["tps_ratio"], TPS_TARGET),
+        ("p99 ratio to the twin", lambda s: s["p99_ratio"], P99_TARGET),
+        ("disk reads per transaction (treated)", lambda s: s["treated"]["reads_per_tx"], None),
+    ]
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4.6))
+    for ax, (title, get, target) in zip(axes, panels, strict=True):
+        xs, ys, lo, hi = [], [], [], []
+        for size, pairs in pts:
+            x = spread(pairs, _returned)
+            y = spread(pairs, get)
+            if x is None or y is None:
+                continue
+            xs.append(x[0])
+            ys.append(y[0])
+            lo.append(y[0] - y[1])
+            hi.append(y[2] - y[0])
+            ax.annotate(f"{size}", (x[0], y[0]), textcoords="offset points", xytext=(4, 4),
+                        fontsize=7, color="C0")
+        ax.errorbar(xs, ys, yerr=[lo, hi], fmt="o-", color="C0", capsize=3,
+                    label="fixed size (median, min-max)")
+        for i, (arm, pairs) in enumerate((a, p) for a, p in arms.items()
+                                         if not a.startswith("size-") and a != "none"):
+            x = spread(pairs, _returned)
+            y = spread(pairs, get)
+            if x is None or y is None:
+                continue
+            ax.errorbar([x[0]], [y[0]], yerr=[[y[0] - y[1]], [y[2] - y[0]]],
+                        xerr=[[x[0] - x[1]], [x[2] - x[0]]], fmt="s", color=f"C{i + 1}",
+                        capsize=2, label=arm)
+        if target is not None:
+            ax.axhline(target, color="k", ls=":", lw=0.8, label="target")
+            if floor is not None:
+                f = floor["tps"] if target < 1 else floor["p99"]
+                ax.axhspan(1 - f, 1 + f, color="grey", alpha=0.15, label="A/A noise floor")
+        if k is not None:
+            km = spread(k[1], _returned)
+            if km is not None:
+                ax.axvline(km[0], color="C3", ls="--", lw=0.8, label=f"knee ({k[0]} MiB)")
+        ax.set_xlabel("host got back: guest-RAM RSS fall, MiB", fontsize=8)
+        ax.set_title(title, fontsize=9)
         ax.grid(alpha=0.3)
         ax.tick_params(labelsize=7)
-        pg = [p for p in r["pg"] if t0 <= p["t"] and p["t"] + p["interval"] <= t1]
-        ax2 = axes[1][j]
-        ax2.step([p["t"] - t0 for p in pg], [p["tps"] for p in pg], where="post", color="C2",
-                 label="TPS")
-        ax2.set_ylim(0, max((p["tps"] for r2 in runs for p in r2["pg"]), default=1) * 1.1)
-        ax2.grid(alpha=0.3)
-        ax2.tick_params(labelsize=7)
-        ax3 = ax2.twinx()
-        ax3.plot([p["t"] - t0 for p in pg], [p["p99_ms"] for p in pg], color="C3", lw=0.8,
-                 label="p99 ms")
-        ax3.tick_params(labelsize=7)
-        axc = axes[2][j]
-        for a, b, k in class_spans(r):
-            axc.axvspan(a, b, color=CLASS_COLORS.get(k, "#999999"))
-            if b - a > 15:
-                axc.text((a + b) / 2, 0.5, k, ha="center", va="center", fontsize=6)
-        if not r["events"]:
-            axc.text(0.5, 0.5, "no controller", ha="center", va="center", fontsize=7,
-                     transform=axc.transAxes)
-        axc.set_yticks([])
-        axc.set_xlim(0, t1 - t0)
-        axc.tick_params(labelsize=7)
-        axc.set_xlabel("seconds into the measured phase", fontsize=7)
-        if j == 0:
-            ax.set_ylabel("MiB", fontsize=8)
-            ax.legend(fontsize=6, loc="lower left")
-            ax2.set_ylabel("pgbench TPS (5 s)", fontsize=8)
-            axc.set_ylabel("class", fontsize=8)
-        if j == n - 1:
-            ax3.set_ylabel("p99 latency ms", fontsize=8, color="C3")
-    fig.suptitle("Warm PostgreSQL guest per mode: host memory (QEMU RSS, guest-RAM RSS), "
-                 "balloon size, pgbench TPS and p99, and the daemon's class for the guest",
-                 fontsize=9)
+    axes[0].legend(fontsize=6, loc="lower left")
+    fig.suptitle("Warm PostgreSQL twins: memory the host got back against harm to pgbench "
+                 "(treated / twin over the same seconds)", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=72)
+    fig.savefig(path, dpi=80)
     plt.close(fig)
+
+
+def write(runs: Sequence[Mapping[str, Any]], out: Path) -> list[Path]:
+    """pg.md, frontier.md and frontier.png in ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, text in (("pg.md", render_pg(runs)), ("frontier.md", render_frontier(runs))):
+        (out / name).write_text(text)
+        written.append(out / name)
+    plot(runs, out / "frontier.png")
+    written.append(out / "frontier.png")
+    return written

@@ -14,6 +14,7 @@
 #   ABREPORT up=<s> MemTotal=<kB> MemAvailable=<kB> MemFree=<kB> Buffers=<kB> Cached=<kB>
 #     oom_kill=<n> allocstall=<n> pgscan_kswapd=<n> pgscan_direct=<n>
 #     pgsteal_kswapd=<n> pgsteal_direct=<n> memload_restarts=0 ws_mib=0
+#     psi_some_total=<us> psi_full_total=<us>   (/proc/pressure/memory: time stalled on memory)
 # and, while pgbench runs, one PGREPORT line per interval (see /sbin/ab-pgreport.awk).
 # Events: "PGEVENT ready up=<s>", "PGEVENT warm done up=<s>", "PGEVENT pgbench exited rc=<n> ...", "PGEVENT postgres exited".
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin
@@ -49,13 +50,15 @@ report() {
         read -r UP _ < /proc/uptime
         awk -v up="$UP" '
             FILENAME == "/proc/meminfo" { sub(":", "", $1); m[$1] = $2; next }
+            FILENAME == "/proc/pressure/memory" { split($5, kv, "="); psi[$1] = kv[2]; next }
             { v[$1] = $2 }
             END {
                 stall = v["allocstall_dma"] + v["allocstall_dma32"] + v["allocstall_normal"] + v["allocstall_movable"]
-                printf "ABREPORT up=%s MemTotal=%d MemAvailable=%d MemFree=%d Buffers=%d Cached=%d oom_kill=%.0f allocstall=%.0f pgscan_kswapd=%.0f pgscan_direct=%.0f pgsteal_kswapd=%.0f pgsteal_direct=%.0f memload_restarts=0 ws_mib=0\n",
+                printf "ABREPORT up=%s MemTotal=%d MemAvailable=%d MemFree=%d Buffers=%d Cached=%d oom_kill=%.0f allocstall=%.0f pgscan_kswapd=%.0f pgscan_direct=%.0f pgsteal_kswapd=%.0f pgsteal_direct=%.0f memload_restarts=0 ws_mib=0 psi_some_total=%.0f psi_full_total=%.0f\n",
                     up, m["MemTotal"], m["MemAvailable"], m["MemFree"], m["Buffers"], m["Cached"], v["oom_kill"], stall,
-                    v["pgscan_kswapd"], v["pgscan_direct"], v["pgsteal_kswapd"], v["pgsteal_direct"]
-            }' /proc/meminfo /proc/vmstat
+                    v["pgscan_kswapd"], v["pgscan_direct"], v["pgsteal_kswapd"], v["pgsteal_direct"],
+                    psi["some"], psi["full"]
+            }' /proc/meminfo /proc/pressure/memory /proc/vmstat
         sleep 1
     done
 }
