@@ -7,12 +7,14 @@
 In order: core (CPU of classify + decide by guest count), replay (one hour of 100 synthetic
 guests through `autoballoon replay`), adapter (libvirt / QMP / setter cost per guest on the lab),
 footprint (the daemon's RSS and CPU while it manages lab guests, 5 minutes), lab (reclaimed memory
-versus harm, three scenarios x three modes on small guests, about 23 minutes), pg (a warm
-PostgreSQL guest in seven modes: host memory won versus pgbench's TPS and latency, about 25
-minutes), burst (the spike scenario with and without deflate-on-OOM, the counters and the
-headroom, about 16 minutes), density (two warm PostgreSQL guests under one memory cgroup limit
-at an overcommit ratio, per mode, about 5 minutes a run). About two hours in all; the
-real-guest part alone is ``--only pg,burst,density``. ``--quick`` is a smoke run (about 10
+versus harm, three scenarios x three modes on small guests, about 23 minutes), pg (warm
+PostgreSQL twins, one under an arm and one untouched over the same seconds: the A/A noise floor,
+the fixed-size frontier and six modes, 3 pairs each; host memory won versus pgbench's TPS, p99
+and disk reads; about 4 minutes a pair), burst (the spike scenario with and without
+deflate-on-OOM, the counters and the headroom, about 16 minutes), density (two warm PostgreSQL
+guests under one memory cgroup limit at an overcommit ratio, per mode, 3 runs each, about 6
+minutes a run). Several hours in all; the real-guest part alone is
+``--only pg,burst,density``, and each part runs in pieces on its own (see its --help). ``--quick`` is a smoke run (about 10
 minutes; burst and density have none and are skipped) whose numbers mean little.
 
 Each benchmark runs as its own process. Every one of them holds the shared lab lock

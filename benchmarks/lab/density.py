@@ -37,25 +37,28 @@ seconds after both guests said their warm-up was done. Modes:
 
 A run "holds" when no guest is lost (its domain still running, no OOM kill in the cgroup), the
 guests' OOM killers killed nothing, and in the measured phase pgbench's TPS (both guests) is
-within 5 % of the ``nolimit`` run's and its p99 latency (mean of the 5 s intervals' p99) within
-20 %. Sampled every ``--interval`` seconds from the host: each QEMU's VmRSS and guest-RAM RSS
-(smaps), balloon sizes (libvirt), the cgroup's usage, limit, failcnt and OOM kills.
+within 10 % of the median of the ``nolimit`` runs and its p99 latency (mean of the 5 s
+intervals' p99) within 20 %. Sampled every ``--interval`` seconds from the host: each QEMU's
+VmRSS and guest-RAM RSS (smaps), balloon sizes (libvirt), the virtio disk's reads, the cgroup's
+usage, limit, failcnt and OOM kills; from each guest's console its memory PSI.
 
-Every run keeps its raw data in benchmarks/results/tmp/ (not committed); benchmarks/results/
-density.md and density.png are rendered from all the runs there (``--render-only`` renders
-without running anything). The memory limit is removed (-1) after each run.
+Every run keeps its raw data, gzipped, in benchmarks/results/raw/density/ (committed, small);
+benchmarks/results/density.md and density.png are rendered from all the runs there
+(``--render-only`` renders without running anything). ``--runs N`` (default 3) repeats every
+mode and ratio, each cell reported as "holds k/N". The memory limit is removed (-1) after each run.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import gzip
 import json
 import statistics
 import subprocess
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,6 +67,7 @@ import libvirt
 
 from benchmarks.common import GUEST_PREFIX, RESULTS, header, machine, other_domains, say
 from benchmarks.lab.pg import CLIENTS, guest_ram_rss_kib, qemu_pid, qemu_rss_kib
+from benchmarks.lab.pg_report import psi_pct
 from contrib.lab import (
     Guest,
     GuestSpec,
@@ -78,8 +82,8 @@ from contrib.lab import (
 PARTITION = "/abdensity"
 GUESTS = 2
 MEM_MIB = 1024
-RAW = RESULTS / "tmp"
-TPS_TOLERANCE = 0.05
+RAW = RESULTS / "raw" / "density"
+TPS_TOLERANCE = 0.10
 P99_TOLERANCE = 0.20
 
 
@@ -166,9 +170,11 @@ def guest_sample(guest: Guest, pid: int, mem_kib: int) -> dict[str, Any]:
     try:
         if not guest.is_running():
             return {"running": False}
+        rd_req, rd_bytes, *_ = guest.dom.blockStats("vda")
         return {"running": True, "qemu_rss": qemu_rss_kib(pid),
                 "ram_rss": guest_ram_rss_kib(pid, mem_kib),
-                "balloon": guest.memory_stats()["actual"]}
+                "balloon": guest.memory_stats()["actual"], "rd_req": rd_req,
+                "rd_bytes": rd_bytes}
     except (libvirt.libvirtError, OSError, KeyError):
         return {"running": False}
 
@@ -184,7 +190,7 @@ def warm_done(guest: Guest) -> bool:
 
 
 def run(mode: str, ratio: float, warm_s: int, measure_s: float, overhead_mib: int,
-        interval_s: float) -> dict[str, Any]:
+        interval_s: float, index: int = 0) -> dict[str, Any]:
     m = MODES[mode]
     bench_s = int(warm_s + measure_s + 240)
     specs = [GuestSpec(n, MEM_MIB, f"warm:{MEM_MIB}:{warm_s}+pgbench:{CLIENTS}:{bench_s}",
@@ -245,8 +251,11 @@ def run(mode: str, ratio: float, warm_s: int, measure_s: float, overhead_mib: in
             per_guest = {}
             for g in guests:
                 reports = g.console_reports()
+                offset = time.time() - reports[-1]["up"] if reports else 0.0
                 per_guest[g.name] = {
                     "oom_kill": max((r["oom_kill"] for r in reports), default=0),
+                    "reports": [{"t": r["up"] + offset, **{k: r[k] for k in PSI_KEYS if k in r}}
+                                for r in reports],
                     "pg": [p for p in g.pg_reports() if t0 <= p["t"]
                            and p["t"] + p["interval"] <= t1],
                     "pg_all": g.pg_reports(),
@@ -262,7 +271,7 @@ def run(mode: str, ratio: float, warm_s: int, measure_s: float, overhead_mib: in
             lab.close()
         daemon_log = log_path.read_text() if log_path.exists() else ""
     oom_kills_s = [t - t_boot for t in kills]
-    return {"mode": mode, "ratio": ratio if m.limit else None, "limit_mib": limit,
+    return {"mode": mode, "ratio": ratio if m.limit else None, "limit_mib": limit, "run": index,
             "overhead_mib": overhead_mib, "warm_s": warm_s, "measure_s": measure_s,
             "interval_s": interval_s, "boot_s": boot_s, "t_boot": t_boot, "t0": t0, "t1": t1,
             "samples": samples, "lost": lost, "cg_end": cg_end,
@@ -302,10 +311,22 @@ def daemon_story(log: str, t_boot: float) -> list[tuple[float, str]]:
 
 # ----------------------------------------------------------------------------- summary
 
+PSI_KEYS = ("psi_some_total", "psi_full_total")
+
+
+def reads_per_tx(r: Mapping[str, Any], name: str, tx: float) -> float | None:
+    """Virtio disk read requests per pgbench transaction over the measured phase, for a guest
+    still running at its end (None otherwise, or for runs made before disks were sampled)."""
+    rows = [s["guests"][name] for s in r["samples"] if r["t0"] <= s["t"] <= r["t1"]]
+    if not rows or not tx or "rd_req" not in rows[0] or "rd_req" not in rows[-1]:
+        return None
+    return float(rows[-1]["rd_req"] - rows[0]["rd_req"]) / tx
+
+
 def summarize(r: Mapping[str, Any]) -> dict[str, Any]:
     t0, t1 = r["t0"], r["t1"]
     steady = [s for s in r["samples"] if t0 <= s["t"] <= t1]
-    per: dict[str, dict[str, float]] = {}
+    per: dict[str, dict[str, Any]] = {}
     tx = 0.0
     p99s: list[float] = []
     for name, g in r["guests"].items():
@@ -313,6 +334,7 @@ def summarize(r: Mapping[str, Any]) -> dict[str, Any]:
         gtx = sum(p["tx"] for p in pg)
         tx += gtx
         p99s += [p["p99_ms"] for p in pg]
+        reports = g.get("reports", [])
         ram = [s["guests"][name].get("ram_rss") for s in r["samples"]]
         over = [s["guests"][name]["qemu_rss"] - s["guests"][name]["ram_rss"]
                 for s in r["samples"] if s["guests"][name]["running"]]
@@ -328,6 +350,8 @@ def summarize(r: Mapping[str, Any]) -> dict[str, Any]:
             "balloon_end_mib": end.get("balloon", 0) / 1024,
             "overhead_max_mib": max(over, default=0) / 1024,
             "lost_s": (r["lost"][name] - r["t_boot"]) if name in r["lost"] else -1.0,
+            "reads_per_tx": reads_per_tx(r, name, gtx),
+            "psi_some_pct": psi_pct(reports, t0, t1, "psi_some_total"),
         }
     return {
         "per": per,
@@ -340,7 +364,16 @@ def summarize(r: Mapping[str, Any]) -> dict[str, Any]:
         "failcnt": r["cg_end"]["cg_failcnt"],
         "usage_peak_mib": max((s["cg_usage"] for s in r["samples"]), default=0) / 1024,
         "ram_rss_end_mib": sum(v["ram_rss_end_mib"] for v in per.values()),
+        "reads_per_tx": _mean_of(v["reads_per_tx"] for v in per.values()),
+        "psi_some_pct": _mean_of(v["psi_some_pct"] for v in per.values()),
     }
+
+
+def _mean_of(xs: Iterable[float | None]) -> float | None:
+    """The mean of the guests' figures, None when a guest has none (lost, or an older run)."""
+    got = list(xs)
+    return None if not got or any(x is None for x in got) else statistics.fmean(
+        x for x in got if x is not None)
 
 
 def verdict(s: Mapping[str, Any], base: Mapping[str, Any] | None) -> tuple[bool, list[str]]:
@@ -372,15 +405,70 @@ def label(r: Mapping[str, Any]) -> str:
     return name if r["warm_s"] == DEFAULT_WARM_S else f"{name}, warm {r['warm_s']} s"
 
 
+def raw_path(r: Mapping[str, Any]) -> Path:
+    key = label(r).replace(" x", "-").replace(", warm ", "-warm").replace(" s", "")
+    return RAW / f"density-{key}-r{r.get('run', 0)}.json.gz"
+
+
 def load_runs() -> list[dict[str, Any]]:
     order = list(MODES)
-    runs = [json.loads(p.read_text()) for p in sorted(RAW.glob("density-*.json"))]
-    return sorted(runs, key=lambda r: (order.index(r["mode"]), r["ratio"] or 0, r["warm_s"]))
+    runs = []
+    for path in sorted(RAW.glob("density-*.json.gz")):
+        with gzip.open(path, "rt") as f:
+            runs.append(json.load(f))
+    return sorted(runs, key=lambda r: (order.index(r["mode"]), r["ratio"] or 0, r["warm_s"],
+                                       r.get("run", 0)))
+
+
+def baseline(runs: Sequence[Mapping[str, Any]],
+             sums: Sequence[Mapping[str, Any]]) -> dict[str, float] | None:
+    """The median of the ``nolimit`` runs: what every capped run is held against."""
+    base = [s for r, s in zip(runs, sums, strict=True) if r["mode"] == "nolimit"]
+    if not base:
+        return None
+    return {k: statistics.median(s[k] for s in base)
+            for k in ("tps", "p99_ms", "ram_rss_end_mib")} | {"runs": len(base)}
+
+
+def cell_rows(runs: Sequence[Mapping[str, Any]], sums: Sequence[Mapping[str, Any]],
+              base: Mapping[str, float] | None) -> list[str]:
+    """One row per mode and ratio: how many of its runs held, and medians over its runs."""
+    cells: dict[str, list[tuple[Mapping[str, Any], Mapping[str, Any]]]] = {}
+    for r, s in zip(runs, sums, strict=True):
+        cells.setdefault(label(r), []).append((r, s))
+
+    def med(xs: Iterable[float | None], f: str) -> str:
+        got = [x for x in xs if x is not None]
+        if not got:
+            return "-"
+        m, lo, hi = statistics.median(got), min(got), max(got)
+        return f"{m:{f}} ({lo:{f}}-{hi:{f}})" if len(got) > 1 else f"{m:{f}}"
+
+    rows = [
+        "| mode and ratio | limit (MiB) | holds | guests lost | OOM kills: cgroup / guest "
+        "| TPS both guests | p99 ms | disk reads / tx | memory PSI some % "
+        "| guest-RAM RSS end, both (MiB) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, cell in cells.items():
+        r0 = cell[0][0]
+        holds = sum(verdict(s, base)[0] for _, s in cell)
+        ss = [s for _, s in cell]
+        rows.append(
+            f"| {name} | {r0['limit_mib'] or 'none'} | "
+            + ("baseline" if r0["mode"] == "nolimit" else f"{holds}/{len(cell)}")
+            + f" | {sum(s['lost'] for s in ss)} | {sum(s['cg_oom'] for s in ss)} / "
+            f"{sum(s['guest_oom'] for s in ss)} | {med((s['tps'] for s in ss), '.1f')} | "
+            f"{med((s['p99_ms'] for s in ss), '.0f')} | "
+            f"{med((s.get('reads_per_tx') for s in ss), '.2f')} | "
+            f"{med((s.get('psi_some_pct') for s in ss), '.1f')} | "
+            f"{med((s['ram_rss_end_mib'] for s in ss), '.0f')} |")
+    return rows
 
 
 def render(runs: Sequence[Mapping[str, Any]]) -> str:
     sums = [summarize(r) for r in runs]
-    base = next((s for r, s in zip(runs, sums, strict=True) if r["mode"] == "nolimit"), None)
+    base = baseline(runs, sums)
     first = runs[0]
     ov = max(v["overhead_max_mib"] for s in sums for v in s["per"].values())
     lines = [
@@ -396,10 +484,22 @@ def render(runs: Sequence[Mapping[str, Any]]) -> str:
         f"{first['measure_s']:.0f} s after both finished warming. Host samples every "
         f"{first['interval_s']:g} s. The 2-core host is shared (other domains running at the "
         f"start: {', '.join(first['others']) or 'none'}), so TPS is noisy. `python -m "
-        "benchmarks.lab.density` (see its --help). One run per row.",
+        "benchmarks.lab.density` (see its --help; `--runs N` repeats each cell).",
         "",
-        f"Holds = no guest lost, no OOM kill (cgroup or guest), TPS within "
-        f"{TPS_TOLERANCE:.0%} and p99 within {P99_TOLERANCE:.0%} of the `nolimit` run.",
+        f"A run holds when no guest is lost, nothing is OOM-killed (cgroup or guest), and "
+        f"pgbench's TPS (both guests) is within {TPS_TOLERANCE:.0%} and its p99 within "
+        f"{P99_TOLERANCE:.0%} of the median of the `nolimit` runs"
+        + (f" ({base['runs']:.0f} run(s): {base['tps']:.1f} TPS, p99 {base['p99_ms']:.0f} ms)."
+           if base else " (none measured: no run can hold)."),
+        "",
+        *cell_rows(runs, sums, base),
+        "",
+        "Cells: median (min-max) over the cell's runs. *Disk reads / tx*: virtio read requests "
+        "per pgbench transaction, mean of the two guests; *memory PSI some*: % of the measured "
+        "phase a task in the guest was stalled on memory (`/proc/pressure/memory`), mean of the "
+        "two guests; `-` where a guest was lost or the run predates these columns.",
+        "",
+        "Every run:",
         "",
         "| run | limit (MiB) | warm-up done (s after boot) | guests lost (s after boot) "
         "| cgroup failcnt / OOM kills | guest OOM kills | TPS (both) | p50 / p99 (ms) "
@@ -416,7 +516,8 @@ def render(runs: Sequence[Mapping[str, Any]]) -> str:
         balloons = " / ".join(f"{v['balloon_end_mib']:.0f}" for v in s["per"].values())
         held = "yes" if ok else "no: " + ", ".join(why)
         lines.append(
-            f"| {label(r)} | {r['limit_mib'] or 'none'} | {r['t0'] - r['t_boot']:.0f} | {lost} | "
+            f"| {label(r)} #{r.get('run', 0)} | {r['limit_mib'] or 'none'} | "
+            f"{r['t0'] - r['t_boot']:.0f} | {lost} | "
             f"{s['failcnt']} / "
             f"{s['cg_oom']} | {s['guest_oom']} | {s['tps']:.1f} | {s['p50_ms']:.0f} / "
             f"{s['p99_ms']:.0f} | {per} | {s['usage_peak_mib']:.0f} | "
@@ -426,9 +527,9 @@ def render(runs: Sequence[Mapping[str, Any]]) -> str:
             if r["mode"] != "nolimit" and not s["lost"]]
     if base is not None:
         lines += ["", "Host memory returned: the guests' RAM on the host (guest-RAM RSS, both "
-                  "guests) at the end of the measured phase, against the `nolimit` run's "
-                  f"{base['ram_rss_end_mib']:.0f} MiB:", ""]
-        lines += [f"- {label(r)}: {s['ram_rss_end_mib']:.0f} MiB, "
+                  "guests) at the end of the measured phase, against the `nolimit` runs' "
+                  f"median {base['ram_rss_end_mib']:.0f} MiB:", ""]
+        lines += [f"- {label(r)} #{r.get('run', 0)}: {s['ram_rss_end_mib']:.0f} MiB, "
                   f"{base['ram_rss_end_mib'] - s['ram_rss_end_mib']:.0f} MiB less"
                   for r, s in kept] or ["- none: no run with a limit kept both guests."]
     lines += ["", "What the daemon did, in its own log (JSON lines: balloon changes applied, "
@@ -437,7 +538,7 @@ def render(runs: Sequence[Mapping[str, Any]]) -> str:
         if MODES[r["mode"]].daemon:
             changes = ", ".join(f"{k} {v}" for k, v in sorted(r["daemon_changes"].items()))
             kept_log = "" if "daemon_log" in r else " (the log itself was not kept in this run)"
-            lines.append(f"- {label(r)}: {changes or 'no change'}{kept_log}")
+            lines.append(f"- {label(r)} #{r.get('run', 0)}: {changes or 'no change'}{kept_log}")
             story = daemon_story(r.get("daemon_log", ""), r["t_boot"])
             lines += [f"  - {t:.0f} s after boot: {msg}" for t, msg in story[:14]]
             if len(story) > 14:
@@ -522,21 +623,30 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="per-QEMU memory no balloon returns, added to the limit per guest "
                     "(default 200: measured VmRSS minus guest-RAM RSS)")
     ap.add_argument("--interval", type=float, default=2.0, help="host sample period, s")
+    ap.add_argument("--runs", type=int, default=3,
+                    help="runs of every mode and ratio (default 3: each cell reads 'holds k/3')")
+    ap.add_argument("--first-run", type=int, default=0,
+                    help="index of the first run (to add runs to the kept raw data)")
     ap.add_argument("--render-only", action="store_true",
-                    help="only render density.md/png from the runs kept in results/tmp")
+                    help="only render density.md/png from the runs kept in "
+                    "results/raw/density")
     ap.add_argument("--out", type=Path, default=RESULTS / "density.md")
     args = ap.parse_args(argv)
     if not args.render_only:
         RAW.mkdir(parents=True, exist_ok=True)
-        for mode in args.mode or list(MODES):
-            for ratio in [1.0] if mode == "nolimit" else (args.ratio or [1.5]):
-                r = run(mode, ratio, args.warm_s, args.measure_s, args.overhead_mib,
-                        args.interval)
-                key = label(r).replace(" x", "-").replace(", warm ", "-warm").replace(" s", "")
-                (RAW / f"density-{key}.json").write_text(json.dumps(r))
-                s = summarize(r)
-                say(f"{label(r)}: lost {s['lost']}, cgroup OOM {s['cg_oom']}, guest OOM "
-                    f"{s['guest_oom']}, TPS {s['tps']:.1f}, p99 {s['p99_ms']:.0f} ms")
+        cells = [(mode, ratio) for mode in args.mode or list(MODES)
+                 for ratio in ([1.0] if mode == "nolimit" else (args.ratio or [1.5]))]
+        todo = [(m, q, i) for i in range(args.first_run, args.first_run + args.runs)
+                for m, q in cells]
+        for n, (mode, ratio, index) in enumerate(todo, 1):
+            say(f"run {n}/{len(todo)}: {mode} x{ratio:g} #{index}")
+            r = run(mode, ratio, args.warm_s, args.measure_s, args.overhead_mib,
+                    args.interval, index)
+            with gzip.open(raw_path(r), "wt") as f:
+                json.dump(r, f, separators=(",", ":"))
+            s = summarize(r)
+            say(f"{label(r)} #{index}: lost {s['lost']}, cgroup OOM {s['cg_oom']}, guest OOM "
+                f"{s['guest_oom']}, TPS {s['tps']:.1f}, p99 {s['p99_ms']:.0f} ms")
     write_results(args.out)
     return 0
 

@@ -24,6 +24,11 @@ P99_TARGET = 1.20
 """...and p99 latency at most this multiple of the twin's."""
 
 
+def settle_s(measure_s: float) -> float:
+    """Where the harm window starts: SETTLE_S in, or a third of a short (smoke) run."""
+    return min(SETTLE_S, measure_s / 3)
+
+
 def _median(xs: Sequence[float]) -> float:
     return statistics.median(xs) if xs else float("nan")
 
@@ -36,6 +41,17 @@ def _pg_in(pg: Sequence[Mapping[str, Any]], a: float, b: float) -> list[Mapping[
 def _at(rows: Sequence[Mapping[str, Any]], t: float) -> Mapping[str, Any]:
     """The first row at or after ``t`` (the last row if none is)."""
     return next((x for x in rows if x["t"] >= t), rows[-1])
+
+
+def psi_pct(reports: Sequence[Mapping[str, Any]], a: float, b: float, key: str
+            ) -> float | None:
+    """% of [a, b] a task in the guest was stalled on memory, from the guest's own PSI total
+    (microseconds) in its reports; None without two reports carrying it."""
+    win = [x for x in reports if a <= x["t"] <= b + 1 and key in x]
+    if len(win) < 2:
+        return None
+    span_us = (win[-1]["t"] - win[0]["t"]) * 1e6
+    return 100 * (win[-1][key] - win[0][key]) / span_us if span_us > 0 else None
 
 
 def guest_summary(g: Mapping[str, Any], t0: float, t1: float, ts: float) -> dict[str, Any]:
@@ -52,12 +68,6 @@ def guest_summary(g: Mapping[str, Any], t0: float, t1: float, ts: float) -> dict
     win = [x for x in reps if x["t"] >= ts]
     g0 = reps[0] if reps else {"Buffers": 0, "Cached": 0, "MemFree": 0}
 
-    def psi(key: str) -> float | None:
-        if len(win) < 2 or key not in win[0] or key not in win[-1]:
-            return None
-        span_us = (win[-1]["t"] - win[0]["t"]) * 1e6
-        return 100 * (win[-1][key] - win[0][key]) / span_us if span_us > 0 else None
-
     oom = [x["oom_kill"] for x in reps]
     return {
         "tx": tx,
@@ -67,8 +77,8 @@ def guest_summary(g: Mapping[str, Any], t0: float, t1: float, ts: float) -> dict
         "intervals": len(pg),
         "reads_per_tx": reads / tx if tx else 0.0,
         "read_kib_per_tx": read_kib / tx if tx else 0.0,
-        "psi_some_pct": psi("psi_some_total"),
-        "psi_full_pct": psi("psi_full_total"),
+        "psi_some_pct": psi_pct(win, ts, t1, "psi_some_total"),
+        "psi_full_pct": psi_pct(win, ts, t1, "psi_full_total"),
         "oom_kills": (max(oom) - min(oom)) if oom else 0,
         "alive": bool(g["alive_at_end"]),
         "cache_free_mib": (g0["Buffers"] + g0["Cached"] + g0["MemFree"]) / 1024,
@@ -82,7 +92,7 @@ def guest_summary(g: Mapping[str, Any], t0: float, t1: float, ts: float) -> dict
 def summarize(r: Mapping[str, Any]) -> dict[str, Any]:
     """One pair: both twins, and the treated guest's ratios to its twin."""
     t0, t1 = r["t0"], r["t1"]
-    ts = t0 + min(SETTLE_S, (t1 - t0) / 3)
+    ts = t0 + settle_s(t1 - t0)
     tr = guest_summary(r["guests"][r["treated"]], t0, t1, ts)
     tw = guest_summary(r["guests"][r["twin"]], t0, t1, ts)
     actions = [e for e in r["events"] if e.get("action") in ("inflate", "deflate")]
@@ -270,15 +280,16 @@ def method(r0: Mapping[str, Any]) -> str:
         "`pgbench -c 4 -j 1` (scale 20, 321 MB; shared_buffers 128 MB) over the same seconds. "
         "Then one twin is put under the arm and the other gets nothing; pairs alternate which "
         f"twin is treated. Measured phase {r0['measure_s']:.0f} s; harm is judged from "
-        f"{SETTLE_S:.0f} s into it to its end. Targets: TPS >= {TPS_TARGET} and p99 <= "
-        f"{P99_TARGET} of the twin. The daemon runs with its default 5 s tick and manages the "
-        "treated guest only. Raw data: `benchmarks/results/raw/pg/`; "
+        f"{settle_s(r0['measure_s']):.0f} s into it to its end. Targets: TPS >= {TPS_TARGET} "
+        f"and p99 <= {P99_TARGET} of the twin. The daemon runs with its default 5 s tick and "
+        "manages the treated guest only. Raw data: `benchmarks/results/raw/pg/`; "
         "`python -m benchmarks.lab.pg --render-only` rebuilds this file from it."
     )
 
 
-def newest(runs: Sequence[Mapping[str, Any]]) -> Mapping[str, Any]:
-    return max(runs, key=lambda r: r["t1"])["machine"]
+def newest(runs: Sequence[Mapping[str, Any]]) -> Mapping[str, str]:
+    machine: Mapping[str, str] = max(runs, key=lambda r: r["t1"])["machine"]
+    return machine
 
 
 def provenance(sums: Sequence[Mapping[str, Any]]) -> str:
