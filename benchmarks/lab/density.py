@@ -66,7 +66,7 @@ from typing import Any
 import libvirt
 
 from benchmarks.common import GUEST_PREFIX, RESULTS, header, machine, other_domains, say
-from benchmarks.lab.pg import CLIENTS, guest_ram_rss_kib, qemu_pid, qemu_rss_kib
+from benchmarks.lab.pg import CLIENTS
 from benchmarks.lab.pg_report import psi_pct
 from contrib.lab import (
     Guest,
@@ -74,8 +74,11 @@ from contrib.lab import (
     Lab,
     daemon_command,
     ensure_partition,
+    guest_ram_rss_kib,
     lab_lock,
     preset_policy_dir,
+    qemu_pid,
+    qemu_rss_kib,
     start_daemon,
 )
 
