@@ -47,9 +47,10 @@ Hold under pressure:
   available, which more memory would not cure; a struggling kswapd means nothing is spare).
   ``kswapd-reclaim`` within ``cooldown_s + rate_window_s`` of our own inflation does not hold
   and does not reset the calm time: it is the guest reclaiming the cache we took. So too
-  ``global-reclaim`` in that window with at least twice the headroom still available (the
-  balloon driver's allocations reclaiming cold cache count as alloc stalls): it is no rescue
-  and does not reset the calm time, but it holds until it ends.
+  ``global-reclaim``, ``cgroup-stall`` and ``light-pressure`` in that window with at least
+  twice the headroom still available (the balloon driver's allocations reclaiming cold cache
+  count as alloc stalls, ``echo``): no rescue, no restart of the calm time, but a hold until
+  they end.
   ``cgroup-oom`` is calm for the guest as a whole: it neither holds nor resets the calm time.
 
 Take slowly:
@@ -115,6 +116,15 @@ RESCUE_CLASSES = {
     PressureClass.THRASHING: "large",
     PressureClass.GLOBAL_RECLAIM: "medium",
 }
+
+ECHO_CLASSES = frozenset({
+    PressureClass.GLOBAL_RECLAIM,
+    PressureClass.CGROUP_STALL,
+    PressureClass.LIGHT_PRESSURE,
+})
+"""Reclaim that right after our own inflation, with twice the headroom still available, is the
+balloon driver's allocations reclaiming cold cache (``kswapd-reclaim`` is an echo at any
+availability)."""
 
 HISTORY_LIMIT = 64
 """Samples kept per guest at most, whatever the window and tick rate (bounds memory)."""
@@ -278,8 +288,8 @@ class Facts(NamedTuple):
     """The balloon size before the guest deflated itself this tick (deflate-on-OOM); None
     when it did not."""
     echo: bool = False
-    """Within ``cooldown_s + rate_window_s`` of our own inflation, ``kswapd-reclaim``, or
-    ``global-reclaim`` with at least twice the headroom still available: the guest reclaiming
+    """Within ``cooldown_s + rate_window_s`` of our own inflation, ``kswapd-reclaim``, or a class
+    of ``ECHO_CLASSES`` with at least twice the headroom still available: the guest reclaiming
     the cache we asked for. It neither rescues nor restarts the calm time."""
 
     def step_kib(self, kind: str) -> int:
@@ -539,10 +549,11 @@ def _observe(
     )
     # Reclaim right after our own inflation is the guest freeing what we took: the echo of our
     # change. kswapd reclaiming page cache is no reason to hold (a warm guest would otherwise
-    # answer every step with a pause of its own and give its cache back at a crawl). Efficient
-    # direct reclaim with plenty still available is the balloon driver's own allocations
-    # reclaiming cold cache (they count as alloc stalls): no rescue, though the next step waits
-    # for it to end. Near the headroom the same stalls are the guest's own, and are rescued.
+    # answer every step with a pause of its own and give its cache back at a crawl). Stalls and
+    # direct reclaim with plenty still available are the balloon driver's own allocations
+    # reclaiming cold cache (they count as alloc stalls): no rescue and no restart of the calm
+    # time, though the next step waits for them to end. Near the headroom the same stalls are
+    # the guest's own, and are rescued.
     cur = sample.actual_kib
     available_kib = sample.available_kib
     echo = (
@@ -552,7 +563,7 @@ def _observe(
         and (
             c.klass is PressureClass.KSWAPD_RECLAIM
             or (
-                c.klass is PressureClass.GLOBAL_RECLAIM
+                c.klass in ECHO_CLASSES
                 and (available_kib or 0) >= 2 * p.headroom_kib(cur)
             )
         )

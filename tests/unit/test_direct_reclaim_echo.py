@@ -27,11 +27,13 @@ class ColdCacheGuest:
     inflation with ``echo_s`` seconds of efficient direct reclaim (4 stalls/s, 4 MiB/s scanned,
     all of it reclaimed): the balloon's allocations reclaiming the cache."""
 
-    def __init__(self, echo_s: float, used_mib: int = 124, always: bool = False) -> None:
+    def __init__(self, echo_s: float, used_mib: int = 124, always: bool = False,
+                 dscan_per_s: float = 4.0) -> None:
         self.actual_mib = 1024
         self.used_mib = used_mib
         self.echo_s = echo_s
         self.always = always
+        self.dscan_per_s = dscan_per_s
         self.stalls = 0
         self.dscan = self.drclm = 0.0
         self.last_inflate = -1e9
@@ -44,8 +46,8 @@ class ColdCacheGuest:
         self.now += TICK_S
         if self.always or self.now - self.last_inflate <= self.echo_s:
             self.stalls += int(4 * TICK_S)
-            self.dscan += 4 * TICK_S
-            self.drclm += 4 * TICK_S
+            self.dscan += self.dscan_per_s * TICK_S
+            self.drclm += self.dscan_per_s * TICK_S
         s = sample(self.now, actual_mib=self.actual_mib,
                    avail_mib=self.actual_mib - self.used_mib, stalls=self.stalls,
                    dscan_mib=self.dscan, drclm_mib=self.drclm)
@@ -79,6 +81,23 @@ def test_direct_reclaim_echo_of_our_inflation_is_no_rescue() -> None:
     assert all(d.rule == "under-pressure" and "inflation" in d.reason for d in roomy_echoes)
     # the take goes on: most of the cold cache comes back
     assert min(guest.sizes) < 600, guest.sizes
+
+
+def test_stalls_with_little_direct_scan_after_our_inflation_are_an_echo_too() -> None:
+    # 4 stalls/s with 0.5 MiB/s scanned reads as cgroup-stall: "stalls while memory is
+    # available", seen after inflations on make demo's idle guest with 177 MiB available
+    guest = ColdCacheGuest(echo_s=5, dscan_per_s=0.5)
+    decisions = run(guest, 600)
+    echoes = [d for d, mib in zip(decisions, guest.sizes, strict=True)
+              if str(d.klass) != "none" and d.action is Action.HOLD and roomy(guest, mib)
+              and d.rule == "under-pressure"]
+    assert echoes, "no echo: the case is not exercised"
+    assert {str(d.klass) for d in echoes} <= {"cgroup-stall", "light-pressure"}, echoes
+    assert all("inflation" in d.reason for d in echoes)
+    quiet = ColdCacheGuest(echo_s=0)
+    run(quiet, 600)
+    # the calm time is not restarted: as much memory back as a guest that never stalls
+    assert min(guest.sizes) == min(quiet.sizes) < 600
 
 
 def test_the_echo_does_not_take_while_the_guest_still_reclaims() -> None:
