@@ -37,6 +37,7 @@ import libvirt_qemu
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_exponential
 
 from autoballoon.hypervisor import (
+    CannotConnect,
     DomainGone,
     GuestError,
     HypervisorError,
@@ -103,6 +104,25 @@ def map_error(err: libvirt.libvirtError) -> HypervisorError:
     if code in _PERMANENT_CODES:
         return PermanentError(msg)
     return GuestError(msg)
+
+
+_AUTH_CODES = {
+    libvirt.VIR_ERR_AUTH_FAILED,
+    libvirt.VIR_ERR_AUTH_CANCELLED,
+    libvirt.VIR_ERR_AUTH_UNAVAILABLE,
+    libvirt.VIR_ERR_OPERATION_DENIED,
+}
+
+
+def _refused_for_good(err: libvirt.libvirtError) -> bool:
+    """An open() failure that retrying cannot fix: authentication or permission refused, or
+    anything not from the RPC layer (no such driver, a malformed URI, a test driver file that
+    does not parse). From the RPC layer, a socket that is missing or refuses is libvirt not
+    running (yet): worth trying again."""
+    code, domain = err.get_error_code(), err.get_error_domain()
+    if code in _AUTH_CODES or "Permission denied" in (err.get_error_message() or ""):
+        return True
+    return domain not in _CONNECTION_DOMAINS
 
 
 _event_loop_lock = threading.Lock()
@@ -280,6 +300,19 @@ class LibvirtHypervisor:
             log.warning("libvirt event loop unavailable (%s); lifecycle events not followed", err)
 
     # --- connection ------------------------------------------------------------------------
+    def connect(self) -> None:
+        """Open the connection now (at start). ``CannotConnect`` for a URI that can never be
+        opened as given (no such driver, malformed, authentication or permission refused);
+        ``TransientError`` when libvirt does not answer (its socket is missing or refuses)."""
+        try:
+            self._open()
+        except TransientError as err:
+            cause = err.__cause__
+            if isinstance(cause, libvirt.libvirtError) and _refused_for_good(cause):
+                raise CannotConnect(str(err)) from cause
+            raise
+        self._connect_inline = False
+
     def _connect(self) -> Any:
         """The live connection, or TransientError at once: a read never waits for libvirt.
 

@@ -57,12 +57,12 @@ def test_bad_config_names_file_and_field(tmp_path: Path, text: str, needle: str)
     assert str(path) in str(err.value)
 
 
-def test_run_refuses_bad_config_with_exit_1(
+def test_run_refuses_bad_config_with_exit_3(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = tmp_path / "c.toml"
     path.write_text("[daemon]\nlog_format = 'xml'\n")
-    assert main(["run", "--config", str(path)]) == 1
+    assert main(["run", "--config", str(path)]) == 3
     assert "log_format" in capsys.readouterr().err
 
 
@@ -81,9 +81,11 @@ def test_run_refuses_invalid_policy(tmp_path: Path, capsys: pytest.CaptureFixtur
             "--once",
             "--status-file",
             str(tmp_path / "s.json"),
+            "--lock-file",
+            str(tmp_path / "l.lock"),
         ]
     )
-    assert code == 1
+    assert code == 3
     assert "floor_mib" in capsys.readouterr().err
 
 
