@@ -187,8 +187,18 @@ class Controller:
 
     # --- reload and stop ---------------------------------------------------------------------
     def request_reload(self) -> None:
-        """Reload at the start of the next tick (safe to call from a signal handler)."""
+        """Note a reload (safe to call from a signal handler); ``reload_if_requested`` or the
+        next tick does it."""
         self._reload_requested = True
+
+    def reload_if_requested(self) -> None:
+        """Reload now if one was asked for, between ticks (the main thread polls this, so a
+        reload never waits for the next tick of a long interval)."""
+        if self._reload_requested:
+            with self._lock:
+                if self._reload_requested:
+                    self._reload_requested = False
+                    self.reload()
 
     def reload(self) -> bool:
         """Re-read config and policies; apply what can change live, name what cannot.
@@ -282,7 +292,9 @@ STOP_POLL_S = 0.2
 """How often the main thread looks for a stop request while the scheduler runs the ticks."""
 
 
-def _wait_for_stop(why_stopped: list[str], duration_s: float | None) -> None:
+def _wait_for_stop(
+    why_stopped: list[str], duration_s: float | None, poll: Callable[[], None] = lambda: None
+) -> None:
     """Sleep in short steps until a signal handler has noted a stop, or ``duration_s`` is over.
 
     Not one long wait on an event: the kernel may hand a process's signal to any thread that
@@ -292,6 +304,7 @@ def _wait_for_stop(why_stopped: list[str], duration_s: float | None) -> None:
     """
     deadline = None if duration_s is None else time.monotonic() + duration_s
     while not why_stopped:
+        poll()
         step = STOP_POLL_S
         if deadline is not None:
             step = min(step, deadline - time.monotonic())
@@ -456,7 +469,7 @@ def _run_locked(
         scheduler.start()
         _extend_watchdog(config.interval_s)
         notify(f"READY=1\nMAINPID={os.getpid()}\nSTATUS=started; first tick under way")
-        _wait_for_stop(why_stopped, duration_s)
+        _wait_for_stop(why_stopped, duration_s, controller.reload_if_requested)
         why = why_stopped[0] if why_stopped else "duration reached"
         log.info("%s: stopping after the current tick", why)
         notify(f"STOPPING=1\nSTATUS=stopping ({why})")

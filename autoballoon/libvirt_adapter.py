@@ -46,6 +46,7 @@ from autoballoon.hypervisor import (
     Reading,
     TransientError,
 )
+from autoballoon.logs import Repeating
 from autoballoon.qmp import (
     balloon_info_from_xml,
     guest_stats_command,
@@ -293,6 +294,7 @@ class LibvirtHypervisor:
         self._lifecycle_id: int | None = None
         self._close_registered = False
         self._wanted: Callable[[str], bool] = _nothing
+        self._retries = Repeating(log)  # backoff tops at 8 s: one line a minute, not 10,800 a day
         try:
             _start_event_loop()
         except libvirt.libvirtError as err:  # events are a nicety; polling still works
@@ -351,7 +353,8 @@ class LibvirtHypervisor:
         with self._conn_lock:
             if self._ever_connected:
                 self.reconnects += 1
-                log.info("reconnected to %s", self.uri)
+                if not self._retries.ended("reconnect", f"reconnected to {self.uri}"):
+                    log.info("reconnected to %s", self.uri)
             self._ever_connected = True
             self._conn, self._closed = conn, False
         return conn
@@ -442,7 +445,11 @@ class LibvirtHypervisor:
         if isinstance(err, TransientError):
             self._last_error = err
         wait = state.next_action.sleep if state.next_action else 0
-        log.warning("libvirt unreachable (%s); next reconnection attempt in %.1f s", err, wait)
+        self._retries.happened(
+            "reconnect",
+            logging.WARNING,
+            f"libvirt unreachable ({err}); next reconnection attempt in {wait:.1f} s",
+        )
 
     def close(self) -> None:
         """Drop the connection and stop reconnecting; a later read connects afresh."""
@@ -455,6 +462,27 @@ class LibvirtHypervisor:
         self._connect_inline = True
 
     # --- reading -----------------------------------------------------------------------------
+    def balloons(self) -> list[RawGuest]:
+        """Every running guest's balloon size and maximum, and nothing else: no statistics, no
+        QMP, no statistics period set (for `release` and `check-policy --uri`, which must not
+        touch a guest they only look at). ``stats`` is empty."""
+        conn = self._connect()
+        try:
+            doms = conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)
+        except libvirt.libvirtError as err:
+            raise self._map(err) from err
+        guests = []
+        for dom in doms:
+            try:
+                _state, max_kib, actual_kib, *_ = dom.info()
+                guests.append(
+                    RawGuest(dom.name(), dom.UUIDString(), actual_kib, max_kib, 0, {}, "libvirt")
+                )
+            except libvirt.libvirtError as err:
+                if not isinstance(self._map(err), DomainGone):
+                    raise self._map(err) from err
+        return guests
+
     def read(self, wanted: Callable[[str], bool]) -> Reading:
         """Every running guest ``wanted`` accepts, read within ``read_budget_s``.
 

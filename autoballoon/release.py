@@ -31,13 +31,14 @@ class ReleaseStep:
     to_kib: int | None
     why: str
 
-    def line(self) -> str:
+    def line(self, dry_run: bool = False) -> str:
         if self.to_kib is None:
             return (
                 f"guest {self.name} left as it is, {self.from_kib // KIB_PER_MIB} MiB ({self.why})"
             )
+        verb = "would go back" if dry_run else "back"
         return (
-            f"guest {self.name} back to {self.to_kib // KIB_PER_MIB} MiB from "
+            f"guest {self.name} {verb} to {self.to_kib // KIB_PER_MIB} MiB from "
             f"{self.from_kib // KIB_PER_MIB} MiB ({self.why})"
         )
 
@@ -66,8 +67,8 @@ def plan_release(
         if g.actual_kib >= target:
             steps.append(ReleaseStep(g.name, g.actual_kib, None, "already at its maximum"))
             continue
-        what = "its policy's max_mib" if target < g.max_kib else "its maximum"
-        steps.append(ReleaseStep(g.name, g.actual_kib, target, f"back to {what}"))
+        what = "its policy's max_mib" if target < g.max_kib else "the domain's maximum"
+        steps.append(ReleaseStep(g.name, g.actual_kib, target, what))
     return steps
 
 
