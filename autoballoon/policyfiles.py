@@ -23,7 +23,15 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from autoballoon.core.policy import GuestPolicy, HostPolicy, Match, PolicyLayer, PolicySet
+from autoballoon.core.policy import (
+    AmbiguousPolicy,
+    GuestPolicy,
+    HostPolicy,
+    Match,
+    PolicyLayer,
+    PolicySet,
+    overlaps,
+)
 
 DEFAULT_FILE = "default.toml"
 MAX_POLICY_BYTES = 1024 * 1024
@@ -31,6 +39,11 @@ MAX_POLICY_BYTES = 1024 * 1024
 
 class PolicyFileError(ValueError):
     """A policy file (or directory) that cannot be used, with a message saying how to fix it."""
+
+
+class OverlappingPolicies(PolicyFileError, AmbiguousPolicy):
+    """Two files that would both match one guest at one precedence: refused when the directory
+    loads (check-policy, start, reload), not found out at a tick by a guest left unmanaged."""
 
 
 def _fmt_validation(path: Path, table: str, err: ValidationError) -> str:
@@ -145,6 +158,9 @@ def load_policy_dir(directory: Path, strict_modes: bool = True) -> PolicySet:
     for path in files:
         if path.name != DEFAULT_FILE:
             layers.append(load_layer(path, default))
+    clashes = overlaps(tuple(layers))
+    if clashes:
+        raise OverlappingPolicies("\n".join(str(c) for c in clashes))
     return PolicySet(default, host, tuple(layers), default_source)
 
 

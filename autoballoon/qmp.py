@@ -56,6 +56,23 @@ def balloon_info_from_xml(xml: str) -> tuple[str | None, int | None]:
     return path, int(period) if period and period.isdigit() else None
 
 
+TAINT_NOTE = """\
+extended_stats = "qmp" (the default) reads each guest's Linux 6.12 balloon counters
+(stat-oom-kills, stat-alloc-stalls, stat-async-scans, stat-direct-scans, stat-async-reclaims,
+stat-direct-reclaims) with `qom-get <balloon>/guest-stats` sent through libvirt's QMP
+passthrough (virDomainQemuMonitorCommand). libvirt marks every domain sent such a command
+"tainted: custom-monitor" in its log (/var/log/libvirt/qemu/GUEST.log), in dry-run too, as
+reading needs it. libvirt's own balloon statistics (virDomainMemoryStats) end at
+hugetlb_pgfail, with no tag for these counters (docs/operations.md names the libvirt sources
+read), so there is no other route through libvirt.
+To avoid the taint: extended_stats = "off" (libvirt's standard statistics only).
+What that costs (benchmarks/results/lab.md, aggressive preset, real 6.12 guests): the guest
+whose need jumped far over its headroom (spike-large) had 22 OOM kills and 870 allocation
+stalls with "off", 2 and 140 with "qmp"; a thrashing guest (thrash-t512), 1424 stalls with
+"off", 22 with "qmp"."""
+"""Why domains are tainted custom-monitor, how to avoid it and its cost (check-policy --uri)."""
+
+
 def guest_stats_command(balloon_path: str) -> str:
     """The QMP command that reads the balloon's guest-stats (all of them, 6.12 counters too)."""
     return json.dumps(

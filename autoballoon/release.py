@@ -43,6 +43,24 @@ class ReleaseStep:
         )
 
 
+def why_not_resized(
+    name: str, uuid: str, policies: PolicySet, in_scope: Callable[[str], bool]
+) -> str | None:
+    """Why the daemon never resizes this guest (outside the config's scope, opted out, observe
+    mode, a policy that does not resolve), or None when it may."""
+    if not in_scope(name):
+        return "excluded by the config"
+    try:
+        p = policies.resolve_cached(name, uuid)
+    except ValueError as err:
+        return f"policy error: {err}"
+    if not p.enabled:
+        return "opted out (enabled = false)"
+    if p.mode == "observe":
+        return "observe mode"
+    return None
+
+
 def plan_release(
     guests: Iterable[RawGuest],
     policies: PolicySet,
@@ -51,19 +69,11 @@ def plan_release(
     """What releasing ``guests`` would do, guest by guest, in name order."""
     steps = []
     for g in sorted(guests, key=lambda g: g.name):
-        if not in_scope(g.name):
-            steps.append(ReleaseStep(g.name, g.actual_kib, None, "excluded by the config"))
-            continue
-        try:
-            p = policies.resolve_cached(g.name, g.uuid)
-        except ValueError as err:
-            steps.append(ReleaseStep(g.name, g.actual_kib, None, f"policy error: {err}"))
-            continue
-        if not p.enabled or p.mode == "observe":
-            why = "opted out (enabled = false)" if not p.enabled else "observe mode"
+        why = why_not_resized(g.name, g.uuid, policies, in_scope)
+        if why is not None:
             steps.append(ReleaseStep(g.name, g.actual_kib, None, why))
             continue
-        target = p.max_kib(g.max_kib)
+        target = policies.resolve_cached(g.name, g.uuid).max_kib(g.max_kib)
         if g.actual_kib >= target:
             steps.append(ReleaseStep(g.name, g.actual_kib, None, "already at its maximum"))
             continue

@@ -13,15 +13,19 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from autoballoon import exits
 from autoballoon.config import DEFAULT_CONFIG, load_config
+from autoballoon.core.policy import PolicySet
 from autoballoon.hostlock import HostLock, LockHeld
-from autoballoon.hypervisor import CannotConnect, HypervisorError
+from autoballoon.hypervisor import CannotConnect, HypervisorError, RawGuest
 from autoballoon.observe import GuestScope
 from autoballoon.policyfiles import PolicyFileError, load_policy_dir
 from autoballoon.release import apply_release, plan_release
+
+if TYPE_CHECKING:  # libvirt is imported only when a command talks to it
+    from autoballoon.libvirt_adapter import LibvirtHypervisor
 
 HELP = """\
 Give guests back their memory: set each named guest (or, with --all, every running guest) to
@@ -101,16 +105,30 @@ def run(args: argparse.Namespace) -> int:
         lock.release()
 
 
-def _release(hv: Any, uri: str, policies: Any, scope: GuestScope, args: argparse.Namespace) -> int:
+def read_balloons(hv: LibvirtHypervisor) -> list[RawGuest] | int:
+    """The running guests' sizes, or (said on stderr) the exit code for why they cannot be
+    read: shared with `check-policy --uri`."""
     try:
         hv.connect()
-        guests = hv.balloons()
+        return hv.balloons()
     except CannotConnect as err:
         print(f"error: {err}", file=sys.stderr)
         return exits.LIBVIRT_REFUSED
     except HypervisorError as err:
         print(f"error: libvirt does not answer: {err}", file=sys.stderr)
         return exits.LIBVIRT_UNREACHABLE
+
+
+def _release(
+    hv: LibvirtHypervisor,
+    uri: str,
+    policies: PolicySet,
+    scope: GuestScope,
+    args: argparse.Namespace,
+) -> int:
+    guests = read_balloons(hv)
+    if isinstance(guests, int):
+        return guests
     code = exits.OK
     if not args.all:
         found = {g.name for g in guests}

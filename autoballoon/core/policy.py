@@ -222,6 +222,108 @@ def _is_glob(pattern: str) -> bool:
     return any(ch in pattern for ch in "*?[")
 
 
+# --- do two globs match a common name? ----------------------------------------------------------
+# A glob as tokens: "*", or a one-character class: (chars, negated), "?" being ((), True).
+_Token = str | tuple[frozenset[str], bool]
+_SAMPLE_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789-_.ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+def _tokens(pattern: str) -> tuple[_Token, ...]:
+    """fnmatch's syntax: *, ?, [abc], [a-z], [!abc]; an unclosed [ is a literal."""
+    out: list[_Token] = []
+    i = 0
+    while i < len(pattern):
+        ch = pattern[i]
+        i += 1
+        if ch == "*":
+            if not out or out[-1] != "*":
+                out.append("*")
+        elif ch == "?":
+            out.append((frozenset(), True))
+        elif (
+            ch == "[" and (end := pattern.find("]", i + 1 if pattern[i : i + 1] in "!]" else i)) > 0
+        ):
+            body, i = pattern[i:end], end + 1
+            negated = body.startswith("!")
+            body = body[1:] if negated else body
+            chars: set[str] = set()
+            k = 0
+            while k < len(body):
+                if k + 2 < len(body) and body[k + 1] == "-":
+                    chars.update(chr(c) for c in range(ord(body[k]), ord(body[k + 2]) + 1))
+                    k += 3
+                else:
+                    chars.add(body[k])
+                    k += 1
+            out.append((frozenset(chars), negated))
+        else:
+            out.append((frozenset(ch), False))
+    return tuple(out)
+
+
+def _class_head(rest: str) -> int:
+    """Characters after "[" that cannot close the class: a "!" and then a first "]"."""
+    head = 1 if rest.startswith("!") else 0
+    return head + 1 if rest[head : head + 1] == "]" else head
+
+
+def _accepts(token: tuple[frozenset[str], bool], ch: str) -> bool:
+    chars, negated = token
+    return (ch in chars) != negated
+
+
+def _common_char(a: tuple[frozenset[str], bool], b: tuple[frozenset[str], bool]) -> str | None:
+    """A character both one-character tokens accept, or None."""
+    candidates = sorted(a[0] if not a[1] else b[0] if not b[1] else set()) or _SAMPLE_CHARS
+    return next((c for c in candidates if _accepts(a, c) and _accepts(b, c)), None)
+
+
+def common_name(pattern_a: str, pattern_b: str) -> str | None:
+    """A name both globs match (fnmatch, case-sensitive), or None when no name can.
+
+    A walk over both patterns at once: a "*" either ends or takes one character the other
+    pattern's token accepts. Pure; used to refuse policy files whose globs overlap."""
+    a, b = _tokens(pattern_a), _tokens(pattern_b)
+    memo: dict[tuple[int, int], str | None] = {}
+
+    def walk(i: int, j: int) -> str | None:
+        if (i, j) in memo:
+            return memo[i, j]
+        found: str | None = None
+        ta = a[i] if i < len(a) else None
+        tb = b[j] if j < len(b) else None
+        if ta is None and tb is None:
+            found = ""
+        elif ta == "*":
+            found = walk(i + 1, j)
+            if found is None and tb is not None:
+                rest = walk(i, j + 1)
+                if rest is not None:
+                    found = rest if tb == "*" else _any_char(tb) + rest
+        elif tb == "*":
+            found = walk(i, j + 1)
+            if found is None and ta is not None:
+                rest = walk(i + 1, j)
+                if rest is not None:
+                    found = _any_char(ta) + rest
+        elif ta is not None and tb is not None:
+            assert not isinstance(ta, str) and not isinstance(tb, str)
+            ch = _common_char(ta, tb)
+            if ch is not None:
+                rest = walk(i + 1, j + 1)
+                if rest is not None:
+                    found = ch + rest
+        memo[i, j] = found
+        return found
+
+    return walk(0, 0)
+
+
+def _any_char(token: _Token) -> str:
+    assert not isinstance(token, str)
+    return _common_char(token, (frozenset(), True)) or "x"
+
+
 @dataclass(frozen=True)
 class PolicyLayer:
     """One per-VM file: where it came from, what it matches, and the fields it overrides."""
@@ -233,6 +335,52 @@ class PolicyLayer:
 
 class AmbiguousPolicy(ValueError):
     """Two policy files match the same guest with the same precedence."""
+
+
+@dataclass(frozen=True)
+class Overlap:
+    """Two per-VM files that would both match one guest at the same precedence."""
+
+    first: str
+    second: str
+    patterns: tuple[str, str]
+    example: str
+
+    def __str__(self) -> str:
+        pa, pb = self.patterns
+        kind = "exact name/UUID" if pa == pb else "glob"
+        return (
+            f"{self.first} ({pa!r}) and {self.second} ({pb!r}) both match guest "
+            f"{self.example!r}: it is matched by a {kind} in more than one policy file "
+            f"({self.first}, {self.second}); make one of them more specific"
+        )
+
+
+def overlaps(layers: tuple[PolicyLayer, ...]) -> list[Overlap]:
+    """Pairs of files that some guest name would match at one precedence (resolve() would
+    raise AmbiguousPolicy for it): the same exact name or UUID, or two globs with a name in
+    common. A name listed exactly in a third file still counts: the globs overlap elsewhere."""
+    found = []
+    for i, one in enumerate(layers):
+        for other in layers[i + 1 :]:
+            hit = _overlap(one.match, other.match)
+            if hit is not None:
+                pa, pb, example = hit
+                found.append(Overlap(one.source, other.source, (pa, pb), example))
+    return found
+
+
+def _overlap(a: Match, b: Match) -> tuple[str, str, str] | None:
+    exact_a = {n for n in a.names if not _is_glob(n)} | {u.lower() for u in a.uuids}
+    exact_b = {n for n in b.names if not _is_glob(n)} | {u.lower() for u in b.uuids}
+    for same in sorted(exact_a & exact_b):
+        return same, same, same
+    for pa in (n for n in a.names if _is_glob(n)):
+        for pb in (n for n in b.names if _is_glob(n)):
+            example = common_name(pa, pb)
+            if example is not None:
+                return pa, pb, example
+    return None
 
 
 @dataclass(frozen=True)
