@@ -688,7 +688,8 @@ class LibvirtHypervisor:
         if not info.tainted_logged:
             log.info(
                 "guest %s: reading the 6.12 counters via QMP (libvirt logs it as "
-                "'tainted: custom-monitor'; set extended_stats = \"off\" to avoid)",
+                "'tainted: custom-monitor'; set extended_stats = \"off\" to avoid; "
+                "`autoballoon check-policy --uri` says why and what it costs)",
                 name,
             )
             info.tainted_logged = True
