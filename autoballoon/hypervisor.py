@@ -26,6 +26,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
+from autoballoon.core.samples import NO_TAGS, DomainTags
+
 
 class HypervisorError(Exception):
     """Base of the taxonomy."""
@@ -75,6 +77,8 @@ class RawGuest:
     """The balloon device has deflate-on-OOM (the live XML's ``autodeflate='on'``)."""
     free_page_reporting: bool = False
     """The balloon device reports freed pages (the live XML's ``freePageReporting='on'``)."""
+    tags: DomainTags = NO_TAGS
+    """The live XML's ``<metadata>`` about the guest's policy (autoballoon's, Nova's flavor)."""
 
 
 @dataclass

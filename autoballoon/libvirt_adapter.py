@@ -36,6 +36,7 @@ import libvirt
 import libvirt_qemu
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_exponential
 
+from autoballoon.core.samples import NO_TAGS, DomainTags
 from autoballoon.hypervisor import (
     CannotConnect,
     DomainGone,
@@ -52,6 +53,7 @@ from autoballoon.qmp import (
     guest_stats_command,
     parse_guest_stats_reply,
     stats_from_libvirt_fields,
+    tags_from_xml,
 )
 
 log = logging.getLogger(__name__)
@@ -168,6 +170,8 @@ class _DomainInfo:
     """The balloon has deflate-on-OOM (``<memballoon autodeflate='on'>``)."""
     free_page_reporting: bool = False
     """The balloon reports freed pages (``<memballoon freePageReporting='on'>``)."""
+    tags: DomainTags = NO_TAGS
+    """The domain's ``<metadata>`` about its policy (``qmp.tags_from_xml``)."""
 
 
 def balloon_options_from_xml(xml: str) -> tuple[bool, bool]:
@@ -236,6 +240,15 @@ def _resize(dom: Any, kib: int) -> None:
     if _job_running(dom):
         raise GuestError("a job (migration, save, dump) is running; not resized now")
     dom.setMemoryFlags(kib, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+
+
+def _describe(tags: DomainTags) -> str:
+    if not tags:
+        return "none"
+    parts = [f"policy {tags.policy}"] if tags.policy else []
+    parts += [f"Nova flavor {tags.flavor}"] if tags.flavor else []
+    parts += [f"{k}={v}" for k, v in tags.overrides]
+    return ", ".join(parts)
 
 
 def _nothing(_name: str) -> bool:
@@ -475,8 +488,18 @@ class LibvirtHypervisor:
         for dom in doms:
             try:
                 _state, max_kib, actual_kib, *_ = dom.info()
+                tags = tags_from_xml(dom.XMLDesc(0))
                 guests.append(
-                    RawGuest(dom.name(), dom.UUIDString(), actual_kib, max_kib, 0, {}, "libvirt")
+                    RawGuest(
+                        dom.name(),
+                        dom.UUIDString(),
+                        actual_kib,
+                        max_kib,
+                        0,
+                        {},
+                        "libvirt",
+                        tags=tags,
+                    )
                 )
             except libvirt.libvirtError as err:
                 if not isinstance(self._map(err), DomainGone):
@@ -594,6 +617,7 @@ class LibvirtHypervisor:
                 rss_kib,
                 autodeflate=info.autodeflate,
                 free_page_reporting=info.free_page_reporting,
+                tags=info.tags,
             )
         if rss is None:  # libvirt read no statistics even with the job
             return "libvirt reads no balloon statistics for it"
@@ -617,6 +641,7 @@ class LibvirtHypervisor:
             info.stats_period_s,
             info.autodeflate,
             info.free_page_reporting,
+            info.tags,
         )
 
     def _domain_info(self, dom: Any) -> _DomainInfo:
@@ -644,6 +669,10 @@ class LibvirtHypervisor:
             log.info("guest %s: statistics period is now %d s", dom.name(), period)
             info.stats_period_s = period
         info.autodeflate, info.free_page_reporting = autodeflate, reporting
+        tags = tags_from_xml(xml)
+        if tags != info.tags:
+            log.info("guest %s: policy metadata %s", dom.name(), _describe(tags))
+            info.tags = tags
         info.xml_read_at = now
         return info
 

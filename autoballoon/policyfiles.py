@@ -6,7 +6,9 @@ names the file, the field and what to do about it; nothing half-loaded ever reac
 Layout of a policy directory (only ``*.toml`` directly inside it are read, in name order):
 
     default.toml   [policy] fields for every guest, [host] host-wide fields. No [match].
-    <any>.toml     [match] names = [...], uuids = [...]  and  [policy] fields to override.
+    <any>.toml     [match] names = [...], uuids = [...], flavors = [...]  and  [policy] fields
+                   to override. A domain may also name one of these files itself, in its
+                   libvirt <metadata> (``core.samples.DomainTags``).
 
 Like sshd's StrictModes, a file (or the directory) writable by a user other than root or the
 file's owner is refused unless ``strict_modes=False``: a policy decides how much memory a root
@@ -122,7 +124,7 @@ def load_layer(path: Path, default: GuestPolicy) -> PolicyLayer:
         )
     if "match" not in doc:
         raise PolicyFileError(
-            f"{path}: a per-VM policy needs a [match] table with `names` and/or `uuids`"
+            f"{path}: a per-VM policy needs a [match] table with `names`, `uuids` or `flavors`"
         )
     try:
         match = Match.model_validate(_table(path, doc, "match"))

@@ -13,6 +13,8 @@ import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from typing import Any
 
+from autoballoon.core.samples import NO_TAGS, DomainTags
+
 # libvirt's bulk balloon.* fields -> QEMU guest-stats names, with the factor to bytes
 # (libvirt speaks KiB for amounts; fault counts are counts).
 LIBVIRT_TO_QEMU = {
@@ -71,6 +73,32 @@ whose need jumped far over its headroom (spike-large) had 22 OOM kills and 870 a
 stalls with "off", 2 and 140 with "qmp"; a thrashing guest (thrash-t512), 1424 stalls with
 "off", 22 with "qmp"."""
 """Why domains are tainted custom-monitor, how to avoid it and its cost (check-policy --uri)."""
+
+
+AUTOBALLOON_NS = "urn:x-autoballoon:policy:1"
+"""Namespace of the ``<policy>`` element a domain's ``<metadata>`` may carry for autoballoon:
+``<ab:policy xmlns:ab="urn:x-autoballoon:policy:1" name="db" floor_mib="512" priority="80"/>``
+(``virsh metadata GUEST urn:x-autoballoon:policy:1 --key ab --set '<policy name="db"/>'``)."""
+NOVA_NS_PREFIX = "http://openstack.org/xmlns/libvirt/nova/"
+"""OpenStack Nova's metadata namespaces (1.0, 1.1, 1.2...): ``<nova:flavor name="m1.large">``."""
+
+
+def tags_from_xml(xml: str) -> DomainTags:
+    """What a domain's ``<metadata>`` says about its policy: autoballoon's own element (the
+    policy file it asks for, field values) and Nova's flavor name. Nothing there: ``NO_TAGS``."""
+    metadata = ET.fromstring(xml).find("./metadata")
+    if metadata is None:
+        return NO_TAGS
+    policy, flavor = "", ""
+    overrides: tuple[tuple[str, str], ...] = ()
+    for el in metadata.iter():
+        ns, _, local = el.tag[1:].partition("}") if el.tag.startswith("{") else ("", "", el.tag)
+        if ns == AUTOBALLOON_NS and local == "policy":
+            policy = el.get("name", "")
+            overrides = tuple(sorted((k, v) for k, v in el.attrib.items() if k != "name"))
+        elif ns.startswith(NOVA_NS_PREFIX) and local == "flavor" and not flavor:
+            flavor = el.get("name", "")
+    return DomainTags(policy, flavor, overrides)
 
 
 def guest_stats_command(balloon_path: str) -> str:

@@ -44,14 +44,14 @@ class ReleaseStep:
 
 
 def why_not_resized(
-    name: str, uuid: str, policies: PolicySet, in_scope: Callable[[str], bool]
+    g: RawGuest, policies: PolicySet, in_scope: Callable[[str], bool]
 ) -> str | None:
     """Why the daemon never resizes this guest (outside the config's scope, opted out, observe
     mode, a policy that does not resolve), or None when it may."""
-    if not in_scope(name):
+    if not in_scope(g.name):
         return "excluded by the config"
     try:
-        p = policies.resolve_cached(name, uuid)
+        p = policies.resolve_cached(g.name, g.uuid, g.tags)
     except ValueError as err:
         return f"policy error: {err}"
     if not p.enabled:
@@ -69,11 +69,11 @@ def plan_release(
     """What releasing ``guests`` would do, guest by guest, in name order."""
     steps = []
     for g in sorted(guests, key=lambda g: g.name):
-        why = why_not_resized(g.name, g.uuid, policies, in_scope)
+        why = why_not_resized(g, policies, in_scope)
         if why is not None:
             steps.append(ReleaseStep(g.name, g.actual_kib, None, why))
             continue
-        target = policies.resolve_cached(g.name, g.uuid).max_kib(g.max_kib)
+        target = policies.resolve_cached(g.name, g.uuid, g.tags).max_kib(g.max_kib)
         if g.actual_kib >= target:
             steps.append(ReleaseStep(g.name, g.actual_kib, None, "already at its maximum"))
             continue

@@ -118,15 +118,15 @@ def check_live(args: argparse.Namespace, pset: PolicySet) -> int:
     errors = 0
     width = max((len(g.name) for g in guests), default=0)
     for g in sorted(guests, key=lambda g: g.name):
-        why = why_not_resized(g.name, g.uuid, pset, scope)
+        why = why_not_resized(g, pset, scope)
         if why is None:
-            policy, sources = pset.resolve(g.name, g.uuid)
+            policy, sources = pset.resolve(g.name, g.uuid, g.tags)
             print(f"  {g.name:<{width}}  managed: mode {policy.mode}, {' < '.join(sources)}")
         else:
             print(f"  {g.name:<{width}}  LEFT UNMANAGED: {why}")
             errors += why.startswith("policy error")
     if config.extended_stats == "qmp":
-        managed = sum(why_not_resized(g.name, g.uuid, pset, scope) is None for g in guests)
+        managed = sum(why_not_resized(g, pset, scope) is None for g in guests)
         print(f"\ntaint: {managed} guest(s) would be tainted custom-monitor.\n{TAINT_NOTE}")
     else:
         print('\ntaint: none (extended_stats = "off": libvirt\'s standard statistics only)')
