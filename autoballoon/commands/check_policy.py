@@ -10,6 +10,7 @@ from autoballoon import exits
 from autoballoon.commands.release import read_balloons
 from autoballoon.config import DEFAULT_CONFIG, DEFAULT_POLICY_DIR, default_policy_dir, load_config
 from autoballoon.core.policy import PolicySet
+from autoballoon.core.samples import DomainTags
 from autoballoon.explain import render_table
 from autoballoon.observe import GuestScope
 from autoballoon.policyfiles import PolicyFileError, check_file, load_policy_dir
@@ -42,6 +43,15 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     p.add_argument("--uuid", default="", help="with --explain: the guest's UUID, for UUID matches")
     p.add_argument(
+        "--flavor", default="", help="with --explain: the guest's Nova flavor (<nova:flavor>)"
+    )
+    p.add_argument(
+        "--metadata-policy",
+        default="",
+        metavar="NAME",
+        help="with --explain: the policy the guest's <autoballoon:policy name=...> names",
+    )
+    p.add_argument(
         "--no-strict-modes",
         action="store_true",
         help="accept policy files writable by other users (not recommended)",
@@ -67,7 +77,8 @@ def run(args: argparse.Namespace) -> int:
     if args.explain:
         try:
             pset = load_policy_dir(policy_dir, strict_modes=strict)
-            policy, sources = pset.resolve(args.explain, args.uuid)
+            tags = DomainTags(args.metadata_policy, args.flavor)
+            policy, sources = pset.resolve(args.explain, args.uuid, tags)
         except ValueError as err:
             print(f"error: {err}", file=sys.stderr)
             return 1

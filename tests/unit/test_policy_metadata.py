@@ -144,3 +144,16 @@ def test_the_domain_chooses_its_policy_on_the_test_driver(
     assert main(["release", "--all", *common, "--lock-file", str(tmp_path / "l")]) == 0
     assert tagged.info()[2] == 1024 * 1024, "the domain's own policy opts it out"
     assert "guest test left as it is, 1024 MiB (opted out" in capsys.readouterr().out
+
+
+def test_explain_takes_the_flavor_and_the_metadata_policy(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "large.toml").write_text("[match]\nflavors = ['m1.*']\n[policy]\npriority = 70\n")
+    (tmp_path / "db.toml").write_text("[match]\nnames = ['nobody']\n[policy]\npriority = 90\n")
+    args = ["check-policy", "--policies", str(tmp_path), "--no-strict-modes", "--explain", "g"]
+    assert main([*args, "--flavor", "m1.large"]) == 0
+    assert "priority = 70" in capsys.readouterr().out
+    assert main([*args, "--flavor", "m1.large", "--metadata-policy", "db"]) == 0
+    out = capsys.readouterr().out
+    assert "priority = 90" in out and "large.toml < " in out and out.count("db.toml") >= 1
