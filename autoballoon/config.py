@@ -109,6 +109,11 @@ class DaemonConfig(BaseModel):
             read_cgroup_memory(path)  # a HostCgroupError (a ValueError) says what is wrong
         return path
 
+    def read_budget_s(self) -> float:
+        """How long one tick waits for the guests' statistics: half an interval, 2 s at most
+        (a guest whose monitor is busy is read at a later tick)."""
+        return min(2.0, self.interval_s / 2)
+
     def lock_path(self) -> Path:
         """``lock_file``, or the default one for this URI."""
         if self.lock_file is not None:

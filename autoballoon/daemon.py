@@ -248,6 +248,8 @@ class Controller:
         if "interval_s" in changed:
             if self.reschedule is not None:
                 self.reschedule(c.interval_s)
+            if hasattr(self.hypervisor, "read_budget_s"):  # a tick must not outlast its interval
+                self.hypervisor.read_budget_s = c.read_budget_s()
             for sink in self.sinks:
                 retime = getattr(sink, "retime", None)
                 if retime is not None:

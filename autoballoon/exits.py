@@ -27,3 +27,16 @@ LIBVIRT_UNREACHABLE: Final = 75
 unit's start limit (EX_TEMPFAIL). Once running, losing libvirt is survived, not an exit."""
 
 NOT_RESTARTED: Final = (CONFIG, LIBVIRT_REFUSED, LOCKED)
+
+MEANING: Final = {
+    OK: "stopped cleanly (SIGTERM/SIGINT, or --duration reached)",
+    FAILED: "--once, and its last tick could not read the host",
+    USAGE: "bad command line",
+    CONFIG: "invalid config, policy or --record file at start",
+    LIBVIRT_REFUSED: "the libvirt URI cannot be opened (no such driver, malformed, "
+    "authentication refused)",
+    LOCKED: "another autoballoon holds this URI's lock (see --lock-file)",
+    LIBVIRT_UNREACHABLE: "libvirt did not answer at start (worth retrying; once running, a "
+    "lost libvirt is survived)",
+}
+"""One line per code, for `run --help`."""

@@ -8,12 +8,13 @@ import faulthandler
 import re
 import signal
 import sys
+import textwrap
 import typing
 from pathlib import Path
 from typing import Any
 
 from autoballoon import exits
-from autoballoon.config import DEFAULT_CONFIG, DaemonConfig, flag_name, load_config
+from autoballoon.config import DEFAULT_CONFIG, LIVE, DaemonConfig, flag_name, load_config
 from autoballoon.logs import setup_logging
 from autoballoon.policyfiles import PolicyFileError
 
@@ -24,27 +25,26 @@ changing nothing). Stops after the current tick on SIGTERM/SIGINT; SIGHUP reload
 file and policies (keeping the last good ones if the new ones are invalid); SIGUSR1 prints the
 stack of every thread to stderr (the journal), to see where a daemon that seems stuck is.
 
-Settings come from the [daemon] table of --config (default /etc/autoballoon/autoballoon.toml
-when it exists); every flag below overrides the file. A reload applies interval_s, include,
-exclude, log_*, policy_dir, strict_modes, on_stop and host_memory_cgroup at once, and names any
-other changed setting as needing a restart.
+{settings}
 
 Exit status:
-  0   stopped cleanly (SIGTERM/SIGINT, or --duration reached)
-  1   --once, and its last tick could not read the host
-  2   bad command line
-  3   invalid config, policy or --record file at start
-  4   the libvirt URI cannot be opened (no such driver, malformed, authentication refused)
-  5   another autoballoon holds this URI's lock (see --lock-file)
-  75  libvirt did not answer at start (worth retrying; once running, a lost libvirt is survived)
+{codes}
 """
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    settings = textwrap.fill(
+        "Settings come from the [daemon] table of --config (default "
+        f"{DEFAULT_CONFIG} when it exists); every flag below overrides the file. A reload "
+        f"applies {', '.join(sorted(LIVE))} at once, and names any other changed setting as "
+        "needing a restart.",
+        width=95,
+    )
+    codes = "\n".join(f"  {code:<3} {what}" for code, what in exits.MEANING.items())
     p = sub.add_parser(
         "run",
         help="run the controller (or --dry-run it)",
-        description=HELP,
+        description=HELP.format(settings=settings, codes=codes),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
