@@ -11,6 +11,7 @@ resize.
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
@@ -27,6 +28,7 @@ import pytest
 
 from autoballoon import exits
 from autoballoon.cli import main
+from autoballoon.commands.run import add_config_flags
 from autoballoon.commands.status import EXIT_FAILING, assess
 from autoballoon.config import DaemonConfig
 from autoballoon.core.policy import GuestPolicy, PolicySet
@@ -400,3 +402,34 @@ def test_a_condition_repeating_every_tick_is_logged_at_start_once_a_minute_and_a
         "libvirt unreachable: tick skipped (still; 13 times in 60 s, 12 since the last line)"
     )
     assert lines[-1] == "libvirt back (after 720 time(s) over 3600 s)"
+
+
+# --- the unit and the command line agree with the code -----------------------------------------
+def test_the_unit_waits_for_readiness_watches_and_does_not_restart_what_cannot_work() -> None:
+    unit = (ROOT / "contrib" / "systemd" / "autoballoon.service").read_text()
+    keys = dict(line.split("=", 1) for line in unit.splitlines() if "=" in line and line[0] != "#")
+    assert keys["Type"] == "notify" and keys["NotifyAccess"] == "main"
+    assert keys["WatchdogSec"] == "60s"
+    assert {int(c) for c in keys["RestartPreventExitStatus"].split()} == set(exits.NOT_RESTARTED)
+    assert keys["Restart"] == "on-failure"
+    assert (keys["StartLimitIntervalSec"], keys["StartLimitBurst"]) == ("300", "5")
+    assert "ExecStartPre" not in keys  # the daemon checks its policies itself: exit 3
+
+
+def test_every_setting_is_a_run_flag_with_its_docstring_as_help() -> None:
+    parser = argparse.ArgumentParser()
+    add_config_flags(parser)
+    by_dest = {a.dest: a for a in parser._actions}
+    for name, info in DaemonConfig.model_fields.items():
+        action = by_dest[name]
+        assert action.help and (info.description or "").split()[0] in action.help
+    args = parser.parse_args(
+        ["--interval", "2", "--exclude", "a", "--exclude", "b", "--no-strict-modes",
+         "--log-priority", "always", "--lock-file", "/tmp/x.lock", "--policies", "/p"]
+    )  # fmt: skip
+    assert (args.interval_s, args.exclude, args.strict_modes) == (2.0, ["a", "b"], False)
+    assert (args.log_priority, str(args.lock_file), str(args.policy_dir)) == (
+        "always",
+        "/tmp/x.lock",
+        "/p",
+    )
