@@ -226,11 +226,15 @@ class Controller:
         parts = [f"{k} {_show(a)} -> {_show(b)}" for k, (a, b) in change.applied.items()]
         if policies_changed:
             parts.append(f"policies ({config.policy_dir}, {len(policies.layers)} per-VM file(s))")
-        line = "reload: applied " + ", ".join(parts) if parts else "reload: nothing changed"
+        if parts:
+            line = "reload: applied " + ", ".join(parts)
+        else:
+            line = "reload: nothing applied" if change.need_restart else "reload: nothing changed"
         if change.need_restart:
-            line += "; not applied, need a restart: " + ", ".join(
+            waiting = ", ".join(
                 f"{k} {_show(a)} -> {_show(b)}" for k, (a, b) in change.need_restart.items()
             )
+            line += f"; {'not applied, ' if parts else ''}need a restart: {waiting}"
             log.warning("%s", line)
         else:
             log.info("%s", line)
