@@ -8,6 +8,7 @@ applies it is ``LIVE``. Errors are a ``ConfigError`` naming the file, the field 
 
 from __future__ import annotations
 
+import difflib
 import logging
 import re
 from pathlib import Path
@@ -204,6 +205,9 @@ def _fix(field: str) -> str:
     """How to correct ``field``: what it accepts, from the model."""
     info = DaemonConfig.model_fields.get(field)
     if info is None:
+        close = difflib.get_close_matches(field, DaemonConfig.model_fields, n=1)
+        if close:
+            return f"did you mean {close[0]}?"
         known = ", ".join(DaemonConfig.model_fields)
         return f"remove it (known settings: {known})"
     return f"see `autoballoon run --help`, --{flag_name(field)}"

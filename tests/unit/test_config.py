@@ -7,7 +7,13 @@ from pathlib import Path
 import pytest
 
 from autoballoon.cli import main
-from autoballoon.config import DEFAULT_POLICY_DIR, DaemonConfig, default_policy_dir, load_config
+from autoballoon.config import (
+    DEFAULT_POLICY_DIR,
+    ConfigError,
+    DaemonConfig,
+    default_policy_dir,
+    load_config,
+)
 from autoballoon.policyfiles import PolicyFileError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -98,3 +104,19 @@ def test_offline_commands_use_a_checkouts_policies_else_the_installed_ones(
     assert default_policy_dir() == DEFAULT_POLICY_DIR, "a folder without default.toml is not one"
     (tmp_path / "policies" / "default.toml").write_text("[policy]\n")
     assert default_policy_dir() == Path("policies")
+
+
+def test_a_config_error_names_file_field_and_fix(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text("[daemon]\nintervall_s = 3\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path, {})
+    assert (err.value.file, err.value.field, err.value.fix) == (
+        str(path),
+        "intervall_s",
+        "did you mean interval_s?",
+    )
+    path.write_text("[daemon]\ninterval_s = 0.1\n")
+    with pytest.raises(ConfigError, match="interval_s: Input should be greater") as err:
+        load_config(path, {})
+    assert err.value.fix == "see `autoballoon run --help`, --interval"
