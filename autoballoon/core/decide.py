@@ -924,7 +924,7 @@ def step(
             proposals[name] = _Proposal(d, gs)
             continue
         try:
-            p = policies.resolve_cached(name, sample.uuid)
+            p = policies.resolve_cached(name, sample.uuid, sample.tags)
         except ValueError as err:
             c = Classification(PressureClass.UNKNOWN, "policy error", Basis.NONE)
             d = _hold(

@@ -51,6 +51,8 @@ def start_daemon(tmp: Path, status_file: Path, extra: Sequence[str] = ()) -> sub
             "1",
             "--status-file",
             str(status_file),
+            "--lock-file",
+            str(tmp / "autoballoon.lock"),
             "--policies",
             str(policies),
             "--no-strict-modes",
