@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup host venv demo test lint unit lab-tests bench clean install uninstall check-fresh pg-image
+.PHONY: setup host venv demo test lint unit lab-tests bench clean install uninstall deb check-fresh pg-image
 
 setup: host venv
 
@@ -54,6 +54,12 @@ install:
 
 uninstall:
 	bash contrib/install.sh uninstall
+
+# Operators without a compiler or the package index on their hosts: dist/autoballoon_*.deb, with
+# its own venv in /opt/autoballoon/venv (libvirt-python compiled here). Needs what `make host`
+# installs (python3-venv, python3-dev, gcc, pkg-config, libvirt-dev). See contrib/deb/build.sh.
+deb:
+	bash contrib/deb/build.sh
 
 # From nothing: both commands and the install path on brand-new minimal Debian 12 roots, with
 # one-line and with deb822 apt sources (about 45 minutes). Needs the fresh-debian tool (it
