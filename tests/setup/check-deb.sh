@@ -9,9 +9,11 @@
 # procps from the root's own sources); `autoballoon --version`, `check-policy`, `--help`, the
 # man page; then `apt purge` leaves nothing in /opt/autoballoon, /usr/bin or /etc/autoballoon.
 #
-# OFFLINE=1: install with `apt-get install --no-download`, from the .deb and the Debian packages
-# already in apt's cache (fetch them first with `apt-get install --download-only ./DEB`), to show
-# that installing needs no network; run it with no network at all (`unshare -n fresh-debian ...`).
+# Offline: fetch the dependencies into apt's cache first (`apt-get install --download-only
+# ./DEB`, then `apt-get purge` anything installed), and run this with no network at all
+# (`unshare -n fresh-debian ...`): apt installs from the .deb and its cache. (`apt-get update`
+# still runs, and fails to reach the mirrors: without it apt 2.6 refused the local .deb with
+# "Pathname to install is not absolute"; so did --no-download.)
 set -euo pipefail
 DEB="$(readlink -f "${1:?usage: check-deb.sh PATH/TO/autoballoon_*.deb}")"
 say() { printf 'check-deb: %s\n' "$*"; }
@@ -25,15 +27,12 @@ done
 ! dpkg-query -W -f='${Status}' libvirt-dev 2>/dev/null | grep -q "ok installed" \
     || die "libvirt-dev is installed"
 
-if [ "${OFFLINE:-0}" = 1 ]; then
-    getent hosts deb.debian.org >/dev/null 2>&1 && say "note: this root can resolve names"
-    no_download=(--no-download)
-else
-    apt-get update -q >/dev/null
-    no_download=()
+apt-get update -q >/tmp/check-deb-apt.log 2>&1 || true
+if grep -q 'Failed to fetch\|Temporary failure resolving\|Could not' /tmp/check-deb-apt.log; then
+    say "apt-get update reached no mirror: installing offline, from the .deb and apt's cache"
 fi
 start=$SECONDS
-apt-get install -y -q --no-install-recommends "${no_download[@]}" "$DEB" >/tmp/check-deb-apt.log 2>&1 \
+apt-get install -y -q --no-install-recommends "$DEB" >/tmp/check-deb-apt.log 2>&1 \
     || { cat /tmp/check-deb-apt.log >&2; die "apt install $DEB"; }
 say "installed $(dpkg-query -W -f='${Package} ${Version}' autoballoon) in $((SECONDS - start)) s"
 say "still no compiler: $(command -v gcc cc || echo none)"
