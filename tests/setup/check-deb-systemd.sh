@@ -25,8 +25,12 @@ for m in dev/shm run dev/pts dev sys proc; do
 done
 mountpoint -q "$ROOT" && umount -l "$ROOT"
 export DEBIAN_FRONTEND=noninteractive
-chroot "$ROOT" dpkg-query -W systemd-sysv dbus >/dev/null 2>&1 \
-    || chroot "$ROOT" apt-get install -y -q --no-install-recommends systemd-sysv dbus >/dev/null
+if ! chroot "$ROOT" dpkg-query -W systemd-sysv dbus >/dev/null 2>&1; then
+    say "installing systemd-sysv and dbus in $ROOT"
+    chroot "$ROOT" apt-get install -y -q --no-install-recommends systemd-sysv dbus \
+        >"$ROOT/var/tmp/check-deb-systemd.log" 2>&1 \
+        || { cat "$ROOT/var/tmp/check-deb-systemd.log" >&2; die "installing systemd-sysv dbus"; }
+fi
 cp "$DEB" "$ROOT/var/tmp/check.deb"
 
 systemd-nspawn -D "$ROOT" -M ab-check-deb --register=no --keep-unit --boot --console=pipe \
