@@ -312,10 +312,11 @@ def _tallies(previous: Mapping[str, GuestTally], report: TickReport) -> dict[str
         if d.action not in RESIZES:
             continue
         t = out.get(d.guest, GuestTally())
-        resizes = dict(t.resizes)
-        resizes[d.action] = resizes.get(d.action, 0) + 1
-        refused = report.results.get(d.guest) not in ("applied", "dry-run")
-        out[d.guest] = GuestTally(resizes, t.failures + refused)
+        if report.results.get(d.guest) in ("applied", "dry-run"):
+            resizes = {**t.resizes, d.action: t.resizes.get(d.action, 0) + 1}
+            out[d.guest] = GuestTally(resizes, t.failures)
+        else:  # refused: libvirt's error is the result
+            out[d.guest] = GuestTally(t.resizes, t.failures + 1)
     return out
 
 

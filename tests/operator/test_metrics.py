@@ -22,6 +22,7 @@ from autoballoon.commands.wiring import build_sinks
 from autoballoon.config import DaemonConfig
 from autoballoon.core.policy import GuestPolicy, PolicySet
 from autoballoon.daemon import Controller
+from autoballoon.hypervisor import GuestError
 from autoballoon.libvirt_adapter import LibvirtHypervisor
 from autoballoon.metrics import MetricsSink
 from autoballoon.sinks import LogSink
@@ -167,6 +168,22 @@ def test_values_follow_the_guest_and_the_decisions(
     assert value(text, "autoballoon_reclaimed_memory_bytes") == 6.5 * GIB
     assert value(text, "autoballoon_ticks_total") == 2
     assert value(text, "autoballoon_tick_duration_seconds_count") == 2
+
+
+def test_a_refused_change_counts_as_a_failure_not_a_resize(
+    daemon: tuple[Controller, LibvirtHypervisor, str],
+) -> None:
+    ctl, hv, url = daemon
+
+    def refuse(name: str, kib: int) -> None:
+        raise GuestError(f"{name}: balloon target refused")
+
+    hv.set_balloon_kib = refuse  # type: ignore[method-assign]
+    (d,) = ctl.tick().decisions
+    assert d.action == "deflate"  # the test domain's stale statistics
+    text = scrape(url)
+    assert value(text, "autoballoon_guest_resize_failures_total", domain="test") == 1
+    assert value(text, "autoballoon_guest_resizes_total", domain="test", action="deflate") == 0
 
 
 def test_series_of_a_guest_that_went_away_are_removed(
