@@ -8,9 +8,10 @@
 # ROOT is a root made by fresh-debian (it installs systemd-sysv and dbus in it, and unmounts
 # what fresh-debian left mounted). Needs systemd-nspawn (systemd-container) and nsenter.
 # Checks: install leaves the service disabled and stopped, the unit passes systemd-analyze
-# verify, it starts and runs (no libvirtd in the container: every tick fails, and the metrics
-# say so), a reinstall restarts the running daemon and keeps an edited conffile, removal stops
-# and disables it, purge leaves nothing.
+# verify, it starts and runs on libvirt's built-in test driver (test:///default: no libvirtd
+# needed; its one guest "test" shows in the metrics under the label domain), a reinstall
+# restarts the running daemon and keeps an edited conffile, removal stops and disables it (and
+# runs `autoballoon release --all` when the version has it), purge leaves nothing.
 set -euo pipefail
 ROOT="$(readlink -f "${1:?usage: check-deb-systemd.sh ROOT DEB}")"
 DEB="$(readlink -f "${2:?usage: check-deb-systemd.sh ROOT DEB}")"
@@ -30,6 +31,9 @@ if ! chroot "$ROOT" dpkg-query -W systemd-sysv dbus >/dev/null 2>&1; then
     chroot "$ROOT" apt-get install -y -q --no-install-recommends systemd-sysv dbus \
         >"$ROOT/var/tmp/check-deb-systemd.log" 2>&1 \
         || { cat "$ROOT/var/tmp/check-deb-systemd.log" >&2; die "installing systemd-sysv dbus"; }
+fi
+if chroot "$ROOT" dpkg-query -W autoballoon >/dev/null 2>&1; then
+    chroot "$ROOT" dpkg --purge autoballoon >/dev/null  # left by a run that failed half-way
 fi
 cp "$DEB" "$ROOT/var/tmp/check.deb"
 
@@ -58,27 +62,41 @@ inside apt-get install -y -q --no-install-recommends /var/tmp/check.deb >/dev/nu
 inside systemd-analyze verify /lib/systemd/system/autoballoon.service || die "systemd-analyze verify"
 say "installed: disabled, inactive, unit verified"
 
-inside sed -i 's/^metrics_port = 0 /metrics_port = 9745/' /etc/autoballoon/autoballoon.toml
-inside systemctl start autoballoon
+inside sed -i -e 's|^uri = .*|uri = "test:///default"|' -e 's/^metrics_port = 0 /metrics_port = 9745/' \
+    /etc/autoballoon/autoballoon.toml
+inside systemctl start autoballoon || true
 sleep 8
-[ "$(inside systemctl is-active autoballoon)" = active ] || die "not active after start"
+if [ "$(inside systemctl is-active autoballoon || true)" != active ]; then
+    inside journalctl -u autoballoon --no-pager -n 20 -o cat >&2 || true
+    die "not active after start"
+fi
 metrics="$(inside /opt/autoballoon/venv/bin/python -c \
     'import urllib.request; print(urllib.request.urlopen("http://127.0.0.1:9745/metrics").read().decode())')"
 grep -qx 'autoballoon_up 1.0' <<<"$metrics" || die "no autoballoon_up 1"
-grep -qx 'autoballoon_libvirt_connected 0.0' <<<"$metrics" || die "libvirt_connected is not 0"
+grep -qx 'autoballoon_libvirt_connected 1.0' <<<"$metrics" || die "libvirt_connected is not 1"
+grep -q '^autoballoon_guest_info{domain="test",uuid="' <<<"$metrics" || die "no guest_info for test"
 inside autoballoon status | head -2
-say "started: active; metrics say up 1, libvirt_connected 0 (no libvirtd here)"
+say "started: active; metrics: up 1, libvirt_connected 1, guest_info{domain=\"test\"}"
 
 before="$(inside systemctl show -p MainPID --value autoballoon)"
 inside apt-get install -y -q --reinstall /var/tmp/check.deb >/dev/null 2>&1 || die "reinstall"
 sleep 2
 after="$(inside systemctl show -p MainPID --value autoballoon)"
 [ "$after" != "$before" ] && [ "$after" != 0 ] || die "reinstall did not restart the daemon ($before -> $after)"
-inside grep -q '^metrics_port = 9745' /etc/autoballoon/autoballoon.toml || die "edited conffile lost"
+inside grep -q '^uri = "test:///default"' /etc/autoballoon/autoballoon.toml || die "edited conffile lost"
 say "reinstalled: restarted (pid $before -> $after), edited autoballoon.toml kept"
 
 inside systemctl enable autoballoon >/dev/null 2>&1
-inside apt-get remove -y -q autoballoon >/dev/null 2>&1 || die "apt remove"
+has_release=0
+inside autoballoon release --help >/dev/null 2>&1 && has_release=1
+removal="$(inside apt-get remove -y -q autoballoon 2>&1)" || { echo "$removal" >&2; die "apt remove"; }
+if [ "$has_release" = 1 ]; then
+    grep -q 'guests given their memory back' <<<"$removal" \
+        || { echo "$removal" >&2; die "removal did not release the guests"; }
+    say "removal ran autoballoon release --all: $(grep -m1 '^autoballoon release:' <<<"$removal" || echo 'no output')"
+else
+    say "this version has no release command: removal skips it"
+fi
 [ "$(inside systemctl is-active autoballoon || true)" = inactive ] || die "still running after remove"
 ! inside test -e /etc/systemd/system/multi-user.target.wants/autoballoon.service || die "still enabled"
 inside apt-get purge -y -q autoballoon >/dev/null 2>&1 || die "apt purge"
