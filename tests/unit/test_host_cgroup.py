@@ -178,6 +178,7 @@ def test_config_refuses_a_cgroup_that_cannot_be_read(tmp_path: Path) -> None:
     assert str(path) in str(err.value) and "no such directory" in str(err.value)
 
 
+@pytest.mark.libvirt  # `run` imports the libvirt adapter before it checks the cgroup
 def test_run_refuses_a_bad_cgroup_flag_with_exit_3(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
