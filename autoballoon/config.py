@@ -39,11 +39,17 @@ class ConfigError(PolicyFileError):
         super().__init__(f"{where}: {problem}" + (f"; {fix}" if fix else ""))
 
 
-def default_policy_dir() -> Path:
-    """For the offline commands (check-policy, replay): ./policies when it holds a default.toml
-    (a checkout), else the installed ``DEFAULT_POLICY_DIR``."""
-    local = Path("policies")
-    return local if (local / "default.toml").is_file() else DEFAULT_POLICY_DIR
+LOCAL_POLICY_DIR = Path("policies")
+POLICY_DIR_RULE = f"{DEFAULT_POLICY_DIR} when it holds a default.toml, else ./policies"
+
+
+def default_policy_dir(installed: Path = DEFAULT_POLICY_DIR) -> Path:
+    """Every command's policy directory when none is given (run, check-policy, replay,
+    release): the installed one when it holds a default.toml, else ./policies when that does (a
+    checkout), else the installed one again, so that the error names where policies belong."""
+    if (installed / "default.toml").is_file():
+        return installed
+    return LOCAL_POLICY_DIR if (LOCAL_POLICY_DIR / "default.toml").is_file() else installed
 
 
 class DaemonConfig(BaseModel):
@@ -59,8 +65,11 @@ class DaemonConfig(BaseModel):
     report statistics every `stats_period_s`, so ticking faster than that buys nothing."""
     stats_period_s: int = Field(default=1, ge=1, le=60, json_schema_extra={"flag": "stats-period"})
     """Balloon statistics period set on guests that have none (setMemoryStatsPeriod)."""
-    policy_dir: Path = Field(default=DEFAULT_POLICY_DIR, json_schema_extra={"flag": "policies"})
-    """Folder holding default.toml and per-VM policy files."""
+    policy_dir: Path = Field(
+        default_factory=default_policy_dir, json_schema_extra={"flag": "policies"}
+    )
+    """Folder holding default.toml and per-VM policy files. Default: /etc/autoballoon/policies
+    when it holds a default.toml, else ./policies (a checkout); the same for every command."""
     strict_modes: bool = True
     """Refuse policy files writable by users other than root/the owner (like sshd)."""
     extended_stats: Literal["qmp", "off"] = "qmp"

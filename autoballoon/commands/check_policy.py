@@ -8,7 +8,7 @@ from pathlib import Path
 
 from autoballoon import exits
 from autoballoon.commands.release import read_balloons
-from autoballoon.config import DEFAULT_CONFIG, DEFAULT_POLICY_DIR, default_policy_dir, load_config
+from autoballoon.config import DEFAULT_CONFIG, POLICY_DIR_RULE, default_policy_dir, load_config
 from autoballoon.core.policy import PolicySet
 from autoballoon.core.samples import DomainTags
 from autoballoon.explain import render_table
@@ -34,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "--policies",
         type=Path,
         default=None,
-        help=f"policy directory (default: ./policies if present, else {DEFAULT_POLICY_DIR})",
+        help=f"policy directory (default: {POLICY_DIR_RULE})",
     )
     p.add_argument(
         "--explain",
@@ -74,6 +74,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 def run(args: argparse.Namespace) -> int:
     strict = not args.no_strict_modes
     policy_dir = args.policies or default_policy_dir()
+    if args.policies is None and not args.paths:
+        print(f"policies: {policy_dir} (default: {POLICY_DIR_RULE})", file=sys.stderr)
     if args.explain:
         try:
             pset = load_policy_dir(policy_dir, strict_modes=strict)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from autoballoon import plot
-from autoballoon.config import DEFAULT_POLICY_DIR, default_policy_dir
+from autoballoon.config import POLICY_DIR_RULE, default_policy_dir
 from autoballoon.core.decide import Decision
 from autoballoon.policyfiles import PolicyFileError, load_policy_dir
 from autoballoon.replay import ACTIONS, Replayer, decision_record
@@ -53,7 +53,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         type=Path,
         default=None,
         metavar="DIR",
-        help=f"policy directory (default: ./policies if present, else {DEFAULT_POLICY_DIR})",
+        help=f"policy directory (default: {POLICY_DIR_RULE})",
     )
     p.add_argument(
         "--compare",
@@ -135,6 +135,8 @@ def run(args: argparse.Namespace) -> int:
     dirs: list[Path] = (
         list(args.compare) if args.compare else [args.policies or default_policy_dir()]
     )
+    if not args.compare and args.policies is None:
+        print(f"policies: {dirs[0]} (default: {POLICY_DIR_RULE})", file=sys.stderr)
     replayers = []
     try:
         for d in dirs:

@@ -20,7 +20,10 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_shipped_example_config_states_the_defaults() -> None:
-    assert load_config(REPO / "contrib" / "autoballoon.toml", {}) == DaemonConfig()
+    # The installed file names the installed policies; without a file the default is whichever
+    # of those and ./policies holds a default.toml (default_policy_dir).
+    shipped = load_config(REPO / "contrib" / "autoballoon.toml", {})
+    assert shipped == DaemonConfig(policy_dir=DEFAULT_POLICY_DIR)
 
 
 def test_cli_flags_override_the_file(tmp_path: Path) -> None:
@@ -95,15 +98,23 @@ def test_run_refuses_invalid_policy(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "floor_mib" in capsys.readouterr().err
 
 
-def test_offline_commands_use_a_checkouts_policies_else_the_installed_ones(
+def test_every_command_uses_the_installed_policies_else_a_checkouts(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    assert default_policy_dir() == DEFAULT_POLICY_DIR == DaemonConfig().policy_dir
+    installed = tmp_path / "etc"
+    assert default_policy_dir(installed) == installed, "nothing anywhere: name the installed one"
     (tmp_path / "policies").mkdir()
-    assert default_policy_dir() == DEFAULT_POLICY_DIR, "a folder without default.toml is not one"
+    assert default_policy_dir(installed) == installed, "a folder without default.toml is not one"
     (tmp_path / "policies" / "default.toml").write_text("[policy]\n")
-    assert default_policy_dir() == Path("policies")
+    assert default_policy_dir(installed) == Path("policies")
+    installed.mkdir()
+    (installed / "default.toml").write_text("[policy]\n")
+    assert default_policy_dir(installed) == installed, "the installed policies come first"
+    # run (DaemonConfig), check-policy and replay share the one rule.
+    assert DaemonConfig().policy_dir == default_policy_dir()
+    if not (DEFAULT_POLICY_DIR / "default.toml").is_file():
+        assert DaemonConfig().policy_dir == Path("policies")
 
 
 def test_a_config_error_names_file_field_and_fix(tmp_path: Path) -> None:
