@@ -686,8 +686,10 @@ class LibvirtHypervisor:
         info.period_tried = True
         if self.dry_run:
             log.warning(
-                "guest %s has no balloon statistics period and dry-run sets none: it is reported "
-                "as sending no statistics (unknown) until one is set (virsh dommemstat --period)",
+                "guest %s has no balloon statistics period and a dry run sets none: it reads as "
+                "unknown until one is set: virsh dommemstat --period 10 --live %s (a live "
+                "daemon sets stats_period_s itself)",
+                name,
                 name,
             )
             return False

@@ -91,6 +91,16 @@ class GuestRecord(ReportValue):
     """The balloon reports the pages the guest frees to the host."""
     decision: DecisionRecord
 
+    def stats_hint(self) -> str | None:
+        """What to do about a guest that sends no statistics (the log and `status` say it)."""
+        if self.stats != "none":
+            return None
+        return (
+            f"no balloon statistics: if the guest has no statistics period, set one with "
+            f"`virsh dommemstat --period 10 --live {self.name}` (a live daemon sets "
+            f"stats_period_s itself; a dry run never writes to a guest)"
+        )
+
     @classmethod
     def of(
         cls,

@@ -15,14 +15,34 @@ from pathlib import Path
 
 from autoballoon.core.decide import NOTABLE_HOLDS, Action
 from autoballoon.core.units import KIB_PER_MIB
-from autoballoon.report import Health, TickReport
+from autoballoon.report import GuestRecord, Health, TickReport
 from autoballoon.trace import TraceWriter
 
 log = logging.getLogger("autoballoon")
 
 
+def _action_fields(r: GuestRecord, result: str, dry_run: bool) -> dict[str, object]:
+    """A decision's JSON log fields (docs/operations.md, the log format)."""
+    d = r.decision
+    return {
+        "guest": r.name,
+        "action": str(d.action),
+        "class": str(r.klass),
+        "from_kib": r.actual_kib,
+        "to_kib": d.target_kib,
+        "reason": d.reason,
+        "rule": d.rule,
+        "result": result,
+        "dry_run": dry_run,
+    }
+
+
 class LogSink:
     """One line per action (guest, class, from, to, reason, rule) and per class change.
+
+    In a dry run, also one line per guest whenever what holds it changes (its class or the rule
+    that holds it), and at its first tick: `run --dry-run --once` shows every guest's class,
+    what holds it and why, and the fix for a guest that sends no statistics.
 
     JSON lines carry the same as fields; their names (``from_kib``, ``to_kib``...) are the
     documented log format (docs/operations.md), taken from the guest's ``GuestRecord``.
@@ -31,6 +51,7 @@ class LogSink:
     def __init__(self) -> None:
         self._classes: dict[str, str] = {}
         self._sources: dict[str, str] = {}
+        self._holds: dict[str, tuple[str, str]] = {}
         self._verdict: str | None = None
 
     def on_tick(self, report: TickReport, health: Health) -> None:
@@ -57,7 +78,10 @@ class LogSink:
                     )
                 self._classes[r.name] = r.klass
             if d.action is Action.HOLD and d.rule not in NOTABLE_HOLDS:
+                if report.dry_run:
+                    self._log_hold(r)
                 continue
+            self._holds.pop(r.name, None)
             result = d.result or ""
             verb = f"would {d.action}" if report.dry_run else str(d.action)
             failed = "" if result in ("applied", "dry-run") else f" FAILED ({result})"
@@ -74,19 +98,7 @@ class LogSink:
                 d.reason,
                 f" [rule {d.rule}]" if d.rule else "",
                 failed,
-                extra={
-                    "fields": {
-                        "guest": r.name,
-                        "action": str(d.action),
-                        "class": str(r.klass),
-                        "from_kib": r.actual_kib,
-                        "to_kib": d.target_kib,
-                        "reason": d.reason,
-                        "rule": d.rule,
-                        "result": result,
-                        "dry_run": report.dry_run,
-                    }
-                },
+                extra={"fields": _action_fields(r, result, report.dry_run)},
             )
         for name, source in report.sources.items():
             if self._sources.get(name) != source:
@@ -101,6 +113,26 @@ class LogSink:
             if report.error is None:
                 self._classes.pop(name, None)
                 self._sources.pop(name, None)
+                self._holds.pop(name, None)
+
+    def _log_hold(self, r: GuestRecord) -> None:
+        """A dry run's hold, when its class or rule differs from the guest's last one logged."""
+        d = r.decision
+        key = (str(r.klass), d.rule)
+        if self._holds.get(r.name) == key:
+            return
+        self._holds[r.name] = key
+        hint = r.stats_hint()
+        log.info(
+            "[dry-run] guest %s: hold %d MiB [%s] %s%s%s",
+            r.name,
+            r.actual_kib // KIB_PER_MIB,
+            r.klass,
+            d.reason,
+            f" [rule {d.rule}]" if d.rule else "",
+            f"; {hint}" if hint else "",
+            extra={"fields": _action_fields(r, "", True)},
+        )
 
     def _log_verdict(self, verdict: str | None) -> None:
         """The host verdict when it appears, changes in kind, or clears; not every tick.

@@ -19,6 +19,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from autoballoon.config import DEFAULT_CONFIG, DaemonConfig, load_config
+from autoballoon.core.decide import Action
 from autoballoon.core.units import KIB_PER_MIB
 from autoballoon.policyfiles import PolicyFileError
 from autoballoon.status import FORMAT, StatusDocument, pid_alive
@@ -221,6 +222,22 @@ def render(doc: StatusDocument, verdict: Verdict, now: float) -> str:
             ]
             lines.append("  ".join(cells).rstrip())
         lines.append("(sizes in MiB: balloon current/maximum/floor, guest's available memory)")
+        lines += ["", "now (what the last tick did or, in a dry run, would do, and why):"]
+        width = max(len(g.name) for g in guests)
+        for g in guests:
+            d = g.decision
+            verb = str(d.action)
+            if d.action is not Action.HOLD:
+                verb = ("would " if doc.mode == "dry-run" else "") + (
+                    f"{d.action} {_mib(g.actual_kib)} -> {_mib(d.target_kib)} MiB"
+                )
+            lines.append(
+                f"  {g.name:<{width}}  {verb} [{g.klass}]: {d.reason}"
+                + (f" [rule {d.rule}]" if d.rule else "")
+            )
+            hint = g.stats_hint()
+            if hint:
+                lines.append(f"  {'':<{width}}  {hint}")
         actions = [(g.name, g.last_action) for g in guests if g.last_action is not None]
         if actions:
             lines += ["", "last actions:"]

@@ -75,9 +75,32 @@ def test_dry_run_json_says_would(tmp_path: Path) -> None:
     host.write_text(HOST_WITH_PERIOD)
     args = ("--log-format", "json", "--dry-run", "--uri", f"test://{host}")
     docs = [json.loads(x) for x in run_once(tmp_path, *args)]
-    (a,) = (d for d in docs if "action" in d)
+    (a,) = (d for d in docs if d.get("action") not in (None, "hold"))
     assert a["dry_run"] is True and a["result"] == "dry-run"
     assert a["msg"].startswith("[dry-run] guest test: would deflate 2048 ->")
+    # Before it, the first tick's hold: each guest's class, what holds it and why.
+    (h,) = (d for d in docs if d.get("action") == "hold")
+    assert h["msg"].startswith("[dry-run] guest test: hold 2048 MiB [unknown] ")
+    assert h["rule"] and f"[rule {h['rule']}]" in h["msg"] and h["dry_run"] is True
+
+
+def test_a_dry_run_explains_each_guest_and_a_missing_stats_period(tmp_path: Path) -> None:
+    from autoballoon.commands.status import assess, read_status, render
+
+    lines = run_once(tmp_path, "--dry-run")
+    holds = [x for x in lines if "[dry-run] guest test: hold" in x]
+    assert len(holds) == 1, "one line per guest while what holds it stays the same"
+    fix = "virsh dommemstat --period 10 --live test"
+    assert "[unknown] unknown: guest has sent no statistics; never inflated [rule unknown]" in (
+        holds[0]
+    )
+    assert fix in holds[0] and "a dry run never writes" in holds[0]
+    # The human status view says the same: class, what holds the guest and why, the fix.
+    doc = read_status(tmp_path / "status.json")
+    out = render(doc, assess(doc, doc.updated_at), doc.updated_at)
+    assert "now (what the last tick did or, in a dry run, would do, and why):" in out
+    assert "  test  hold [unknown]: unknown: guest has sent no statistics" in out
+    assert fix in out
 
 
 def test_human_format_has_a_time_on_a_terminal_and_none_under_systemd(tmp_path: Path) -> None:

@@ -52,7 +52,11 @@ def test_a_replayed_trace_feeds_the_daemons_sinks(
         sink.close()
 
     assert changes, "the trace makes the engine act (else this test shows nothing)"
-    actions = [r for r in caplog.records if "[dry-run] guest" in r.getMessage()]
+    actions = [
+        r
+        for r in caplog.records
+        if "[dry-run] guest" in r.getMessage() and ": hold " not in r.getMessage()
+    ]
     assert len(actions) == len(changes)
     doc = StatusDocument.model_validate_json((tmp_path / "status.json").read_text())
     assert doc.ticks == n and doc.state == "stopped" and doc.mode == "dry-run"
