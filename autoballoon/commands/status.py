@@ -192,7 +192,7 @@ def render(doc: StatusDocument, verdict: Verdict, now: float) -> str:
         if host.verdict:
             lines.append(f"on-demand: {host.verdict}")
     guests = doc.guests
-    lines.append(f"reclaimed: {_mib(doc.reclaimed_kib)} MiB from {len(guests)} guest(s)")
+    lines.append(f"held back: {_mib(doc.reclaimed_kib)} MiB from {len(guests)} guest(s)")
     lines.append("")
     if not guests:
         lines.append("no guest controlled")

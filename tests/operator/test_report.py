@@ -67,7 +67,7 @@ def test_a_replayed_trace_feeds_the_daemons_sinks(
         assert shown is not None
         if shown.t == d.t:
             assert (shown.action, shown.to_kib, shown.result) == (d.action, d.target_kib, "dry-run")
-    assert "reclaimed:" in render(doc, RUNNING, doc.updated_at)
+    assert "held back:" in render(doc, RUNNING, doc.updated_at)
     text = generate_latest(metrics.registry).decode()
     assert f"autoballoon_ticks_total {float(n)}" in text
     for name in tick.samples:

@@ -254,7 +254,7 @@ def test_render_shows_skipped_guests_and_failed_actions() -> None:
     assert "5 min ago: inflate 2048 -> 1536 MiB: none: 1200 MiB available" in out
     assert "FAILED (guest error: no balloon)" in out
     assert "win-1  no balloon device" in out
-    assert "reclaimed: 512 MiB from 1 guest(s)" in out
+    assert "held back: 512 MiB from 1 guest(s)" in out
 
 
 def controller(tmp_path: Path, path: Path) -> tuple[Controller, LibvirtHypervisor, StatusSink]:
