@@ -106,14 +106,11 @@ check-deb:
 	bash tests/setup/check-deb-systemd.sh $(DEB_ROOT) "$$deb"
 
 # From nothing: both commands and the install path on brand-new minimal Debian 12 roots, with
-# one-line and with deb822 apt sources (about 45 minutes). Needs the fresh-debian tool (it
+# one-line and with deb822 apt sources; writes each step's time, with the commit and date, to
+# benchmarks/results/fresh.md (tests/setup/check-fresh.sh). Needs the fresh-debian tool (it
 # builds the roots with debootstrap); not part of `make test`, which checks the apt-source
 # derivation on fixtures instead (tests/setup).
 FRESH_DEBIAN ?= ../shared/tools/fresh-debian
 check-fresh:
 	@test -x $(FRESH_DEBIAN) || { echo "check-fresh: $(FRESH_DEBIAN) not found (set FRESH_DEBIAN=)"; exit 2; }
-	$(FRESH_DEBIAN) --reset -- make demo
-	$(FRESH_DEBIAN) -- make test
-	$(FRESH_DEBIAN) -- bash tests/setup/check-install.sh
-	$(FRESH_DEBIAN) --deb822 --reset -- make demo
-	$(FRESH_DEBIAN) --deb822 -- make test
+	bash tests/setup/check-fresh.sh $(FRESH_DEBIAN)
