@@ -56,7 +56,10 @@ Take slowly:
   outside the cooldown after any change, outside ``pressure_block_s`` after a rescue, outside an
   operator's hold (``external_hold_s``), outside ``pressure_block_s`` after the guest deflated
   itself, and once it has reported since our last change.
-- ``observe-mode``: the ``observe`` mode never acts. ``above-max``: back down to the maximum.
+- ``observe-mode``: the ``observe`` mode never acts. ``above-max``: a guest above its maximum
+  (a ``max_mib`` lowered under it) comes down no faster than ``spare`` would take from it
+  (headroom, step, floor, once calm), whatever the host needs; until it is down, its rescues
+  may give back up to the domain's own maximum, as for any guest.
 - ``spare``: available memory above the headroom, at most ``inflate_step_ratio`` of the maximum
   and never below the floor (or a learned stuck floor), is offered. Then, over all guests:
   ``proactive`` takes every offer (``take-proactive``); ``on-demand`` takes only what brings the
@@ -282,6 +285,13 @@ class Facts(NamedTuple):
         ratio = self.p.deflate_large_ratio if kind == "large" else self.p.deflate_medium_ratio
         return max(int(ratio * self.hi), self.tol)
 
+    @property
+    def top(self) -> int:
+        """The most a rescue gives: the maximum, or, while the balloon is still above it (a
+        lowered ``max_mib``), the domain's own maximum: the guest had that memory, and gives
+        it up only as ``above-max`` finds it spare."""
+        return self.hi if self.cur <= self.hi else max(self.cur, self.sample.max_kib)
+
 
 def _mib(kib: int) -> int:
     return kib // KIB_PER_MIB
@@ -321,13 +331,13 @@ def rescue(f: Facts) -> Proposal | None:
         # that available memory is page cache it re-reads, so the stalls are ours; give back
         # rather than hold. Far above the headroom our take did not bring it near the edge
         # (a warm database guest stalled once with 391 MiB available): that holds.
-        if f.cur >= f.hi:
+        if f.cur >= f.top:
             return None
         return Change(f.cur + f.step_kib("medium"),
                       f"{why}; on a guest we inflated: giving memory back", rescue=True)
     if kind is None:
         return None
-    if f.cur >= f.hi:
+    if f.cur >= f.top:
         return Hold(f"{why}; already at max")
     return Change(f.cur + f.step_kib(kind), why, rescue=True)
 
@@ -342,7 +352,7 @@ def stalled_inflation(f: Facts) -> Proposal | None:
     if not f.stalled:
         return None
     wanted = f.gs.last_target_kib or 0
-    target = min(f.hi, f.cur + f.step_kib("medium"))
+    target = min(f.top, f.cur + f.step_kib("medium"))
     return Change(
         target,
         f"inflation stalled at {_mib(f.cur)} MiB (target {_mib(wanted)} MiB "
@@ -375,7 +385,7 @@ def low_water(f: Facts) -> Proposal | None:
     low = f.p.low_water_kib(f.cur)
     if f.available >= low or not f.reported_since_change:
         return None
-    if f.cur >= f.hi:
+    if f.cur >= f.top:
         return Hold(f"{f.c.klass}: available {_mib(f.available)} MiB below low water; at max")
     return Change(
         f.cur + f.step_kib("medium"),
@@ -428,7 +438,15 @@ def observe_mode(f: Facts) -> Proposal | None:
 
 
 def above_max(f: Facts) -> Proposal | None:
-    return Change(f.hi, f"none: above max {_mib(f.hi)} MiB") if f.cur > f.hi else None
+    if f.cur <= f.hi:
+        return None
+    # Taken as any spare memory is (headroom, step, floor), whatever the host needs: a maximum
+    # lowered under the guest's working set must not squeeze it in one change.
+    head = f"none: above max {_mib(f.hi)} MiB"
+    want = spare(f)
+    if not isinstance(want, Offer):
+        return Hold(f"{head}, nothing spare to come down by ({want.reason})")
+    return Change(f.cur - min(want.spare_kib, f.cur - f.hi), f"{head}, coming down as it spares")
 
 
 def spare(f: Facts) -> Proposal:
@@ -659,8 +677,8 @@ def _settle(f: Facts, rule: str, want: Proposal) -> _Proposal:
         until = f.now + p.pressure_block_s
         gs = gs._replace(stuck_floor_kib=want.stuck_floor_kib, stuck_until=until)
     target, reason, clamped = want.target_kib, want.reason, None
-    if target > hi:
-        target, clamped = hi, "max"
+    if target > f.top:
+        target, clamped = f.top, "max"
     if target < lo:
         target, clamped = lo, "floor"
     if target == cur or (abs(target - cur) < f.tol and not want.rescue):

@@ -1,0 +1,103 @@
+"""Defects of the control law (issue #21), each as the closed-loop or replayed case that showed
+it, against the pure core: ``decide.step`` over sample sequences."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from autoballoon.core.decide import Action, Decision, EngineState, step
+from autoballoon.core.policy import GuestPolicy, PolicySet
+from autoballoon.core.samples import GuestSample, HostSample
+from tests.factories import sample
+
+MIB = 1024
+HOST_OK = HostSample(0, mem_total_kib=64 << 20, mem_available_kib=48 << 20)
+RESCUE_RULES = frozenset({"rescue", "self-deflated", "stalled-inflation", "low-water", "stale"})
+
+
+@dataclass
+class Workload:
+    """A closed-loop guest with a working set it cannot do without.
+
+    The balloon follows targets down to the working set and no further; a balloon within
+    ``margin_mib`` of the working set makes the guest stall, and below it the guest OOM-kills
+    (a kill a tick, each preceded by alloc stalls, as the page allocator does).
+    """
+
+    used_mib: int
+    actual_mib: int
+    max_mib: int
+    margin_mib: int = 16
+    extended: bool = True
+    kills: int = 0
+    stalls: int = 0
+
+    def read(self, t: float) -> GuestSample:
+        avail = self.actual_mib - self.used_mib
+        if avail < self.margin_mib:
+            self.stalls += 20
+            if avail <= 0:
+                self.kills += 1
+        return sample(
+            t,
+            actual_mib=self.actual_mib,
+            max_mib=self.max_mib,
+            avail_mib=max(avail, 0),
+            oom=self.kills,
+            stalls=self.stalls,
+            extended=self.extended,
+        )
+
+    def follow(self, d: Decision) -> None:
+        if d.action is not Action.HOLD:
+            self.actual_mib = max(d.target_kib // MIB, self.used_mib)
+
+
+def drive(
+    g: Workload, policies: PolicySet, ticks: int, t0: float = 1000.0, interval: float = 2.0,
+    state: EngineState | None = None,
+) -> tuple[list[Decision], EngineState]:
+    state = state or EngineState()
+    out = []
+    for i in range(ticks):
+        now = t0 + i * interval
+        (d,), state = step(now, HOST_OK, {"vm": g.read(now)}, state, policies)
+        out.append(d)
+        g.follow(d)
+    return out, state
+
+
+# --- 1. a guest above its (lowered) maximum ---------------------------------------------------
+
+LOWERED = PolicySet(GuestPolicy(mode="proactive", max_mib=2048))
+
+
+def test_a_guest_above_a_lowered_max_comes_down_only_as_its_signals_allow() -> None:
+    # A 4 GiB guest, max_mib lowered to 2 GiB by a reload, a 2.6 GiB working set.
+    g = Workload(used_mib=2600, actual_mib=4096, max_mib=4096)
+    decisions, _ = drive(g, LOWERED, ticks=450)  # 15 minutes
+    assert g.kills == 0, f"{g.kills} OOM kills"
+    squeezes = [d for d in decisions if d.action is Action.INFLATE]
+    step_kib = int(GuestPolicy().inflate_step_ratio * 2048 * MIB)
+    assert all(d.current_kib - d.target_kib <= step_kib for d in squeezes)
+    assert not [d for d in squeezes if d.rule in RESCUE_RULES], "a squeeze named a rescue"
+
+
+def test_a_guest_above_a_lowered_max_is_rescued_like_any_guest() -> None:
+    g = Workload(used_mib=2600, actual_mib=4096, max_mib=4096)
+    _, state = drive(g, LOWERED, ticks=300)
+    assert g.actual_mib > 2048
+    g.used_mib = g.actual_mib + 100  # its working set grows past what it has
+    decisions, _ = drive(g, LOWERED, ticks=150, t0=1600.0, state=state)
+    assert any(d.action is Action.DEFLATE for d in decisions), "never rescued"
+    assert not [d for d in decisions if d.action is Action.INFLATE and d.rule in RESCUE_RULES]
+    assert g.kills <= 1, f"{g.kills} OOM kills"
+
+
+def test_a_guest_above_a_lowered_max_with_spare_memory_reaches_the_max() -> None:
+    g = Workload(used_mib=800, actual_mib=4096, max_mib=4096)
+    decisions, _ = drive(g, LOWERED, ticks=900)
+    assert g.actual_mib <= 2048
+    assert g.kills == 0
+
+
