@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from autoballoon.core.classify import PressureClass, classify
 from autoballoon.core.decide import Action, Decision, EngineState, step
 from autoballoon.core.policy import GuestPolicy, PolicySet
 from autoballoon.core.samples import GuestSample, HostSample
@@ -54,7 +55,11 @@ class Workload:
 
 
 def drive(
-    g: Workload, policies: PolicySet, ticks: int, t0: float = 1000.0, interval: float = 2.0,
+    g: Workload,
+    policies: PolicySet,
+    ticks: int,
+    t0: float = 1000.0,
+    interval: float = 2.0,
     state: EngineState | None = None,
 ) -> tuple[list[Decision], EngineState]:
     state = state or EngineState()
@@ -101,3 +106,88 @@ def test_a_guest_above_a_lowered_max_with_spare_memory_reaches_the_max() -> None
     assert g.kills == 0
 
 
+# --- 7. a guest without the 6.12 counters, OOM-killed ----------------------------------------
+
+
+@dataclass
+class Spikes:
+    """A closed-loop guest whose working set grows by ``spike_mib`` at ``ramp_mib_per_s`` every
+    ``period_s``, then drops back. What does not fit is OOM-killed: the spike's memory is freed
+    at once (used memory collapses) and it waits for the next period."""
+
+    extended: bool
+    base_mib: int = 300
+    spike_mib: int = 300
+    ramp_mib_per_s: float = 100.0
+    period_s: float = 60.0
+    hold_s: float = 20.0
+    actual_mib: int = 1024
+    max_mib: int = 1024
+    kills: int = 0
+    stalls: int = 0
+    killed_in: int = -1
+
+    def used(self, t: float) -> int:
+        n, phase = divmod(t, self.period_s)
+        if int(n) == self.killed_in:
+            return self.base_mib
+        ramp_s = self.spike_mib / self.ramp_mib_per_s
+        if phase < ramp_s:
+            return self.base_mib + int(phase * self.ramp_mib_per_s)
+        if phase < ramp_s + self.hold_s:
+            return self.base_mib + self.spike_mib
+        return self.base_mib
+
+    def read(self, t: float) -> GuestSample:
+        used = self.used(t)
+        if used > self.actual_mib - 8:  # the allocator stalls, then kills the spike
+            self.kills += 1
+            self.stalls += 5
+            self.killed_in = int(t // self.period_s)
+            used = self.base_mib
+        return sample(
+            t,
+            actual_mib=self.actual_mib,
+            max_mib=self.max_mib,
+            avail_mib=max(self.actual_mib - used, 0),
+            oom=self.kills,
+            stalls=self.stalls,
+            extended=self.extended,
+        )
+
+    def follow(self, d: Decision) -> None:
+        if d.action is not Action.HOLD:
+            self.actual_mib = d.target_kib // MIB
+
+
+def kills_in_15_min(g: Spikes) -> int:
+    state = EngineState()
+    policies = PolicySet(GuestPolicy(mode="proactive"))
+    for i in range(450):
+        now = 1000.0 + 2 * i
+        (d,), state = step(now, HOST_OK, {"vm": g.read(now)}, state, policies)
+        g.follow(d)
+    return g.kills
+
+
+def test_a_guest_without_the_counters_is_not_squeezed_back_after_each_oom_kill() -> None:
+    with_counters = kills_in_15_min(Spikes(extended=True))
+    without = kills_in_15_min(Spikes(extended=False))
+    assert without <= with_counters + 1, (
+        f"{without} kills without the counters, {with_counters} with"
+    )
+
+
+def test_without_the_counters_a_collapse_a_fault_storm_or_swap_in_is_seen() -> None:
+    def cls(prev: dict[str, float], new: dict[str, float], avail_before: int, avail: int):  # type: ignore[no-untyped-def]
+        history = [
+            sample(100, extended=False, actual_mib=600, avail_mib=avail_before, **prev),  # type: ignore[arg-type]
+            sample(105, extended=False, actual_mib=600, avail_mib=avail, **new),  # type: ignore[arg-type]
+        ]
+        return classify(history, GuestPolicy(), now=105.5).klass
+
+    assert cls({}, {}, 60, 400) is PressureClass.OOM  # 340 MiB freed at once near the edge
+    assert cls({}, {}, 400, 550) is PressureClass.NONE  # far from the edge: a process ended
+    assert cls({}, {"majflt": 2000}, 150, 150) is PressureClass.LIGHT_PRESSURE
+    assert cls({}, {"swap_in_mib": 1}, 400, 400) is PressureClass.LIGHT_PRESSURE
+    assert cls({}, {}, 400, 400) is PressureClass.NONE
