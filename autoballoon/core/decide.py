@@ -61,7 +61,9 @@ Take slowly:
   (headroom, step, floor, once calm), whatever the host needs; until it is down, its rescues
   may give back up to the domain's own maximum, as for any guest.
 - ``spare``: available memory above the headroom, at most ``inflate_step_ratio`` of the maximum
-  and never below the floor (or a learned stuck floor), is offered. Then, over all guests:
+  and never below the floor (or a learned stuck floor), nor below the most the guest used (its
+  size less available) within ``NEED_WINDOW_S`` plus the headroom (a working set that comes
+  back every few minutes finds its memory there), is offered. Then, over all guests:
   ``proactive`` takes every offer (``take-proactive``); ``on-demand`` takes only what brings the
   host back to its reserve (``take-on-demand``), nothing while the host is fine
   (``host-above-reserve``) or while what was already asked covers its shortfall
@@ -191,6 +193,9 @@ class GuestState(NamedTuple):
     self_deflated_t: float | None = None
     """When the guest last deflated itself (deflate-on-OOM): inflation waits
     ``pressure_block_s`` from then."""
+    need_peaks: tuple[tuple[float, int], ...] = ()
+    """The guest's recent need: (start of a ``NEED_BUCKET_S`` slot, the most it used in it,
+    KiB), oldest first, over ``NEED_WINDOW_S``. Used is the balloon's size less available."""
 
 
 _NEW_GUEST = GuestState()
@@ -208,6 +213,30 @@ class EngineState:
     host_fine_since: float | None = None
     """Since when the host has been above its reserve (None while it is short): a shortage is
     over only once that has lasted ``SHORTAGE_OVER_S``."""
+
+
+NEED_WINDOW_S = 600.0
+"""How long a guest's peak need is remembered: ``spare`` never takes below it plus the headroom.
+A working set that comes back every few minutes must find its memory there when it does."""
+
+NEED_BUCKET_S = 30.0
+"""The slot a remembered peak stands for (bounds the state: 20 pairs at most)."""
+
+
+def remember_need(
+    peaks: tuple[tuple[float, int], ...], now: float, used_kib: int
+) -> tuple[tuple[float, int], ...]:
+    """``peaks`` with ``used_kib`` seen at ``now``, and peaks older than the window dropped."""
+    slot = now - now % NEED_BUCKET_S
+    kept = tuple(pk for pk in peaks if pk[0] > now - NEED_WINDOW_S)
+    if kept and kept[-1][0] == slot:
+        return (*kept[:-1], (slot, max(kept[-1][1], used_kib)))
+    return (*kept, (slot, used_kib))
+
+
+def peak_need_kib(gs: GuestState) -> int:
+    """The most the guest used within ``NEED_WINDOW_S``; 0 before any report."""
+    return max((used for _, used in gs.need_peaks), default=0)
 
 
 YIELD_LOW_RATIO = 0.25
@@ -244,7 +273,7 @@ class Offer(NamedTuple):
 
     spare_kib: int
     limit: str | None
-    """What bounded it: "step", "floor", "stuck-floor" or None (the headroom)."""
+    """What bounded it: "step", "floor", "stuck-floor", "peak-need" or None (the headroom)."""
 
 
 Proposal = Hold | Change | Offer
@@ -460,6 +489,7 @@ def spare(f: Facts) -> Proposal:
         None: f.available - headroom,
         "stuck-floor" if floor > lo else "floor": cur - floor,
         "step": int(f.p.inflate_step_ratio * f.hi),
+        "peak-need": cur - peak_need_kib(gs) - headroom,
     }
     limit = min(limits, key=lambda k: limits[k])
     amount = limits[limit]
@@ -557,7 +587,10 @@ def _observe(
         none_since = now if gs.none_since is None else gs.none_since
     gs = GuestState(history, none_since, now, steady_since, *gs[4:])  # cheaper than _replace
     if rebooted:
-        gs = gs._replace(stuck_floor_kib=None, stuck_until=None)
+        gs = gs._replace(stuck_floor_kib=None, stuck_until=None, need_peaks=())
+    if sample.available_kib is not None and sample.last_update > 0:
+        used = sample.actual_kib - sample.available_kib
+        gs = gs._replace(need_peaks=remember_need(gs.need_peaks, now, used))
 
     cur = sample.actual_kib
     hi = p.max_kib(sample.max_kib)

@@ -191,3 +191,30 @@ def test_without_the_counters_a_collapse_a_fault_storm_or_swap_in_is_seen() -> N
     assert cls({}, {"majflt": 2000}, 150, 150) is PressureClass.LIGHT_PRESSURE
     assert cls({}, {"swap_in_mib": 1}, 400, 400) is PressureClass.LIGHT_PRESSURE
     assert cls({}, {}, 400, 400) is PressureClass.NONE
+
+
+# --- 6. a periodic working set ---------------------------------------------------------------
+
+
+def test_a_periodic_working_set_is_not_squeezed_below_its_recent_peak() -> None:
+    # 1 GiB for a minute, 2 GiB for the next, on a 4 GiB guest, for an hour.
+    g = Spikes(
+        extended=True,
+        base_mib=1024,
+        spike_mib=1024,
+        ramp_mib_per_s=200,
+        period_s=120,
+        hold_s=60,
+        actual_mib=4096,
+        max_mib=4096,
+    )
+    state = EngineState()
+    policies = PolicySet(GuestPolicy(mode="proactive"))
+    sizes = []
+    for i in range(1800):
+        now = 1000.0 + 2 * i
+        (d,), state = step(now, HOST_OK, {"vm": g.read(now)}, state, policies)
+        g.follow(d)
+        sizes.append(g.actual_mib)
+    assert g.kills <= 1, f"{g.kills} OOM kills in an hour"
+    assert sizes[-1] < 3072, "still squeezed down to its peak need plus headroom"
