@@ -27,8 +27,10 @@ Rescue first:
   ``global-reclaim`` by the medium step, and so does ``cgroup-stall`` on a guest whose last
   change was our inflation and whose available memory is under twice its headroom (that
   "available" memory is cache it re-reads), ignoring
-  cooldowns: the evidence is measured only since our own last change, so one event is
-  answered once. ``cgroup-oom`` (a kill inside a memory
+  cooldowns: the evidence is measured only since our own last change, and after our deflate
+  only once the guest has sent a report made after it (as low water does: a report made
+  before the deflate landed still carries the event it answered), so one event is answered
+  once. ``cgroup-oom`` (a kill inside a memory
   cgroup, the guest calm) is no rescue: the guest's memory would not help the cgroup.
 - ``below-floor``: a balloon below the policy's floor goes back up to it.
 - ``stalled-inflation`` (closed loop only): an inflation the balloon has not followed for
@@ -366,6 +368,9 @@ def rescue(f: Facts) -> Proposal | None:
                       f"{why}; on a guest we inflated: giving memory back", rescue=True)
     if kind is None:
         return None
+    if f.gs.last_change_dir > 0 and not f.reported_since_change:
+        # A report made before our deflate landed still carries the event it answered.
+        return Hold(f"{why}; deflated {f.since_change or 0:.0f} s ago: waiting for a report since")
     if f.cur >= f.top:
         return Hold(f"{why}; already at max")
     return Change(f.cur + f.step_kib(kind), why, rescue=True)

@@ -218,3 +218,34 @@ def test_a_periodic_working_set_is_not_squeezed_below_its_recent_peak() -> None:
         sizes.append(g.actual_mib)
     assert g.kills <= 1, f"{g.kills} OOM kills in an hour"
     assert sizes[-1] < 3072, "still squeezed down to its peak need plus headroom"
+
+
+# --- 2. one pressure event rescued twice -----------------------------------------------------
+
+
+def _reports(*rows: tuple[float, int, dict[str, float]]) -> list[Decision]:
+    """Step one guest (600 MiB of 1 GiB) through (tick time, report's last_update, counters)."""
+    state, out = EngineState(), []
+    policies = PolicySet(GuestPolicy(mode="proactive"))
+    for t, lu, counters in rows:
+        s = sample(t, actual_mib=600, avail_mib=200, last_update=lu, **counters)  # type: ignore[arg-type]
+        (d,), state = step(t, HOST_OK, {"vm": s}, state, policies)
+        out.append(d)
+    return out
+
+
+EVENT = {"stalls": 10, "dscan_mib": 20, "drclm_mib": 15}
+TAIL = {"stalls": 14, "dscan_mib": 30, "drclm_mib": 22}
+
+
+def test_a_report_older_than_the_rescue_does_not_rescue_again() -> None:
+    # The report read at 1006.5 was made at 1004, before the deflate of 1004.5: its stalls
+    # are the same event's, already answered.
+    d = _reports((1000.5, 999, {}), (1002.5, 1001, {}), (1004.5, 1003, EVENT), (1006.5, 1004, TAIL))
+    assert d[2].action is Action.DEFLATE and d[2].rule == "rescue"
+    assert d[3].action is Action.HOLD, d[3]
+
+
+def test_stalls_in_a_report_made_after_the_rescue_rescue_again() -> None:
+    d = _reports((1000.5, 999, {}), (1002.5, 1001, {}), (1004.5, 1003, EVENT), (1006.5, 1005, TAIL))
+    assert [x.action for x in d[2:]] == [Action.DEFLATE, Action.DEFLATE]
