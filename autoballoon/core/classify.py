@@ -113,17 +113,33 @@ MAX_PERIOD_S = 3600.0
 """A reporting period above this is not believed (the staleness limit falls back to the policy)."""
 
 
+def report_period_s(history: Sequence[GuestSample]) -> float | None:
+    """How often the guest reports: its balloon stats period when the reader knows it, else
+    the shortest step between the reports (``last_update``) in ``history``; None when neither
+    is known (or believable)."""
+    period = history[-1].stats_period_s if history else None
+    if period is None:
+        steps = [
+            b.last_update - a.last_update
+            for a, b in zip(history, history[1:], strict=False)
+            if a.last_update > 0 and b.last_update > a.last_update
+        ]
+        period = float(min(steps)) if steps else None
+    return period if period is not None and 0 < period <= MAX_PERIOD_S else None
+
+
 def stale_after_s(policy: GuestPolicy, history: Sequence[GuestSample]) -> float:
     """How old the newest statistics may be before the guest is ``unknown``.
 
     The policy's ``stale_after_s``, or, when longer, the guest's own reporting period plus one
     tick: a report is up to a period old when it is read, and is read up to a tick late. The
     tick is the gap between the last two samples, at most one period (a longer gap is a pause
-    of ours, not the guest's).
+    of ours, not the guest's). The period is inferred from the reports when the reader does
+    not give it (traces, older readers).
     """
     newest = history[-1]
-    period = newest.stats_period_s
-    if period is None or not 0 < period <= MAX_PERIOD_S:
+    period = report_period_s(history)
+    if period is None:
         return policy.stale_after_s
     tick = min(newest.t - history[-2].t, period) if len(history) > 1 else period
     return max(policy.stale_after_s, period + tick)

@@ -37,7 +37,8 @@ Rescue first:
   ``stuck_after_s`` is backed off by the medium step and not retried below that size for
   ``pressure_block_s``.
 - ``stale``: statistics gone stale (older than ``stale_after_s``, or than the guest's own
-  reporting period plus a tick when that is longer) on a guest we hold below its maximum give
+  reporting period plus a tick when that is longer; the period is inferred from its reports
+  when the reader does not know it) on a guest we hold below its maximum give
   back a medium step (a guest too busy to report may be thrashing); ``unknown``: otherwise
   nothing is done.
 - ``low-water``: available memory under the low-water mark deflates by the medium step once the
@@ -364,8 +365,11 @@ def rescue(f: Facts) -> Proposal | None:
         # (a warm database guest stalled once with 391 MiB available): that holds.
         if f.cur >= f.top:
             return None
-        return Change(f.cur + f.step_kib("medium"),
-                      f"{why}; on a guest we inflated: giving memory back", rescue=True)
+        return Change(
+            f.cur + f.step_kib("medium"),
+            f"{why}; on a guest we inflated: giving memory back",
+            rescue=True,
+        )
     if kind is None:
         return None
     if f.gs.last_change_dir > 0 and not f.reported_since_change:
@@ -555,6 +559,14 @@ def _append(
             break
         older += 1
     kept = history[older - 1 :] if older > 1 else history
+    if older > 1 and kept[0].last_update == sample.last_update:
+        # and the latest sample of the report before the newest: rates are measured across
+        # reports, and a guest may report less often than the window.
+        earlier = [
+            i for i, s in enumerate(history[: older - 1]) if s.last_update != sample.last_update
+        ]
+        if earlier:
+            kept = history[earlier[-1] :]
     if len(kept) >= HISTORY_LIMIT:
         kept = kept[len(kept) - HISTORY_LIMIT + 1 :]
     return (*kept, sample), False

@@ -3,7 +3,9 @@ it, against the pure core: ``decide.step`` over sample sequences."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+
+import pytest
 
 from autoballoon.core.classify import PressureClass, classify
 from autoballoon.core.decide import Action, Decision, EngineState, step
@@ -249,3 +251,39 @@ def test_a_report_older_than_the_rescue_does_not_rescue_again() -> None:
 def test_stalls_in_a_report_made_after_the_rescue_rescue_again() -> None:
     d = _reports((1000.5, 999, {}), (1002.5, 1001, {}), (1004.5, 1003, EVENT), (1006.5, 1005, TAIL))
     assert [x.action for x in d[2:]] == [Action.DEFLATE, Action.DEFLATE]
+
+
+# --- 3. a stats period longer than the rate window -------------------------------------------
+
+
+@pytest.mark.parametrize("period_known", [True, False], ids=["period-known", "period-inferred"])
+@pytest.mark.parametrize("period_s", [30, 60])
+def test_a_guest_reporting_every_30_to_60_s_is_read_across_its_reports(
+    period_s: int, period_known: bool
+) -> None:
+    # Reclaiming under pressure all along (1 stall/s, 2 MiB/s direct scan, 60 % reclaimed),
+    # read every 5 s, reported every period_s.
+    state = EngineState()
+    policies = PolicySet(GuestPolicy(mode="proactive"))
+    classes, actions = [], []
+    for i in range(120):  # 10 minutes
+        now = 1000.0 + 5 * i
+        lu = 1000 + (int(now) - 1000) // period_s * period_s
+        age = lu - 1000
+        s = sample(
+            now,
+            actual_mib=600,
+            avail_mib=300,
+            last_update=lu,
+            stalls=age,
+            dscan_mib=2 * age,
+            drclm_mib=1.2 * age,
+        )
+        s = replace(s, stats_period_s=float(period_s) if period_known else None)
+        (d,), state = step(now, HOST_OK, {"vm": s}, state, policies)
+        if now >= 1000 + 2 * period_s:  # two reports seen: rates exist
+            classes.append(d.klass)
+            actions.append(d.action)
+    assert Action.INFLATE not in actions
+    calm = sum(k in (PressureClass.NONE, PressureClass.UNKNOWN) for k in classes)
+    assert calm == 0, f"{calm} of {len(classes)} ticks read as none or unknown"
