@@ -74,8 +74,11 @@ Take slowly:
   really got back, then most spare; a guest whose last take returned (almost) nothing to the
   host, by its QEMU RSS and by the host's MemAvailable alike, is not asked again during this
   shortage (``unproductive``): not until the host has stayed above its reserve for
-  ``SHORTAGE_OVER_S``, or the guest has touched more memory. When ballooning cannot help the
-  host, the engine says so (``EngineState.host_verdict``).
+  ``SHORTAGE_OVER_S``, or the guest has touched more memory. Over one shortage, what guests
+  gave back (as judged) and what is still on its way never exceed its largest shortfall: what
+  something else on the host takes again is not asked of guests a second time
+  (``shortage-taken``). When ballooning cannot help the host, the engine says so
+  (``EngineState.host_verdict``).
 
 Finally every change is clamped into [floor, max] and changes under ``min_change_mib`` are
 skipped (except rescues); ``observe`` turns a change into a hold that says what it would do.
@@ -216,6 +219,12 @@ class EngineState:
     host_fine_since: float | None = None
     """Since when the host has been above its reserve (None while it is short): a shortage is
     over only once that has lasted ``SHORTAGE_OVER_S``."""
+    shortage_peak_kib: int = 0
+    """The largest shortfall of the host's current shortage (0 when there is none)."""
+    shortage_taken_kib: int = 0
+    """What guests gave back to the host during the current shortage, as judged (see
+    ``_judge_ask``): with what is still on its way, never more than its largest shortfall,
+    however often what they give back is taken again on the host."""
 
 
 NEED_WINDOW_S = 600.0
@@ -837,6 +846,15 @@ def _unproductive(gs: GuestState, sample: GuestSample, p: GuestPolicy) -> bool:
     return grown < int(p.inflate_step_ratio * p.max_kib(sample.max_kib))
 
 
+class _Shared(NamedTuple):
+    """The host's side of a tick, as EngineState keeps it."""
+
+    verdict: str | None
+    fine_since: float | None
+    peak_kib: int
+    taken_kib: int
+
+
 def _share(
     proposals: dict[str, _Proposal],
     samples: Mapping[str, GuestSample],
@@ -844,28 +862,36 @@ def _share(
     host: HostSample | None,
     policies: PolicySet,
     now: float,
-    fine_since: float | None,
-) -> tuple[str | None, float | None]:
+    before: EngineState,
+) -> _Shared:
     """The offers, over all guests: proactive takes each; on-demand only what the host needs.
 
     What on-demand asked of guests and has not judged yet counts in full against the host's
     shortfall (the host's figure may or may not show it yet: counting it is the safe side).
+    Over one shortage, what is asked never exceeds its largest shortfall: memory guests gave
+    back and something else on the host took again is not asked for a second time.
     Guests the host got memory back from are asked first; guests it got nothing from are not
-    asked again during this shortage. Returns the host verdict and since when the host has
-    been above its reserve (see EngineState).
+    asked again during this shortage. Returns the host's side of the next EngineState.
     """
     short = 0
     if host is not None:
         short = policies.host.reserve_kib(host.mem_total_kib) - host.mem_available_kib
     outstanding = sum(pr.state.asked_kib for pr in proposals.values())
-    need = short - outstanding
+    fine_since = before.host_fine_since
     fine_since = (now if fine_since is None else fine_since) if short < KIB_PER_MIB else None
+    peak, so_far = max(before.shortage_peak_kib, short), before.shortage_taken_kib
     if fine_since is not None and now - fine_since >= SHORTAGE_OVER_S:
         # This shortage is over: the next one tries every guest again.
+        peak, so_far = max(short, 0), 0
         for n, pr in proposals.items():
             if pr.state.unproductive_rss_kib is not None:
                 proposals[n] = pr._replace(state=pr.state._replace(unproductive_rss_kib=None))
-    asked = spared = 0
+    for n, pr in proposals.items():
+        was = before.guests.get(n)
+        if was is not None and was.asked_kib and not pr.state.asked_kib:  # judged this tick
+            so_far += int((pr.state.host_yield_ratio or 0) * was.asked_kib)
+    need = min(short, peak - so_far) - outstanding
+    asked = spared = capped = 0
     offers = [(n, pr) for n, pr in proposals.items() if pr.spare_kib > 0]
 
     def rank(item: tuple[str, _Proposal]) -> tuple[int, int, int, str]:
@@ -897,9 +923,16 @@ def _share(
                 "none: spare memory, but the host is above its reserve (on-demand)",
                 ("host-above-reserve"),
             )
-        elif need < tol:
+        elif short - outstanding - asked < tol:
             reason = "none: spare memory; the host's shortfall is covered by what was asked"
             rule = "host-covered"
+        elif need < tol:
+            capped += 1
+            reason = (
+                f"none: spare memory; the {_mib(so_far)} MiB guests gave in this shortage went "
+                "to something else on the host: not asked again until it ends"
+            )
+            rule = "shortage-taken"
         else:
             amount = min(prop.spare_kib, need)
             why = f"host short by {_mib(need)} MiB"
@@ -916,17 +949,22 @@ def _share(
         proposals[name] = prop._replace(decision=decision, spare_kib=0)
 
     if short < KIB_PER_MIB or not any(p.mode == "on-demand" for p in resolved.values()):
-        return None, fine_since
+        return _Shared(None, fine_since, peak, so_far)
     head = f"host short by {_mib(short)} MiB; "
     if asked:
-        return head + f"asking guests for {_mib(asked)} MiB", fine_since
-    if outstanding:
-        waiting = f"waiting for {_mib(outstanding)} MiB asked of guests to reach the host"
-        return head + waiting, fine_since
-    if spared:
-        cannot = "ballooning cannot free more: guests' spare pages are untouched"
-        return head + cannot, fine_since
-    return head + "no guest can spare memory now", fine_since
+        verdict = head + f"asking guests for {_mib(asked)} MiB"
+    elif outstanding:
+        verdict = head + f"waiting for {_mib(outstanding)} MiB asked of guests to reach the host"
+    elif spared:
+        verdict = head + "ballooning cannot free more: guests' spare pages are untouched"
+    elif capped:
+        verdict = head + (
+            f"ballooning cannot free more: the {_mib(so_far)} MiB guests gave in this shortage "
+            "were taken by something else on the host"
+        )
+    else:
+        verdict = head + "no guest can spare memory now"
+    return _Shared(verdict, fine_since, peak, so_far)
 
 
 def step(
@@ -977,9 +1015,7 @@ def step(
         resolved[name] = p
         gs = _judge_ask(gs, sample, p, host, now)
         proposals[name] = _propose(_observe(sample, gs, p, now, open_loop))
-    verdict, fine_since = _share(
-        proposals, samples, resolved, host, policies, now, state.host_fine_since
-    )
+    shared = _share(proposals, samples, resolved, host, policies, now, state)
 
     next_state = EngineState(
         {n: pr.state for n, pr in proposals.items()}
@@ -988,8 +1024,7 @@ def step(
             for n, gs in state.guests.items()
             if n not in proposals and now - gs.last_seen_t < FORGET_AFTER_S
         },
-        verdict,
-        fine_since,
+        *shared,
     )
     decisions = [proposals[n].decision for n in samples]
     return decisions, next_state

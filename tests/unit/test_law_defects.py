@@ -12,6 +12,13 @@ from autoballoon.core.decide import Action, Decision, EngineState, step
 from autoballoon.core.policy import GuestPolicy, PolicySet
 from autoballoon.core.samples import GuestSample, HostSample
 from tests.factories import sample
+from tests.unit.test_on_demand import (
+    ON_DEMAND,
+    RESERVE_KIB,
+    TOTAL_KIB,
+    VM,
+    most_asked_in_any,
+)
 
 MIB = 1024
 HOST_OK = HostSample(0, mem_total_kib=64 << 20, mem_available_kib=48 << 20)
@@ -287,3 +294,37 @@ def test_a_guest_reporting_every_30_to_60_s_is_read_across_its_reports(
     assert Action.INFLATE not in actions
     calm = sum(k in (PressureClass.NONE, PressureClass.UNKNOWN) for k in classes)
     assert calm == 0, f"{calm} of {len(classes)} ticks read as none or unknown"
+
+
+# --- 5. on-demand: memory the host got back, eaten again --------------------------------------
+
+
+def test_memory_given_back_to_the_host_and_eaten_again_is_not_asked_again_and_again() -> None:
+    # Whatever guests give back reaches the host at the next tick, and is eaten by something
+    # else on the host (an ARC, a leak, an unmanaged guest) 30 s later.
+    vms = [
+        VM(f"vm{i}", 1024, 8192, returns=1.0, actual_kib=8192 * MIB, rss_kib=8192 * MIB)
+        for i in range(3)
+    ]
+    step_kib = int(GuestPolicy().inflate_step_ratio * 8192 * MIB)
+    short = 500 * MIB
+    available = RESERVE_KIB - short
+    state = EngineState()
+    arriving: list[tuple[int, int]] = []  # (tick, KiB): + reaches the host, - eaten
+    asked: list[tuple[float, int]] = []
+    for i in range(900):  # 30 minutes
+        now = 1000.0 + 2 * i
+        available += sum(k for due, k in arriving if due == i)
+        host = HostSample(now, TOTAL_KIB, available)
+        decisions, state = step(now, host, {vm.name: vm.read(now) for vm in vms}, state, ON_DEMAND)
+        for vm, d in zip(vms, decisions, strict=True):
+            if d.action is Action.INFLATE:
+                kib = d.current_kib - d.target_kib
+                asked.append((now, kib))
+                arriving += [(i + 1, kib), (i + 16, -kib)]
+                vm.rss_kib -= kib
+            if d.action is not Action.HOLD:
+                vm.actual_kib = d.target_kib
+    assert most_asked_in_any(1800, asked) <= short + 3 * step_kib, (
+        f"{sum(k for _, k in asked) // MIB} MiB taken for a {short // MIB} MiB shortfall"
+    )
