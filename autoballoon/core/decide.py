@@ -78,7 +78,10 @@ Take slowly:
   gave back (as judged) and what is still on its way never exceed its largest shortfall: what
   something else on the host takes again is not asked of guests a second time
   (``shortage-taken``). When ballooning cannot help the host, the engine says so
-  (``EngineState.host_verdict``).
+  (``EngineState.host_verdict``). Once the shortage is over, what on-demand took goes back
+  (``give-back``): a step per guest per cooldown at most, highest priority first, and only
+  while the host stays ``GIVE_BACK_BAND_RATIO`` of its total above its reserve (the band is the
+  hysteresis: giving back cannot start a shortage of its own).
 
 Finally every change is clamped into [floor, max] and changes under ``min_change_mib`` are
 skipped (except rescues); ``observe`` turns a change into a hold that says what it would do.
@@ -199,6 +202,9 @@ class GuestState(NamedTuple):
     self_deflated_t: float | None = None
     """When the guest last deflated itself (deflate-on-OOM): inflation waits
     ``pressure_block_s`` from then."""
+    taken_for_host_kib: int = 0
+    """Taken from this guest by on-demand and not given back yet: it goes back, a step at a
+    time, once the host's shortage is over (``give-back``); any deflate counts against it."""
     need_peaks: tuple[tuple[float, int], ...] = ()
     """The guest's recent need: (start of a ``NEED_BUCKET_S`` slot, the most it used in it,
     KiB), oldest first, over ``NEED_WINDOW_S``. Used is the balloon's size less available."""
@@ -253,6 +259,10 @@ def peak_need_kib(gs: GuestState) -> int:
 
 YIELD_LOW_RATIO = 0.25
 """A take for the host that returns less than this share to it marks the guest unproductive."""
+
+GIVE_BACK_BAND_RATIO = 0.05
+"""Memory taken on demand goes back only while the host's MemAvailable stays this share of its
+total above the reserve: the band keeps giving back from starting a shortage of its own."""
 
 SHORTAGE_OVER_S = 60.0
 """The host must stay above its reserve this long for its shortage to be over (and guests
@@ -755,6 +765,7 @@ def _settle(f: Facts, rule: str, want: Proposal) -> _Proposal:
         last_change_dir=direction,
         last_target_kib=target,
         last_rescue_t=f.now if (want.rescue and direction > 0) else gs.last_rescue_t,
+        taken_for_host_kib=max(gs.taken_for_host_kib - max(target - cur, 0), 0),
     )
     action = Action.INFLATE if direction < 0 else Action.DEFLATE
     d = Decision(
@@ -783,6 +794,17 @@ def _propose(f: Facts) -> _Proposal:
     return _settle(f, "spare", spare(f))
 
 
+def _moved(gs: GuestState, sample: GuestSample, now: float, target: int) -> GuestState:
+    """``gs`` after a change decided over all guests (a take or a give-back) to ``target``."""
+    return gs._replace(
+        last_change_t=now,
+        last_change_wall=wall_time(sample, now),
+        last_change_update=sample.last_update,
+        last_change_dir=1 if target > sample.actual_kib else -1,
+        last_target_kib=target,
+    )
+
+
 def _take(
     prop: _Proposal, sample: GuestSample, amount: int, now: float, why: str, rule: str
 ) -> _Proposal:
@@ -792,13 +814,7 @@ def _take(
         f"none: {_mib(d.available_kib) if d.available_kib else 0} MiB available; "
         f"taking {_mib(amount)} MiB ({why})"
     )
-    state = prop.state._replace(
-        last_change_t=now,
-        last_change_wall=wall_time(sample, now),
-        last_change_update=sample.last_update,
-        last_change_dir=-1,
-        last_target_kib=target,
-    )
+    state = _moved(prop.state, sample, now, target)
     clamped = "host-need" if amount < prop.spare_kib else prop.spare_limit
     decision = d._replace(
         target_kib=target,
@@ -853,6 +869,50 @@ class _Shared(NamedTuple):
     fine_since: float | None
     peak_kib: int
     taken_kib: int
+
+
+def _give_back(
+    proposals: dict[str, _Proposal],
+    samples: Mapping[str, GuestSample],
+    resolved: Mapping[str, GuestPolicy],
+    room_kib: int,
+    now: float,
+) -> None:
+    """The host's shortage is over: give guests back what on-demand took from them.
+
+    A step (``inflate_step_ratio`` of the maximum) per guest per ``cooldown_s`` at most, highest
+    priority first, and never more in all than ``room_kib``: what keeps the host's MemAvailable
+    ``GIVE_BACK_BAND_RATIO`` of its total above its reserve, so that giving back cannot start
+    a shortage of its own (the band is the hysteresis).
+    """
+    holding = [
+        (n, pr)
+        for n, pr in proposals.items()
+        if pr.state.taken_for_host_kib and pr.decision.action is Action.HOLD and n in resolved
+    ]
+    for name, prop in sorted(holding, key=lambda item: (-item[1].priority, item[0])):
+        p, gs, d = resolved[name], prop.state, prop.decision
+        if p.mode != "on-demand" or not p.enabled:
+            continue
+        if gs.last_change_t is not None and now - gs.last_change_t < p.cooldown_s:
+            continue
+        step_kib = int(p.inflate_step_ratio * d.max_kib)
+        amount = min(gs.taken_for_host_kib, step_kib, d.max_kib - d.current_kib, room_kib)
+        if amount < max(p.min_change_mib * KIB_PER_MIB, KIB_PER_MIB):
+            continue
+        room_kib -= amount
+        target = d.current_kib + amount
+        state = _moved(gs, samples[name], now, target)._replace(
+            taken_for_host_kib=gs.taken_for_host_kib - amount
+        )
+        reason = (
+            f"{d.klass}: the host's shortage is over; giving back {_mib(amount)} of the "
+            f"{_mib(gs.taken_for_host_kib)} MiB taken for it"
+        )
+        decision = d._replace(
+            target_kib=target, action=Action.DEFLATE, reason=reason, rule="give-back"
+        )
+        proposals[name] = _Proposal(decision, state)
 
 
 def _share(
@@ -941,13 +1001,25 @@ def _share(
             taken = _take(prop, samples[name], amount, now, why, "take-on-demand")
             rss, host_kib = samples[name].rss_kib, host.mem_available_kib if host else None
             state = taken.state._replace(
-                asked_kib=amount, asked_t=now, asked_rss_kib=rss, asked_host_kib=host_kib
+                asked_kib=amount,
+                asked_t=now,
+                asked_rss_kib=rss,
+                asked_host_kib=host_kib,
+                taken_for_host_kib=taken.state.taken_for_host_kib + amount,
             )
             proposals[name] = taken._replace(state=state)
             continue
         decision = prop.decision._replace(reason=reason, rule=rule)
         proposals[name] = prop._replace(decision=decision, spare_kib=0)
 
+    if fine_since is not None and now - fine_since >= SHORTAGE_OVER_S and host is not None:
+        _give_back(
+            proposals,
+            samples,
+            resolved,
+            -short - int(GIVE_BACK_BAND_RATIO * host.mem_total_kib),
+            now,
+        )
     if short < KIB_PER_MIB or not any(p.mode == "on-demand" for p in resolved.values()):
         return _Shared(None, fine_since, peak, so_far)
     head = f"host short by {_mib(short)} MiB; "

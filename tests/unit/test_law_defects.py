@@ -328,3 +328,47 @@ def test_memory_given_back_to_the_host_and_eaten_again_is_not_asked_again_and_ag
     assert most_asked_in_any(1800, asked) <= short + 3 * step_kib, (
         f"{sum(k for _, k in asked) // MIB} MiB taken for a {short // MIB} MiB shortfall"
     )
+
+
+# --- 4. on-demand: memory given back once the host's shortage ends ---------------------------
+
+
+def on_demand_host(above_after_mib: int, minutes: int = 70) -> tuple[list[Decision], list[int]]:
+    """One 4 GiB on-demand guest (1 GiB used); the host is 2 GiB short for 10 minutes, then
+    ``above_after_mib`` above its reserve, plus whatever the guest still gives it."""
+    vm = VM("vm", used_mib=1024, max_mib=4096, actual_kib=4096 * MIB, rss_kib=4096 * MIB)
+    state, out, host_avail = EngineState(), [], []
+    for i in range(minutes * 30):
+        now = 1000.0 + 2 * i
+        base = -2048 if i < 300 else above_after_mib
+        given = 4096 * MIB - vm.actual_kib
+        available = RESERVE_KIB + base * MIB + given
+        (d,), state = step(
+            now, HostSample(now, TOTAL_KIB, available), {"vm": vm.read(now)}, state, ON_DEMAND
+        )
+        out.append(d)
+        host_avail.append(available)
+        if d.action is not Action.HOLD:
+            vm.actual_kib = d.target_kib
+            vm.rss_kib = d.target_kib
+    return out, host_avail
+
+
+def test_memory_taken_on_demand_is_given_back_when_the_shortage_ends() -> None:
+    decisions, _ = on_demand_host(above_after_mib=3072)
+    taken = [d for d in decisions[:300] if d.action is Action.INFLATE]
+    assert sum(d.current_kib - d.target_kib for d in taken) >= 1536 * MIB  # premise
+    back = [d for d in decisions[300:] if d.action is Action.DEFLATE]
+    assert back, "nothing given back"
+    step_kib = int(GuestPolicy().inflate_step_ratio * 4096 * MIB)
+    assert all(d.target_kib - d.current_kib <= step_kib for d in back), "a bounded rate"
+    # all of it, within the hour (the samples round the balloon down to a MiB at every take)
+    assert decisions[-1].current_kib >= 4096 * MIB - 16 * MIB
+    assert not [d for d in decisions[300:] if d.action is Action.INFLATE]
+
+
+def test_giving_back_stops_short_of_the_reserve_and_does_not_oscillate() -> None:
+    decisions, host_avail = on_demand_host(above_after_mib=512)
+    assert [d for d in decisions[300:] if d.action is Action.DEFLATE], "some given back"
+    assert not [d for d in decisions[400:] if d.action is Action.INFLATE], "no new take"
+    assert min(host_avail[400:]) >= RESERVE_KIB, "the host never short again"
