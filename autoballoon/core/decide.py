@@ -18,9 +18,11 @@ Rescue first:
 
 - ``opted-out``: ``enabled = false`` is observed and reported, never resized.
 - ``self-deflated`` (closed loop only): a guest with deflate-on-OOM (``autodeflate='on'``) whose
-  balloon grew past our last target took those pages back itself, before its OOM killer ran.
-  That is a guest in trouble, not an operator's resize: its new size becomes our target (it is
-  never pushed back), inflation is blocked for ``pressure_block_s`` and, for that long, never
+  balloon grew past our last target, its used memory growing with it (or its allocations
+  stalling), took those pages back itself, before its OOM killer ran. Growth that arrives as
+  free memory, or with a new domain maximum (a hot-plug), is an operator's resize, held for
+  ``external_hold_s`` as on any guest. For a guest in trouble, its new size becomes our target
+  (it is never pushed back), inflation is blocked for ``pressure_block_s`` and, for that long, never
   goes below the size it deflated to (the stuck floor below). If the guest is still in a rescue
   class or under low water, that rescue is made at once; otherwise it holds.
 - ``rescue``: ``oom``, ``running-out`` and ``thrashing`` deflate at once by the large step,
@@ -110,7 +112,13 @@ from autoballoon.core.classify import (
 )
 from autoballoon.core.policy import GuestPolicy, PolicySet
 from autoballoon.core.rates import counters_reset
-from autoballoon.core.samples import GuestSample, HostSample, size_problem, wall_time
+from autoballoon.core.samples import (
+    STAT_ALLOC_STALLS,
+    GuestSample,
+    HostSample,
+    size_problem,
+    wall_time,
+)
 from autoballoon.core.units import KIB_PER_MIB
 
 
@@ -591,6 +599,24 @@ def _append(
     return (*kept, sample), False
 
 
+def _needed(before: GuestSample, after: GuestSample) -> bool:
+    """Balloon growth between two samples looks like the guest's own deflate-on-OOM.
+
+    The driver gives pages back only to an allocation about to fail, which takes them at once:
+    used memory (size less available) grows with the balloon, or the guest stalled allocating
+    (6.12 counters). An operator's ``setmem`` or a hot-plugged DIMM brings free pages (available
+    grows instead), and a hot-plug moves the domain's maximum. A report not yet made since the
+    growth shows no new available memory: read as the guest's own, the safe side.
+    """
+    if after.max_kib != before.max_kib:
+        return False
+    used_grew = (after.actual_kib - (after.available_kib or 0)) - (
+        before.actual_kib - (before.available_kib or 0)
+    )
+    stalled = (after.stat(STAT_ALLOC_STALLS) or 0) > (before.stat(STAT_ALLOC_STALLS) or 0)
+    return stalled or 2 * used_grew >= after.actual_kib - before.actual_kib
+
+
 def _observe(
     sample: GuestSample, gs: GuestState, p: GuestPolicy, now: float, open_loop: bool
 ) -> Facts:
@@ -643,6 +669,7 @@ def _observe(
             and cur > prev_kib
             and not toward_ours
             and (cur - prev_kib > tol or (ours is not None and cur - ours >= KIB_PER_MIB))
+            and _needed(history[-2], sample)
         ):
             # Deflate-on-OOM gives pages back 1 MiB at a time: any growth past our target is
             # the guest's, however small, or the next offer would take it straight back.

@@ -19,6 +19,7 @@ from tests.unit.test_on_demand import (
     VM,
     most_asked_in_any,
 )
+from tests.unit.test_self_deflate import settled
 
 MIB = 1024
 HOST_OK = HostSample(0, mem_total_kib=64 << 20, mem_available_kib=48 << 20)
@@ -372,3 +373,22 @@ def test_giving_back_stops_short_of_the_reserve_and_does_not_oscillate() -> None
     assert [d for d in decisions[300:] if d.action is Action.DEFLATE], "some given back"
     assert not [d for d in decisions[400:] if d.action is Action.INFLATE], "no new take"
     assert min(host_avail[400:]) >= RESERVE_KIB, "the host never short again"
+
+
+# --- 8. an operator's resize or a hot-plug on a deflate-on-OOM guest --------------------------
+
+
+@pytest.mark.parametrize("hotplug", [False, True], ids=["setmem", "hot-plug"])
+def test_growth_by_someone_else_on_a_deflate_on_oom_guest_is_an_operator_resize(
+    hotplug: bool,
+) -> None:
+    run = settled(autodeflate=True)
+    # virsh setmem 512 MiB higher, or a 512 MiB DIMM plugged in: the pages arrive free.
+    run.g.actual_mib += 512
+    if hotplug:
+        run.g.max_mib += 512
+    hold_ticks = int(GuestPolicy().external_hold_s / 2) - 5
+    held = run.ticks(hold_ticks)
+    assert not [d for d in held if d.rule == "self-deflated"], "logged as the guest's own"
+    assert all(d.action is Action.HOLD for d in held), "the operator's hold"
+    assert any("resized by someone else" in d.reason for d in held)
