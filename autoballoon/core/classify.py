@@ -46,7 +46,7 @@ Guests without the 6.12 counters (older kernels) are classified from the standar
 in this order: major faults at or above ``major_faults_high_per_s`` with available memory under
 the low-water mark read as ``thrashing`` (code and cache re-read from disk); used memory (the
 balloon's size less available memory) falling at once, within the window, by at least the
-headroom and a quarter of its peak, from a peak with under twice the headroom available, reads
+headroom and a quarter of its peak, from a peak with less than the headroom available, reads
 as ``oom`` (the victim's memory freed by a kill: without the OOM counter, the guest looks calmer
 right after a kill than before it); swap-in at or above ``swap_high_mib_per_s`` reads as
 ``global-reclaim``; a storm of major faults with under twice the headroom available, or any
@@ -300,7 +300,7 @@ def _classify_standard(r: Rates, window: Sequence[GuestSample], p: GuestPolicy) 
     peak = max(before, key=_used_kib)
     drop = _used_kib(peak) - _used_kib(newest)
     near = peak.available_kib or 0
-    if drop >= max(headroom, _used_kib(peak) // 4) and near < 2 * headroom:
+    if drop >= max(headroom, _used_kib(peak) // 4) and near < headroom:
         return c(
             PressureClass.OOM,
             f"used memory fell by {drop // 1024} MiB at once, from {near // 1024} MiB "
