@@ -689,6 +689,10 @@ def _observe(
             and (ours is None or abs(cur - ours) > tol)
         ):
             gs = gs._replace(external_until=now + p.external_hold_s, last_target_kib=cur)
+        if cur > prev_kib and not toward_ours and gs.taken_for_host_kib:
+            # Given back by someone else (the guest itself, an operator): not to be given twice.
+            left = max(gs.taken_for_host_kib - (cur - prev_kib), 0)
+            gs = gs._replace(taken_for_host_kib=left)
     last_change_t, last_target_kib = gs.last_change_t, gs.last_target_kib
     since_change = None if last_change_t is None else now - last_change_t
     stalled = (
@@ -907,10 +911,11 @@ def _give_back(
 ) -> None:
     """The host's shortage is over: give guests back what on-demand took from them.
 
-    A step (``inflate_step_ratio`` of the maximum) per guest per ``cooldown_s`` at most, highest
-    priority first, and never more in all than ``room_kib``: what keeps the host's MemAvailable
-    ``GIVE_BACK_BAND_RATIO`` of its total above its reserve, so that giving back cannot start
-    a shortage of its own (the band is the hysteresis).
+    A step (``inflate_step_ratio`` of the maximum) per guest per ``cooldown_s`` at most, never
+    during an operator's hold (``external_hold_s``), highest priority first, and never more in
+    all than ``room_kib``: what keeps the host's MemAvailable ``GIVE_BACK_BAND_RATIO`` of its
+    total above its reserve, so that giving back cannot start a shortage of its own (the band
+    is the hysteresis).
     """
     holding = [
         (n, pr)
@@ -923,6 +928,8 @@ def _give_back(
             continue
         if gs.last_change_t is not None and now - gs.last_change_t < p.cooldown_s:
             continue
+        if gs.external_until is not None and now < gs.external_until:
+            continue  # an operator's size is left alone, this way too
         step_kib = int(p.inflate_step_ratio * d.max_kib)
         amount = min(gs.taken_for_host_kib, step_kib, d.max_kib - d.current_kib, room_kib)
         if amount < max(p.min_change_mib * KIB_PER_MIB, KIB_PER_MIB):

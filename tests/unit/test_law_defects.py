@@ -397,3 +397,28 @@ def test_growth_by_someone_else_on_a_deflate_on_oom_guest_is_an_operator_resize(
     assert not [d for d in held if d.rule == "self-deflated"], "logged as the guest's own"
     assert all(d.action is Action.HOLD for d in held), "the operator's hold"
     assert any("resized by someone else" in d.reason for d in held)
+
+
+def test_memory_given_back_by_an_operator_is_not_given_twice_nor_during_the_hold() -> None:
+    vm = VM("vm", used_mib=1024, max_mib=4096, actual_kib=4096 * MIB, rss_kib=4096 * MIB)
+    state = EngineState()
+    decisions = []
+    for i in range(900):
+        now = 1000.0 + 2 * i
+        if i == 140:
+            assert vm.actual_kib <= 2100 * MIB  # premise: about 2 GiB taken for the host
+            vm.actual_kib += 1024 * MIB  # an operator's setmem gives half of it back
+        base = -2048 if i < 150 else 4096
+        available = RESERVE_KIB + base * MIB + (4096 * MIB - vm.actual_kib)
+        host = HostSample(now, TOTAL_KIB, available)
+        (d,), state = step(now, host, {"vm": vm.read(now)}, state, ON_DEMAND)
+        if d.action is not Action.HOLD:
+            vm.actual_kib = vm.rss_kib = d.target_kib
+        decisions.append(d)
+        if i == 141:
+            left = state.guests["vm"].taken_for_host_kib
+            assert 1000 * MIB <= left <= 1050 * MIB, "what the operator gave is not owed"
+    hold_ticks = int(GuestPolicy().external_hold_s / 2)
+    assert all(d.action is Action.HOLD for d in decisions[140 : 140 + hold_ticks - 1])
+    assert [d for d in decisions[140 + hold_ticks :] if d.rule == "give-back"]
+    assert state.guests["vm"].taken_for_host_kib == 0
