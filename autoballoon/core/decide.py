@@ -267,9 +267,9 @@ def remember_need(
 ) -> tuple[tuple[float, int], ...]:
     """``peaks`` with ``used_kib`` seen at ``now``, and peaks older than the window dropped."""
     slot = now - now % NEED_BUCKET_S
+    if peaks and peaks[-1][0] == slot:  # the same slot: most ticks, and most leave it as it is
+        return peaks if used_kib <= peaks[-1][1] else (*peaks[:-1], (slot, used_kib))
     kept = tuple(pk for pk in peaks if pk[0] > now - NEED_WINDOW_S)
-    if kept and kept[-1][0] == slot:
-        return (*kept[:-1], (slot, max(kept[-1][1], used_kib)))
     return (*kept, (slot, used_kib))
 
 
@@ -685,8 +685,9 @@ def _observe(
     if rebooted:
         gs = gs._replace(stuck_floor_kib=None, stuck_until=None, need_peaks=())
     if sample.available_kib is not None and sample.last_update > 0:
-        used = sample.actual_kib - sample.available_kib
-        gs = gs._replace(need_peaks=remember_need(gs.need_peaks, now, used))
+        peaks = remember_need(gs.need_peaks, now, sample.actual_kib - sample.available_kib)
+        if peaks is not gs.need_peaks:
+            gs = gs._replace(need_peaks=peaks)
 
     hi = p.max_kib(sample.max_kib)
     tol = max(p.min_change_mib * KIB_PER_MIB, KIB_PER_MIB)
