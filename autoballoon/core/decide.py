@@ -89,7 +89,8 @@ Take slowly:
   while the host stays ``GIVE_BACK_BAND_RATIO`` of its total above its reserve (the band is the
   hysteresis: giving back cannot start a shortage of its own).
 
-Finally every change is clamped into [floor, max] and changes under ``min_change_mib`` are
+Finally every change is clamped into [floor, max] (for a guest still above a lowered maximum,
+[floor, the domain's maximum]: see ``above-max``) and changes under ``min_change_mib`` are
 skipped (except rescues); ``observe`` turns a change into a hold that says what it would do.
 The dead band between low-water and headroom is where nothing happens; that and the cooldowns
 are why a constant input settles and stays put.
