@@ -131,6 +131,7 @@ class Controller:
             obs.sources,
             obs.rss_kib,
             self.state.host_verdict,
+            policies=self.policies,
         )
         return self._publish(report)
 
@@ -256,7 +257,7 @@ def _wait_for_stop(why_stopped: list[str], duration_s: float | None) -> None:
 def run_daemon(
     config: DaemonConfig,
     hypervisor: Hypervisor,
-    make_sinks: Callable[[], Sequence[Sink]] = list,
+    make_sinks: Callable[[PolicySet], Sequence[Sink]] = lambda _policies: [],
     *,
     dry_run: bool = False,
     once: bool = False,
@@ -267,8 +268,9 @@ def run_daemon(
     """Run the loop until a stop request (or ``duration_s``); returns the process exit code.
 
     The command that runs the daemon chooses the backend (``hypervisor``) and the sinks;
-    ``make_sinks`` is called once the policies have loaded, and may refuse to start by raising
-    ``ValueError`` or ``OSError`` (a --record file that is not a trace).
+    ``make_sinks`` is called with the policies once they have loaded (a trace records them),
+    and may refuse to start by raising ``ValueError`` or ``OSError`` (a --record file that is
+    not a trace).
     """
     # Signals first: a SIGTERM during start-up is a clean stop too, never a kill. The handler
     # only notes the request, taking no lock; the main thread polls for it (see below).
@@ -297,7 +299,7 @@ def run_daemon(
         len(policies.layers),
     )
     try:
-        sinks = make_sinks()
+        sinks = make_sinks(policies)
     except (ValueError, OSError) as err:  # e.g. --record names a file that is not a trace
         log.error("refusing to start: %s", err)
         return 1

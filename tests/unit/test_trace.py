@@ -63,7 +63,7 @@ def test_what_the_writer_writes_reads_back_as_the_same_samples(tmp_path: Path) -
         w.write_tick(102.0, HOST, {"a": sample(102.0, name="a")})
     header, ticks = read_trace(path)
     assert header["host"] == "kvm-7" and header["interval_s"] == 2.0
-    assert header["recorder"] == "test" and header["version"] == 1
+    assert header["recorder"] == "test" and header["version"] == trace.VERSION
     got = list(ticks)
     assert [t.t for t in got] == [100.0, 102.0]
     assert got[0].host == HOST
@@ -249,7 +249,7 @@ def test_garbage_statistics_are_dropped_and_counted_not_fatal(tmp_path: Path) ->
         pytest.param(["not json"], 1, "not valid JSON", id="header-not-json"),
         pytest.param([[1, 2]], 1, "must be the trace header", id="header-array"),
         pytest.param([HEADER | {"format": "csv"}], 1, "not an autoballoon trace", id="format"),
-        pytest.param([HEADER | {"version": 2}], 1, "version 2 is not supported", id="version"),
+        pytest.param([HEADER | {"version": 3}], 1, "version 3 is not supported", id="version"),
         pytest.param([HEADER | {"version": "1"}], 1, "'version' must be an integer", id="v-str"),
         pytest.param(
             [{k: v for k, v in HEADER.items() if k != "host"}],
