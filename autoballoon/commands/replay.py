@@ -3,8 +3,8 @@
 Reads a trace (``autoballoon.trace``), runs it through the production engine
 (``autoballoon.replay``): under the policies the trace records, as the daemon ran, or under
 others (``--policies``, ``--compare``) in open loop; and reports: a per-guest table, one JSON
-line per guest per tick, two policy sets side by side, or a plot. Output depends only on the trace, the policies and the
-arguments: no clock, no hypervisor.
+line per guest per tick, two policy sets side by side, or a plot. Output depends only on the
+trace, the policies and the arguments: no clock, no hypervisor.
 """
 
 from __future__ import annotations
