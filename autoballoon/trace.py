@@ -224,16 +224,24 @@ def policies_record(policies: PolicySet) -> dict[str, Any]:
     policy files, nor on the defaults of the autoballoon that reads it."""
     return {
         "default_source": policies.default_source,
-        "default": policies.default.model_dump(mode="json"),
-        "host": policies.host.model_dump(mode="json"),
+        "default": _json_fields(policies.default.model_dump(mode="json")),
+        "host": _json_fields(policies.host.model_dump(mode="json")),
         "layers": [
             {
                 "source": layer.source,
                 "match": layer.match.model_dump(mode="json"),
-                "policy": dict(layer.overrides),
+                "policy": _json_fields(layer.overrides),
             }
             for layer in policies.layers
         ],
+    }
+
+
+def _json_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """Policy fields JSON can carry: TOML's ``inf`` (``stable_s = inf``: never) becomes the
+    string "inf", which the policy models read back as the number."""
+    return {
+        k: str(v) if isinstance(v, float) and not math.isfinite(v) else v for k, v in fields.items()
     }
 
 

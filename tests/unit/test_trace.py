@@ -366,6 +366,13 @@ def test_the_fields_the_live_decision_reads_are_recorded_and_read_back(tmp_path:
     assert resolved is not None and resolved.resolve("db-1")[0] == POLICIES.resolve("db-1")[0]
 
 
+def test_a_policy_set_with_an_infinite_field_is_recorded(tmp_path: Path) -> None:
+    never = PolicySet(GuestPolicy(stable_s=float("inf")))  # TOML's `stable_s = inf`
+    path = tmp_path / "t.jsonl"
+    TraceWriter(path, 1.0, "h", run=trace.RecordedRun(never, False)).close()
+    assert trace.recorded_run(read_trace(path)[0]).policies == never
+
+
 def test_a_version_1_tick_reads_with_the_old_meaning(tmp_path: Path) -> None:
     path = write_lines(tmp_path / "t.jsonl", HEADER, tick_obj(100.0))
     header, ticks = read_trace(path)
