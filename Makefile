@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup host venv demo test lint unit lab-tests bench clean install uninstall check-fresh pg-image
+.PHONY: setup host venv demo test lint unit lab-tests bench clean install uninstall deb check-deb check-fresh pg-image
 
 setup: host venv
 
@@ -54,6 +54,24 @@ install:
 
 uninstall:
 	bash contrib/install.sh uninstall
+
+# Operators without a compiler or the package index on their hosts: dist/autoballoon_*.deb, with
+# its own venv in /opt/autoballoon/venv (libvirt-python compiled here). Needs what `make host`
+# installs (python3-venv, python3-dev, gcc, pkg-config, libvirt-dev). See contrib/deb/build.sh.
+deb:
+	bash contrib/deb/build.sh
+
+# The newest dist/*.deb (build it first with `make deb`) in a brand-new Debian 12 root without a
+# compiler (tests/setup/check-deb.sh), then under real systemd in that root booted with
+# systemd-nspawn (tests/setup/check-deb-systemd.sh; needs systemd-container). As root, about
+# 3 minutes. Offline installs: see check-deb.sh's header.
+DEB_ROOT ?= /var/tmp/fresh-debian-deb
+check-deb:
+	@test -x $(FRESH_DEBIAN) || { echo "check-deb: $(FRESH_DEBIAN) not found (set FRESH_DEBIAN=)"; exit 2; }
+	@deb=$$(ls -t dist/autoballoon_*.deb 2>/dev/null | head -1); test -n "$$deb" || { echo "check-deb: no dist/autoballoon_*.deb: make deb first"; exit 2; }; \
+	$(FRESH_DEBIAN) --reset --root $(DEB_ROOT) -- true && cp "$$deb" $(DEB_ROOT)/var/tmp/ && \
+	$(FRESH_DEBIAN) --root $(DEB_ROOT) -- bash tests/setup/check-deb.sh "/var/tmp/$${deb##*/}" && \
+	bash tests/setup/check-deb-systemd.sh $(DEB_ROOT) "$$deb"
 
 # From nothing: both commands and the install path on brand-new minimal Debian 12 roots, with
 # one-line and with deb822 apt sources (about 45 minutes). Needs the fresh-debian tool (it

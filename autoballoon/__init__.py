@@ -11,4 +11,10 @@ Everything under ``autoballoon.core`` is pure: no libvirt, no clock, no schedule
 That is what lets ``--dry-run`` and ``replay`` run exactly the production logic.
 """
 
-__version__ = "0.1.0"
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("autoballoon")
+    """The installed distribution's version, derived from git tags at build time (pyproject)."""
+except PackageNotFoundError:  # run from a source tree that was never installed
+    __version__ = "0+unknown"

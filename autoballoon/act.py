@@ -12,6 +12,7 @@ from typing import Protocol
 
 from autoballoon.core.decide import Action, Decision
 from autoballoon.hypervisor import DomainGone, Hypervisor, HypervisorError
+from autoballoon.logs import Repeating
 
 log = logging.getLogger(__name__)
 
@@ -28,20 +29,25 @@ class Actuator(Protocol):
 class LiveActuator:
     def __init__(self, hypervisor: Hypervisor) -> None:
         self.hypervisor = hypervisor
+        self.failing = Repeating(log)  # a resize refused at every tick: not one line per tick
 
     def apply(self, decisions: Iterable[Decision]) -> dict[str, str]:
         results: dict[str, str] = {}
         for d in decisions:
             if d.action is Action.HOLD:
                 continue
+            key = f"resize {d.guest}"
             try:
                 self.hypervisor.set_balloon_kib(d.guest, d.target_kib)
                 results[d.guest] = APPLIED
+                self.failing.ended(key, f"guest {d.guest}: resizing works again")
             except DomainGone as err:
                 results[d.guest] = f"guest gone: {err}"
             except HypervisorError as err:
-                log.error(
-                    "guest %s: setting the balloon to %d KiB failed: %s", d.guest, d.target_kib, err
+                self.failing.happened(
+                    key,
+                    logging.ERROR,
+                    f"guest {d.guest}: setting the balloon to {d.target_kib} KiB failed: {err}",
                 )
                 results[d.guest] = f"error: {err}"
         return results

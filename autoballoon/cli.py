@@ -12,7 +12,7 @@ import sys
 
 from autoballoon import __version__
 
-COMMANDS = ("run", "check_policy", "replay", "status")
+COMMANDS = ("run", "check_policy", "replay", "status", "release")
 
 DESCRIPTION = """\
 autoballoon sizes each libvirt guest's virtio balloon from the guest's own memory-pressure

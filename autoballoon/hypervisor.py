@@ -14,13 +14,19 @@ Errors come in four kinds, mapped once in the adapter:
   That guest is not controlled this tick and is tried again next tick; the others are controlled.
 - ``PermanentError`` (a ``GuestError``): a call that cannot work as asked (not supported, invalid
   argument, denied); retrying would not help, and it is reported as an error.
+
+At start only, a connection that can never work as configured (no such driver, a malformed URI,
+authentication or permission refused) is ``CannotConnect``: the daemon stops with one line
+rather than retrying for ever.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
+
+from autoballoon.core.samples import NO_TAGS, DomainTags
 
 
 class HypervisorError(Exception):
@@ -29,6 +35,10 @@ class HypervisorError(Exception):
 
 class TransientError(HypervisorError):
     """Connection-level trouble; worth retrying after a backoff."""
+
+
+class CannotConnect(HypervisorError):
+    """The URI can never be opened as given; retrying will not help (raised by ``connect``)."""
 
 
 class DomainGone(HypervisorError):
@@ -67,6 +77,8 @@ class RawGuest:
     """The balloon device has deflate-on-OOM (the live XML's ``autodeflate='on'``)."""
     free_page_reporting: bool = False
     """The balloon device reports freed pages (the live XML's ``freePageReporting='on'``)."""
+    tags: DomainTags = NO_TAGS
+    """The live XML's ``<metadata>`` about the guest's policy (autoballoon's, Nova's flavor)."""
 
 
 @dataclass
@@ -91,3 +103,12 @@ class Hypervisor(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class Connectable(Protocol):
+    """A backend that can be asked to connect now, at start (optional: a test fake need not)."""
+
+    def connect(self) -> None:
+        """Open the connection; CannotConnect when it never can, TransientError when not now."""
+        ...

@@ -36,7 +36,9 @@ import libvirt
 import libvirt_qemu
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_exponential
 
+from autoballoon.core.samples import NO_TAGS, DomainTags
 from autoballoon.hypervisor import (
+    CannotConnect,
     DomainGone,
     GuestError,
     HypervisorError,
@@ -45,11 +47,13 @@ from autoballoon.hypervisor import (
     Reading,
     TransientError,
 )
+from autoballoon.logs import Repeating
 from autoballoon.qmp import (
     balloon_info_from_xml,
     guest_stats_command,
     parse_guest_stats_reply,
     stats_from_libvirt_fields,
+    tags_from_xml,
 )
 
 log = logging.getLogger(__name__)
@@ -105,6 +109,25 @@ def map_error(err: libvirt.libvirtError) -> HypervisorError:
     return GuestError(msg)
 
 
+_AUTH_CODES = {
+    libvirt.VIR_ERR_AUTH_FAILED,
+    libvirt.VIR_ERR_AUTH_CANCELLED,
+    libvirt.VIR_ERR_AUTH_UNAVAILABLE,
+    libvirt.VIR_ERR_OPERATION_DENIED,
+}
+
+
+def _refused_for_good(err: libvirt.libvirtError) -> bool:
+    """An open() failure that retrying cannot fix: authentication or permission refused, or
+    anything not from the RPC layer (no such driver, a malformed URI, a test driver file that
+    does not parse). From the RPC layer, a socket that is missing or refuses is libvirt not
+    running (yet): worth trying again."""
+    code, domain = err.get_error_code(), err.get_error_domain()
+    if code in _AUTH_CODES or "Permission denied" in (err.get_error_message() or ""):
+        return True
+    return domain not in _CONNECTION_DOMAINS
+
+
 _event_loop_lock = threading.Lock()
 _event_loop_started = False
 
@@ -147,6 +170,8 @@ class _DomainInfo:
     """The balloon has deflate-on-OOM (``<memballoon autodeflate='on'>``)."""
     free_page_reporting: bool = False
     """The balloon reports freed pages (``<memballoon freePageReporting='on'>``)."""
+    tags: DomainTags = NO_TAGS
+    """The domain's ``<metadata>`` about its policy (``qmp.tags_from_xml``)."""
 
 
 def balloon_options_from_xml(xml: str) -> tuple[bool, bool]:
@@ -217,6 +242,15 @@ def _resize(dom: Any, kib: int) -> None:
     dom.setMemoryFlags(kib, libvirt.VIR_DOMAIN_AFFECT_LIVE)
 
 
+def _describe(tags: DomainTags) -> str:
+    if not tags:
+        return "none"
+    parts = [f"policy {tags.policy}"] if tags.policy else []
+    parts += [f"Nova flavor {tags.flavor}"] if tags.flavor else []
+    parts += [f"{k}={v}" for k, v in tags.overrides]
+    return ", ".join(parts)
+
+
 def _nothing(_name: str) -> bool:
     """The scope before the first read: lifecycle events are logged for no guest."""
     return False
@@ -273,6 +307,7 @@ class LibvirtHypervisor:
         self._lifecycle_id: int | None = None
         self._close_registered = False
         self._wanted: Callable[[str], bool] = _nothing
+        self._retries = Repeating(log)  # backoff tops at 8 s: one line a minute, not 10,800 a day
         try:
             _start_event_loop()
         except libvirt.libvirtError as err:  # events are a nicety; polling still works
@@ -280,6 +315,19 @@ class LibvirtHypervisor:
             log.warning("libvirt event loop unavailable (%s); lifecycle events not followed", err)
 
     # --- connection ------------------------------------------------------------------------
+    def connect(self) -> None:
+        """Open the connection now (at start). ``CannotConnect`` for a URI that can never be
+        opened as given (no such driver, malformed, authentication or permission refused);
+        ``TransientError`` when libvirt does not answer (its socket is missing or refuses)."""
+        try:
+            self._open()
+        except TransientError as err:
+            cause = err.__cause__
+            if isinstance(cause, libvirt.libvirtError) and _refused_for_good(cause):
+                raise CannotConnect(str(err)) from cause
+            raise
+        self._connect_inline = False
+
     def _connect(self) -> Any:
         """The live connection, or TransientError at once: a read never waits for libvirt.
 
@@ -318,7 +366,8 @@ class LibvirtHypervisor:
         with self._conn_lock:
             if self._ever_connected:
                 self.reconnects += 1
-                log.info("reconnected to %s", self.uri)
+                if not self._retries.ended("reconnect", f"reconnected to {self.uri}"):
+                    log.info("reconnected to %s", self.uri)
             self._ever_connected = True
             self._conn, self._closed = conn, False
         return conn
@@ -409,7 +458,11 @@ class LibvirtHypervisor:
         if isinstance(err, TransientError):
             self._last_error = err
         wait = state.next_action.sleep if state.next_action else 0
-        log.warning("libvirt unreachable (%s); next reconnection attempt in %.1f s", err, wait)
+        self._retries.happened(
+            "reconnect",
+            logging.WARNING,
+            f"libvirt unreachable ({err}); next reconnection attempt in {wait:.1f} s",
+        )
 
     def close(self) -> None:
         """Drop the connection and stop reconnecting; a later read connects afresh."""
@@ -422,6 +475,37 @@ class LibvirtHypervisor:
         self._connect_inline = True
 
     # --- reading -----------------------------------------------------------------------------
+    def balloons(self) -> list[RawGuest]:
+        """Every running guest's balloon size and maximum, and nothing else: no statistics, no
+        QMP, no statistics period set (for `release` and `check-policy --uri`, which must not
+        touch a guest they only look at). ``stats`` is empty."""
+        conn = self._connect()
+        try:
+            doms = conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)
+        except libvirt.libvirtError as err:
+            raise self._map(err) from err
+        guests = []
+        for dom in doms:
+            try:
+                _state, max_kib, actual_kib, *_ = dom.info()
+                tags = tags_from_xml(dom.XMLDesc(0))
+                guests.append(
+                    RawGuest(
+                        dom.name(),
+                        dom.UUIDString(),
+                        actual_kib,
+                        max_kib,
+                        0,
+                        {},
+                        "libvirt",
+                        tags=tags,
+                    )
+                )
+            except libvirt.libvirtError as err:
+                if not isinstance(self._map(err), DomainGone):
+                    raise self._map(err) from err
+        return guests
+
     def read(self, wanted: Callable[[str], bool]) -> Reading:
         """Every running guest ``wanted`` accepts, read within ``read_budget_s``.
 
@@ -533,6 +617,7 @@ class LibvirtHypervisor:
                 rss_kib,
                 autodeflate=info.autodeflate,
                 free_page_reporting=info.free_page_reporting,
+                tags=info.tags,
             )
         if rss is None:  # libvirt read no statistics even with the job
             return "libvirt reads no balloon statistics for it"
@@ -556,6 +641,7 @@ class LibvirtHypervisor:
             info.stats_period_s,
             info.autodeflate,
             info.free_page_reporting,
+            info.tags,
         )
 
     def _domain_info(self, dom: Any) -> _DomainInfo:
@@ -583,6 +669,10 @@ class LibvirtHypervisor:
             log.info("guest %s: statistics period is now %d s", dom.name(), period)
             info.stats_period_s = period
         info.autodeflate, info.free_page_reporting = autodeflate, reporting
+        tags = tags_from_xml(xml)
+        if tags != info.tags:
+            log.info("guest %s: policy metadata %s", dom.name(), _describe(tags))
+            info.tags = tags
         info.xml_read_at = now
         return info
 
@@ -627,7 +717,8 @@ class LibvirtHypervisor:
         if not info.tainted_logged:
             log.info(
                 "guest %s: reading the 6.12 counters via QMP (libvirt logs it as "
-                "'tainted: custom-monitor'; set extended_stats = \"off\" to avoid)",
+                "'tainted: custom-monitor'; set extended_stats = \"off\" to avoid; "
+                "`autoballoon check-policy --uri` says why and what it costs)",
                 name,
             )
             info.tainted_logged = True

@@ -2,20 +2,29 @@
 
 Sits after act, beside the other sinks. ``MetricsSink`` keeps one immutable snapshot of the last
 tick and a private ``CollectorRegistry`` (never the global one, so tests and tools can run
-several); the collector turns the snapshot into metric families when scraped. Per-guest series
-exist only for guests of the last good tick, so a guest that went away disappears from the
-output by itself. The endpoint answers GET only; there is nothing in it that can change state.
+several); the collector turns the snapshot into metric families when scraped. The endpoint
+answers GET only; there is nothing in it that can change state.
+
+A scrape shows only what is true now. A failed tick read nothing, so the host's and the guests'
+gauges are absent until the next good tick (``autoballoon_libvirt_connected`` says why), rather
+than repeating the last good values as if they were current. A guest is shown only while it is
+controlled; what the guest itself reports (available memory, its counters) only while the
+controller could use its statistics (``basis`` other than ``none``: not stale, not missing). A
+guest that went away disappears by itself. ``autoballoon_up`` is 1 whenever the endpoint
+answers, so "daemon down" is Prometheus' own ``up == 0`` or ``absent(autoballoon_up)``.
+
+Series per guest carry the label ``domain`` (libvirt's domain name, as libvirt exporters name
+it); ``autoballoon_guest_info`` joins it to the domain's ``uuid``. The pressure class is one
+series per guest, ``autoballoon_guest_pressure_class{class=...} 1`` for the current class only.
 
 Units follow Prometheus: bytes and seconds; counters end in ``_total``. The guests' own
 cumulative counters are exposed as counters (they restart at a guest reboot, which ``rate()``
-handles), so any window can be chosen in PromQL; the class the controller derived from them is
-``autoballoon_guest_class``.
+handles), so any window can be chosen in PromQL.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import Counter as Tally
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
@@ -30,7 +39,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from autoballoon import __version__
-from autoballoon.core.classify import PressureClass
+from autoballoon.core.classify import Basis
 from autoballoon.core.decide import Action
 from autoballoon.core.samples import (
     STAT_ALLOC_STALLS,
@@ -97,11 +106,28 @@ GUEST_COUNTERS: tuple[tuple[str, str, str, Mapping[str, str]], ...] = (
 )
 
 
+RESIZES = (Action.INFLATE, Action.DEFLATE)
+"""The changes counted per guest (``autoballoon_guest_resizes_total{action}``); holds are not."""
+
+
+@dataclass(frozen=True)
+class GuestTally:
+    """The daemon's own per-guest counters, kept across ticks while the guest is seen."""
+
+    resizes: Mapping[Action, int] = field(default_factory=dict)
+    failures: int = 0
+
+
 @dataclass(frozen=True)
 class Snapshot:
-    """Everything a scrape shows, taken at the end of a tick (replaced whole, never mutated)."""
+    """Everything a scrape shows, taken at the end of a tick (replaced whole, never mutated).
+
+    ``connected`` is None before the first tick, False after a failed one: then the host and
+    guest fields are empty, since nothing was read.
+    """
 
     dry_run: bool = False
+    connected: bool | None = None
     last_tick_t: float | None = None
     ticks: int = 0
     failed_ticks: int = 0
@@ -114,10 +140,9 @@ class Snapshot:
     psi_full_ratio: float | None = None
     guests: tuple[GuestRecord, ...] = ()
     counters: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
-    """Per guest: its cumulative counters (``GUEST_COUNTERS``) as last reported."""
-    skipped: int = 0
-    decisions: Mapping[tuple[str, str], int] = field(default_factory=dict)
-    failed_actions: int = 0
+    """Per guest whose statistics were usable: its cumulative counters (``GUEST_COUNTERS``)."""
+    tallies: Mapping[str, GuestTally] = field(default_factory=dict)
+    skipped: int | None = None
 
 
 class _SnapshotCollector(Collector):
@@ -126,14 +151,28 @@ class _SnapshotCollector(Collector):
 
     def collect(self) -> Iterable[Metric]:
         s = self.sink.snapshot  # one read: a scrape sees one tick, never a mix of two
-        info = InfoMetricFamily(PREFIX, "The daemon's version and mode.")
-        info.add_metric([], {"version": __version__, "mode": "dry-run" if s.dry_run else "live"})
-        yield info
+
+        def gauge(name: str, doc: str, value: float | None) -> Iterable[Metric]:
+            if value is not None:
+                yield GaugeMetricFamily(f"{PREFIX}_{name}", doc, value=value)
 
         def counter(name: str, doc: str, value: int | None) -> Iterable[Metric]:
             if value is not None:
                 yield CounterMetricFamily(f"{PREFIX}_{name}", doc, value=value)
 
+        yield from gauge("up", "1 while the daemon runs (the endpoint answers only then).", 1)
+        build = InfoMetricFamily(f"{PREFIX}_build", "The daemon's version.")
+        build.add_metric([], {"version": __version__})
+        yield build
+        yield from gauge(
+            "dry_run", "1 when the daemon only decides and logs (run --dry-run).", int(s.dry_run)
+        )
+        yield from gauge(
+            "libvirt_connected",
+            "1 when the last tick read libvirt and the host, 0 when it failed (absent before the "
+            "first tick).",
+            None if s.connected is None else int(s.connected),
+        )
         yield from counter("ticks", "Ticks completed (observe, decide, act).", s.ticks)
         yield from counter(
             "failed_ticks",
@@ -153,69 +192,52 @@ class _SnapshotCollector(Collector):
             "Times the libvirt connection was re-established.",
             s.libvirt_reconnects,
         )
-        yield from counter(
-            "action_failures",
-            "Balloon changes that were decided but could not be applied.",
-            s.failed_actions,
+        yield from gauge(
+            "last_tick_timestamp_seconds",
+            "When the last tick (good or failed) started, Unix time.",
+            s.last_tick_t,
         )
-        decisions = CounterMetricFamily(
-            f"{PREFIX}_decisions",
-            "Decisions made, one per controlled guest per tick, by action and pressure class "
-            "(in dry-run, actions that would have been taken).",
-            labels=["action", "class"],
+        yield from gauge(
+            "host_memory_available_bytes",
+            "The host's MemAvailable at the last tick (absent after a failed tick).",
+            s.host_available_bytes,
         )
-        for (action, klass), n in sorted(s.decisions.items()):
-            decisions.add_metric([action, klass], n)
-        yield decisions
-
-        if s.last_tick_t is not None:
-            yield GaugeMetricFamily(
-                f"{PREFIX}_last_tick_timestamp_seconds",
-                "When the last tick (good or failed) started, Unix time.",
-                value=s.last_tick_t,
-            )
-        if s.host_available_bytes is not None:
-            yield GaugeMetricFamily(
-                f"{PREFIX}_host_memory_available_bytes",
-                "The host's MemAvailable at the last good tick.",
-                value=s.host_available_bytes,
-            )
-        if s.host_total_bytes is not None:
-            yield GaugeMetricFamily(
-                f"{PREFIX}_host_memory_total_bytes",
-                "The host's MemTotal.",
-                value=s.host_total_bytes,
-            )
+        yield from gauge("host_memory_total_bytes", "The host's MemTotal.", s.host_total_bytes)
         for kind, value in (("some", s.psi_some_ratio), ("full", s.psi_full_ratio)):
-            if value is not None:
-                yield GaugeMetricFamily(
-                    f"{PREFIX}_host_memory_pressure_{kind}_avg10_ratio",
-                    f"The host's memory PSI '{kind}' avg10 (share of time stalled, 0 to 1).",
-                    value=value,
-                )
-        yield GaugeMetricFamily(
-            f"{PREFIX}_reclaimed_memory_bytes",
-            "Memory held back from controlled guests: sum over them of balloon maximum minus "
-            "current size.",
-            value=sum(max(g.max_kib - g.actual_kib, 0) for g in s.guests) * BYTES_PER_KIB,
-        )
-        guests = GaugeMetricFamily(
-            f"{PREFIX}_guests",
-            "Guests seen at the last good tick, controlled or not (and why not in the logs).",
-            labels=["state"],
-        )
-        guests.add_metric(["controlled"], len(s.guests))
-        guests.add_metric(["skipped"], s.skipped)
-        yield guests
-        yield from _guest_metrics(s.guests, s.counters)
+            yield from gauge(
+                f"host_memory_pressure_{kind}_avg10_ratio",
+                f"The host's memory PSI '{kind}' avg10 (share of time stalled, 0 to 1).",
+                value,
+            )
+        if s.connected:
+            yield from gauge(
+                "reclaimed_memory_bytes",
+                "Memory held back from controlled guests: sum over them of balloon maximum "
+                "minus current size.",
+                sum(max(g.max_kib - g.actual_kib, 0) for g in s.guests) * BYTES_PER_KIB,
+            )
+            guests = GaugeMetricFamily(
+                f"{PREFIX}_guests",
+                "Guests seen at the last tick, controlled or not (and why not in the logs).",
+                labels=["state"],
+            )
+            guests.add_metric(["controlled"], len(s.guests))
+            guests.add_metric(["skipped"], s.skipped or 0)
+            yield guests
+        yield from _guest_metrics(s.guests, s.counters, s.tallies)
 
 
 def _guest_metrics(
-    guests: Iterable[GuestRecord], guest_counters: Mapping[str, Mapping[str, int]]
+    guests: Iterable[GuestRecord],
+    guest_counters: Mapping[str, Mapping[str, int]],
+    tallies: Mapping[str, GuestTally],
 ) -> Iterable[Metric]:
     def gauge(name: str, doc: str, labels: tuple[str, ...] = ()) -> GaugeMetricFamily:
-        return GaugeMetricFamily(f"{PREFIX}_{name}", doc, labels=["guest", *labels])
+        return GaugeMetricFamily(f"{PREFIX}_{name}", doc, labels=["domain", *labels])
 
+    info = gauge(
+        "guest_info", "1 per controlled guest; joins the domain name to its UUID.", ("uuid",)
+    )
     size = gauge("guest_balloon_bytes", "The guest's current balloon size (memory it has).")
     target = gauge(
         "guest_balloon_target_bytes",
@@ -224,11 +246,14 @@ def _guest_metrics(
     top = gauge("guest_balloon_max_bytes", "The guest's maximum memory (the balloon's ceiling).")
     floor = gauge("guest_balloon_floor_bytes", "The policy's floor: never inflated below this.")
     available = gauge(
-        "guest_available_bytes", "Memory available inside the guest, from its own report."
+        "guest_available_bytes",
+        "Memory available inside the guest, from its own report (absent while its statistics "
+        "are stale or missing).",
     )
     klass = gauge(
-        "guest_class",
-        "The guest's pressure class: 1 for the current class, 0 for the others.",
+        "guest_pressure_class",
+        "1, labelled with the guest's current pressure class (one series per guest; unknown "
+        "while its statistics are stale or missing).",
         ("class",),
     )
     extended = gauge(
@@ -236,30 +261,63 @@ def _guest_metrics(
         "1 when the guest reports the Linux 6.12 pressure counters, 0 when it is classified "
         "from the standard balloon statistics only.",
     )
+    resizes = CounterMetricFamily(
+        f"{PREFIX}_guest_resizes",
+        "Balloon changes made by the daemon (in dry-run: that it would have made), by action.",
+        labels=["domain", "action"],
+    )
+    failures = CounterMetricFamily(
+        f"{PREFIX}_guest_resize_failures",
+        "Balloon changes the daemon decided but libvirt refused.",
+        labels=["domain"],
+    )
     counters: dict[str, CounterMetricFamily] = {}
     for g in sorted(guests, key=lambda g: g.name):
         name = g.name
+        info.add_metric([name, g.uuid], 1)
         size.add_metric([name], g.actual_kib * BYTES_PER_KIB)
         target.add_metric([name], g.decision.target_kib * BYTES_PER_KIB)
         top.add_metric([name], g.max_kib * BYTES_PER_KIB)
         floor.add_metric([name], g.floor_kib * BYTES_PER_KIB)
+        klass.add_metric([name, str(g.klass)], 1)
+        tally = tallies.get(name, GuestTally())
+        for action in RESIZES:
+            resizes.add_metric([name, str(action)], tally.resizes.get(action, 0))
+        failures.add_metric([name], tally.failures)
+        if name not in guest_counters:
+            continue  # statistics stale or missing: nothing the guest said is current
         if g.available_kib is not None:
             available.add_metric([name], g.available_kib * BYTES_PER_KIB)
-        for c in PressureClass:
-            klass.add_metric([name, str(c)], 1.0 if g.klass == c else 0.0)
         extended.add_metric([name], 1.0 if g.stats == "extended" else 0.0)
-        own = guest_counters.get(name, {})
+        own = guest_counters[name]
         for stat, metric, doc, extra in GUEST_COUNTERS:
             if stat not in own:
                 continue
             family = counters.get(metric)
             if family is None:
                 family = counters[metric] = CounterMetricFamily(
-                    f"{PREFIX}_{metric}", doc, labels=["guest", *extra]
+                    f"{PREFIX}_{metric}", doc, labels=["domain", *extra]
                 )
             family.add_metric([name, *extra.values()], own[stat])
-    yield from (size, target, top, floor, available, klass, extended)
+    yield from (info, size, target, top, floor, available, klass, extended, resizes, failures)
     yield from counters.values()
+
+
+def _tallies(previous: Mapping[str, GuestTally], report: TickReport) -> dict[str, GuestTally]:
+    """This tick's changes added to the per-guest counters; guests no longer seen are dropped
+    (a guest that comes back starts from 0, which ``rate()`` reads as a counter reset)."""
+    seen = {d.guest for d in report.decisions} | set(report.skipped)
+    out = {name: t for name, t in previous.items() if name in seen}
+    for d in report.decisions:
+        if d.action not in RESIZES:
+            continue
+        t = out.get(d.guest, GuestTally())
+        if report.results.get(d.guest) in ("applied", "dry-run"):
+            resizes = {**t.resizes, d.action: t.resizes.get(d.action, 0) + 1}
+            out[d.guest] = GuestTally(resizes, t.failures)
+        else:  # refused: libvirt's error is the result
+            out[d.guest] = GuestTally(t.resizes, t.failures + 1)
+    return out
 
 
 class MetricsSink:
@@ -278,8 +336,6 @@ class MetricsSink:
     ) -> None:
         self.registry = registry or CollectorRegistry(auto_describe=True)
         self.snapshot = Snapshot()
-        self._decisions: Tally[tuple[str, str]] = Tally()
-        self._failed_actions = 0
         self.tick_duration = Histogram(
             f"{PREFIX}_tick_duration_seconds",
             "Time one tick took to observe, decide and act (the sinks are not included).",
@@ -307,15 +363,8 @@ class MetricsSink:
 
     def on_tick(self, report: TickReport, health: Health) -> None:
         self.tick_duration.observe(report.duration_s)
-        for d in report.decisions:
-            self._decisions[(str(d.action), str(d.klass))] += 1
-            if d.action is not Action.HOLD and report.results.get(d.guest) not in (
-                "applied",
-                "dry-run",
-            ):
-                self._failed_actions += 1
         previous = self.snapshot
-        counts = Snapshot(
+        loop = Snapshot(
             dry_run=report.dry_run,
             last_tick_t=report.t,
             ticks=health.ticks,
@@ -323,38 +372,31 @@ class MetricsSink:
             overruns=health.overruns,
             libvirt_errors=health.hypervisor_errors,
             libvirt_reconnects=health.hypervisor_reconnects,
-            decisions=dict(self._decisions),
-            failed_actions=self._failed_actions,
         )
-        if report.error is not None or report.host is None:
-            # A failed tick read nothing: keep the last good picture, update the counters.
-            self.snapshot = replace(
-                counts,
-                host_available_bytes=previous.host_available_bytes,
-                host_total_bytes=previous.host_total_bytes,
-                psi_some_ratio=previous.psi_some_ratio,
-                psi_full_ratio=previous.psi_full_ratio,
-                guests=previous.guests,
-                counters=previous.counters,
-                skipped=previous.skipped,
-            )
-            return
         h = report.host
+        if report.error is not None or h is None:
+            # A failed tick read nothing: no host or guest figure is current. The per-guest
+            # counters of our own are kept for the guests' return.
+            self.snapshot = replace(loop, connected=False, tallies=previous.tallies)
+            return
+        usable = {g.name for g in report.guests if g.basis is not Basis.NONE}
         self.snapshot = replace(
-            counts,
+            loop,
+            connected=True,
             host_available_bytes=h.mem_available_kib * BYTES_PER_KIB,
             host_total_bytes=h.mem_total_kib * BYTES_PER_KIB,
             psi_some_ratio=None if h.psi_some_avg10 is None else h.psi_some_avg10 / 100,
             psi_full_ratio=None if h.psi_full_avg10 is None else h.psi_full_avg10 / 100,
             guests=report.guests,
             counters={
-                d.guest: {
-                    stat: report.samples[d.guest].stats[stat]
+                name: {
+                    stat: report.samples[name].stats[stat]
                     for stat, *_ in GUEST_COUNTERS
-                    if stat in report.samples[d.guest].stats
+                    if stat in report.samples[name].stats
                 }
-                for d in report.decisions
+                for name in usable
             },
+            tallies=_tallies(previous.tallies, report),
             skipped=len(report.skipped),
         )
 

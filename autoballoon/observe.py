@@ -146,6 +146,7 @@ class Observer:
                 stats_age_s=None if wall_now is None else wall_now - last_update,
                 autodeflate=g.autodeflate,
                 free_page_reporting=g.free_page_reporting,
+                tags=g.tags,
             )
             sources[g.name] = g.source
             if g.rss_kib is not None:

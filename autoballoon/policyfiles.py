@@ -6,7 +6,9 @@ names the file, the field and what to do about it; nothing half-loaded ever reac
 Layout of a policy directory (only ``*.toml`` directly inside it are read, in name order):
 
     default.toml   [policy] fields for every guest, [host] host-wide fields. No [match].
-    <any>.toml     [match] names = [...], uuids = [...]  and  [policy] fields to override.
+    <any>.toml     [match] names = [...], uuids = [...], flavors = [...]  and  [policy] fields
+                   to override. A domain may also name one of these files itself, in its
+                   libvirt <metadata> (``core.samples.DomainTags``).
 
 Like sshd's StrictModes, a file (or the directory) writable by a user other than root or the
 file's owner is refused unless ``strict_modes=False``: a policy decides how much memory a root
@@ -23,7 +25,15 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from autoballoon.core.policy import GuestPolicy, HostPolicy, Match, PolicyLayer, PolicySet
+from autoballoon.core.policy import (
+    AmbiguousPolicy,
+    GuestPolicy,
+    HostPolicy,
+    Match,
+    PolicyLayer,
+    PolicySet,
+    overlaps,
+)
 
 DEFAULT_FILE = "default.toml"
 MAX_POLICY_BYTES = 1024 * 1024
@@ -31,6 +41,11 @@ MAX_POLICY_BYTES = 1024 * 1024
 
 class PolicyFileError(ValueError):
     """A policy file (or directory) that cannot be used, with a message saying how to fix it."""
+
+
+class OverlappingPolicies(PolicyFileError, AmbiguousPolicy):
+    """Two files that would both match one guest at one precedence: refused when the directory
+    loads (check-policy, start, reload), not found out at a tick by a guest left unmanaged."""
 
 
 def _fmt_validation(path: Path, table: str, err: ValidationError) -> str:
@@ -109,7 +124,7 @@ def load_layer(path: Path, default: GuestPolicy) -> PolicyLayer:
         )
     if "match" not in doc:
         raise PolicyFileError(
-            f"{path}: a per-VM policy needs a [match] table with `names` and/or `uuids`"
+            f"{path}: a per-VM policy needs a [match] table with `names`, `uuids` or `flavors`"
         )
     try:
         match = Match.model_validate(_table(path, doc, "match"))
@@ -145,6 +160,9 @@ def load_policy_dir(directory: Path, strict_modes: bool = True) -> PolicySet:
     for path in files:
         if path.name != DEFAULT_FILE:
             layers.append(load_layer(path, default))
+    clashes = overlaps(tuple(layers))
+    if clashes:
+        raise OverlappingPolicies("\n".join(str(c) for c in clashes))
     return PolicySet(default, host, tuple(layers), default_source)
 
 

@@ -13,6 +13,8 @@ import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from typing import Any
 
+from autoballoon.core.samples import NO_TAGS, DomainTags
+
 # libvirt's bulk balloon.* fields -> QEMU guest-stats names, with the factor to bytes
 # (libvirt speaks KiB for amounts; fault counts are counts).
 LIBVIRT_TO_QEMU = {
@@ -54,6 +56,49 @@ def balloon_info_from_xml(xml: str) -> tuple[str | None, int | None]:
     period = stats.get("period") if stats is not None else None
     path = f"/machine/peripheral/{name}" if name else ""
     return path, int(period) if period and period.isdigit() else None
+
+
+TAINT_NOTE = """\
+extended_stats = "qmp" (the default) reads each guest's Linux 6.12 balloon counters
+(stat-oom-kills, stat-alloc-stalls, stat-async-scans, stat-direct-scans, stat-async-reclaims,
+stat-direct-reclaims) with `qom-get <balloon>/guest-stats` sent through libvirt's QMP
+passthrough (virDomainQemuMonitorCommand). libvirt marks every domain sent such a command
+"tainted: custom-monitor" in its log (/var/log/libvirt/qemu/GUEST.log), in dry-run too, as
+reading needs it. libvirt's own balloon statistics (virDomainMemoryStats) end at
+hugetlb_pgfail, with no tag for these counters (docs/operations.md names the libvirt sources
+read), so there is no other route through libvirt.
+To avoid the taint: extended_stats = "off" (libvirt's standard statistics only).
+What that costs (benchmarks/results/lab.md, aggressive preset, real 6.12 guests): the guest
+whose need jumped far over its headroom (spike-large) had 22 OOM kills and 870 allocation
+stalls with "off", 2 and 140 with "qmp"; a thrashing guest (thrash-t512), 1424 stalls with
+"off", 22 with "qmp"."""
+"""Why domains are tainted custom-monitor, how to avoid it and its cost (check-policy --uri)."""
+
+
+AUTOBALLOON_NS = "urn:x-autoballoon:policy:1"
+"""Namespace of the ``<policy>`` element a domain's ``<metadata>`` may carry for autoballoon:
+``<ab:policy xmlns:ab="urn:x-autoballoon:policy:1" name="db" floor_mib="512" priority="80"/>``
+(``virsh metadata GUEST urn:x-autoballoon:policy:1 --key ab --set '<policy name="db"/>'``)."""
+NOVA_NS_PREFIX = "http://openstack.org/xmlns/libvirt/nova/"
+"""OpenStack Nova's metadata namespaces (1.0, 1.1, 1.2...): ``<nova:flavor name="m1.large">``."""
+
+
+def tags_from_xml(xml: str) -> DomainTags:
+    """What a domain's ``<metadata>`` says about its policy: autoballoon's own element (the
+    policy file it asks for, field values) and Nova's flavor name. Nothing there: ``NO_TAGS``."""
+    metadata = ET.fromstring(xml).find("./metadata")
+    if metadata is None:
+        return NO_TAGS
+    policy, flavor = "", ""
+    overrides: tuple[tuple[str, str], ...] = ()
+    for el in metadata.iter():
+        ns, _, local = el.tag[1:].partition("}") if el.tag.startswith("{") else ("", "", el.tag)
+        if ns == AUTOBALLOON_NS and local == "policy":
+            policy = el.get("name", "")
+            overrides = tuple(sorted((k, v) for k, v in el.attrib.items() if k != "name"))
+        elif ns.startswith(NOVA_NS_PREFIX) and local == "flavor" and not flavor:
+            flavor = el.get("name", "")
+    return DomainTags(policy, flavor, overrides)
 
 
 def guest_stats_command(balloon_path: str) -> str:

@@ -221,7 +221,7 @@ class Replayer:
         if klass in _PRESSURE and target < sample.max_kib:
             r.pressure_ticks_inflated += 1
         try:
-            p = self.policies.resolve_cached(d.guest, sample.uuid)
+            p = self.policies.resolve_cached(d.guest, sample.uuid, sample.tags)
         except ValueError:
             pass  # the engine left the guest alone; nothing is reclaimable under no policy
         else:

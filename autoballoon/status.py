@@ -107,6 +107,10 @@ class StatusDocument(ReportValue):
     overruns: int
     libvirt: BackendCounts = BackendCounts()
     last_tick: LastTick
+    failing_since: float | None = None
+    """When the ticks started failing (libvirt or /proc unreadable), None while they work: the
+    `status` command reports such a daemon as failing, not running."""
+    last_good_tick_at: float | None = None
     metrics_url: str | None = None
     host: HostStatus | None = None
     reclaimed_kib: int = 0
@@ -209,6 +213,8 @@ class StatusSink:
         self._last: dict[str, LastAction] = {}
         self._owned = False
         self._failing: str | None = None
+        self._failing_since: float | None = None
+        self._last_good: float | None = None
 
     @classmethod
     def for_config(cls, config: DaemonConfig) -> StatusSink:
@@ -223,6 +229,11 @@ class StatusSink:
             stale_after_s=status_stale_after_s(config.interval_s),
             metrics_url=metrics,
         )
+
+    def retime(self, interval_s: float) -> None:
+        """A reload changed the interval: the staleness threshold follows it."""
+        self.interval_s = interval_s
+        self.stale_after_s = status_stale_after_s(interval_s)
 
     # --- the daemon side ---------------------------------------------------------------------
     def on_tick(self, report: TickReport, health: Health) -> None:
@@ -267,7 +278,10 @@ class StatusSink:
             self._host = _host(report.host, report.host_verdict)
             self._guests = self._guest_rows(report)
             self._skipped = dict(report.skipped)
-        # else: a failed tick read nothing; keep showing what the last good one saw.
+            self._failing_since, self._last_good = None, report.t
+        elif self._failing_since is None:
+            # A failed tick read nothing; keep showing what the last good one saw.
+            self._failing_since = report.t
         return StatusDocument(
             state="running",
             pid=self.pid,
@@ -287,6 +301,8 @@ class StatusSink:
                 errors=health.hypervisor_errors, reconnects=health.hypervisor_reconnects
             ),
             last_tick=LastTick(t=report.t, duration_s=report.duration_s, error=report.error),
+            failing_since=self._failing_since,
+            last_good_tick_at=self._last_good,
             metrics_url=self.metrics_url,
             host=self._host,
             reclaimed_kib=sum(max(g.max_kib - g.actual_kib, 0) for g in self._guests),

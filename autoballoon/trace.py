@@ -30,7 +30,13 @@ from typing import IO, Any
 from pydantic import ValidationError
 
 from autoballoon.core.policy import GuestPolicy, HostPolicy, Match, PolicyLayer, PolicySet
-from autoballoon.core.samples import GuestSample, HostSample, sanitize_guest_stats
+from autoballoon.core.samples import (
+    NO_TAGS,
+    DomainTags,
+    GuestSample,
+    HostSample,
+    sanitize_guest_stats,
+)
 from autoballoon.report import DecisionRecord
 
 FORMAT = "autoballoon-trace"
@@ -141,6 +147,22 @@ def _flag(obj: Mapping[str, Any], key: str, where: str) -> bool:
     if type(value) is not bool:
         raise _Bad(f"{where}{key!r} must be true or false, not {_show(value)}")
     return value
+
+
+def _tags(obj: Mapping[str, Any], where: str) -> DomainTags:
+    """The optional ``tags`` object (the domain's policy metadata); none when absent."""
+    value = obj.get("tags")
+    if value is None:
+        return NO_TAGS
+    if not isinstance(value, dict):
+        raise _Bad(f"{where}'tags' must be an object, not {_show(value)}")
+    policy, flavor = value.get("policy", ""), value.get("flavor", "")
+    overrides = value.get("overrides", {})
+    if not (isinstance(policy, str) and isinstance(flavor, str) and isinstance(overrides, dict)):
+        raise _Bad(f"{where}'tags' needs string 'policy' and 'flavor', object 'overrides'")
+    if not all(isinstance(v, str) for v in overrides.values()):
+        raise _Bad(f"{where}'tags.overrides' values must be strings")
+    return DomainTags(policy, flavor, tuple(sorted(overrides.items())))
 
 
 def _show(value: Any) -> str:
@@ -327,6 +349,7 @@ def parse_tick(obj: Any) -> tuple[RecordedTick, list[str]]:
             stats_age_s=_optional_number(g, "stats_age_s", where),
             autodeflate=_flag(g, "autodeflate", where),
             free_page_reporting=_flag(g, "free_page_reporting", where),
+            tags=_tags(g, where),
         )
         if "decision" in g:
             decisions[name] = _decision(g["decision"], where)
@@ -489,6 +512,12 @@ def _guest_record(s: GuestSample) -> dict[str, Any]:
         "free_page_reporting": s.free_page_reporting or None,
     }
     g.update((k, v) for k, v in optional.items() if v is not None)
+    if s.tags:
+        g["tags"] = {
+            "policy": s.tags.policy,
+            "flavor": s.tags.flavor,
+            "overrides": dict(s.tags.overrides),
+        }
     return g
 
 

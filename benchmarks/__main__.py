@@ -14,8 +14,9 @@ and disk reads; about 4 minutes a pair), burst (the spike scenario with and with
 deflate-on-OOM, the counters and the headroom, about 16 minutes), density (two warm PostgreSQL
 guests under one memory cgroup limit at an overcommit ratio, per mode, 3 runs each, about 6
 minutes a run). Several hours in all; the real-guest part alone is
-``--only pg,burst,density``, and each part runs in pieces on its own (see its --help). ``--quick`` is a smoke run (about 10
-minutes; burst and density have none and are skipped) whose numbers mean little.
+``--only pg,burst,density``, and each part runs in pieces on its own (see its --help).
+``--quick`` is a smoke run (about 10 minutes; burst and density have none and are skipped)
+whose numbers mean little.
 
 Each benchmark runs as its own process. Every one of them holds the shared lab lock
 (``contrib.lab.lab_lock``: /tmp/ab-lab.lock, or AB_LAB_LOCK) while it runs: those with lab guests

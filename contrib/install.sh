@@ -15,7 +15,9 @@
 # Idempotent: run again after `git pull` to upgrade. Installs missing packages with apt
 # (libvirt-python compiles against libvirt's headers; the unit's ExecReload needs /bin/kill).
 # Does not enable or start the service.
-# uninstall removes all of the above but /etc/autoballoon (PURGE=1 removes that too).
+# uninstall stops the service, gives every guest it may resize its memory back (`autoballoon
+# release --all`, when libvirt is reachable; RELEASE=0 skips it), then removes all of the above
+# but /etc/autoballoon (PURGE=1 removes that too).
 #
 # Env: AB_VENV (/opt/autoballoon), AB_BIN (/usr/local/bin), AB_CONF (/etc/autoballoon),
 # AB_UNIT_DIR (/etc/systemd/system), AB_DOC (/usr/share/doc/autoballoon), EXTRAS (for example
@@ -106,11 +108,32 @@ do_install() {
     say "done: $("$LINK" --version 2>/dev/null || echo autoballoon) in $VENV"
 }
 
+# Give the guests their memory back while the code to do it is still installed: the daemon
+# leaves balloons as they are when it stops (on_stop = "leave", the default).
+release_guests() {
+    local ab="$VENV/bin/autoballoon" out rc=0 args=(release --all)
+    if [ "${RELEASE:-1}" != 1 ]; then
+        say "RELEASE=0: guests' balloons left as they are"
+        return
+    fi
+    [ -x "$ab" ] || return 0
+    [ -f "$CONF/autoballoon.toml" ] && args+=(--config "$CONF/autoballoon.toml")
+    out="$("$ab" "${args[@]}" 2>&1)" || rc=$?
+    while IFS= read -r line; do [ -z "$line" ] || say "release: $line"; done <<<"$out"
+    case "$rc" in
+        0) say "guests given their memory back (autoballoon release --all)" ;;
+        4|75) say "libvirt not reachable: guests' balloons left as they are (resize them with" \
+                  "virsh setmem, up to each domain's maximum)" ;;
+        *) say "autoballoon release --all exited $rc: some guests may still be ballooned" ;;
+    esac
+}
+
 do_uninstall() {
     [ "$(id -u)" -eq 0 ] || die "run as root"
     if systemd_running && [ -e "$UNIT" ]; then
         systemctl disable --now autoballoon.service 2>/dev/null || true
     fi
+    release_guests
     rm -f "$UNIT"
     systemd_running && systemctl daemon-reload || true
     if [ -L "$LINK" ] && [ "$(readlink "$LINK")" = "$VENV/bin/autoballoon" ]; then

@@ -5,12 +5,16 @@ from __future__ import annotations
 import argparse
 import contextlib
 import faulthandler
+import re
 import signal
 import sys
+import textwrap
+import typing
 from pathlib import Path
 from typing import Any
 
-from autoballoon.config import DEFAULT_CONFIG, load_config
+from autoballoon import exits
+from autoballoon.config import DEFAULT_CONFIG, LIVE, DaemonConfig, flag_name, load_config
 from autoballoon.logs import setup_logging
 from autoballoon.policyfiles import PolicyFileError
 
@@ -21,16 +25,26 @@ changing nothing). Stops after the current tick on SIGTERM/SIGINT; SIGHUP reload
 file and policies (keeping the last good ones if the new ones are invalid); SIGUSR1 prints the
 stack of every thread to stderr (the journal), to see where a daemon that seems stuck is.
 
-Settings come from the [daemon] table of --config (default /etc/autoballoon/autoballoon.toml
-when it exists); every flag below overrides the file.
+{settings}
+
+Exit status:
+{codes}
 """
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    settings = textwrap.fill(
+        "Settings come from the [daemon] table of --config (default "
+        f"{DEFAULT_CONFIG} when it exists); every flag below overrides the file. A reload "
+        f"applies {', '.join(sorted(LIVE))} at once, and names any other changed setting as "
+        "needing a restart.",
+        width=95,
+    )
+    codes = "\n".join(f"  {code:<3} {what}" for code, what in exits.MEANING.items())
     p = sub.add_parser(
         "run",
         help="run the controller (or --dry-run it)",
-        description=HELP,
+        description=HELP.format(settings=settings, codes=codes),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
@@ -55,99 +69,61 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="append every tick to a trace file (for `autoballoon replay`)",
     )
     p.add_argument("--config", type=Path, metavar="FILE", help="daemon config file (TOML)")
-    p.add_argument(
-        "--policies",
-        type=Path,
-        dest="policy_dir",
-        metavar="DIR",
-        help="policy directory (default /etc/autoballoon/policies)",
-    )
-    p.add_argument("--uri", help="libvirt URI (default qemu:///system)")
-    p.add_argument(
-        "--interval",
-        type=float,
-        dest="interval_s",
-        metavar="S",
-        help="seconds between ticks (default 5)",
-    )
-    p.add_argument(
-        "--stats-period",
-        type=int,
-        dest="stats_period_s",
-        metavar="S",
-        help="balloon stats period set on guests that have none (default 1)",
-    )
-    p.add_argument(
-        "--extended-stats",
-        choices=["qmp", "off"],
-        help="read the 6.12 counters through QMP (default) or not",
-    )
-    p.add_argument(
-        "--include",
-        action="append",
-        metavar="GLOB",
-        help="manage only domains matching GLOB (repeatable; default all)",
-    )
-    p.add_argument(
-        "--exclude",
-        action="append",
-        metavar="GLOB",
-        help="never manage domains matching GLOB (repeatable)",
-    )
-    p.add_argument("--log-format", choices=["human", "json"])
-    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
-    p.add_argument(
-        "--metrics-port",
-        type=int,
-        metavar="PORT",
-        help="serve Prometheus metrics on PORT (default off)",
-    )
-    p.add_argument("--metrics-address", metavar="ADDR", help="metrics bind address (127.0.0.1)")
-    p.add_argument(
-        "--status-file",
-        type=Path,
-        metavar="FILE",
-        help="where `autoballoon status` finds the daemon's state",
-    )
-    p.add_argument(
-        "--on-stop",
-        choices=["leave", "deflate"],
-        help="on a clean stop leave balloons (default) or deflate each guest to its policy's max",
-    )
-    p.add_argument(
-        "--host-memory-cgroup",
-        type=Path,
-        metavar="DIR",
-        help="protect this memory cgroup's limit (e.g. /sys/fs/cgroup/machine.slice) in "
-        "on-demand mode instead of the whole host's memory",
-    )
-    p.add_argument(
-        "--no-strict-modes",
-        dest="strict_modes",
-        action="store_const",
-        const=False,
-        help="accept policy files writable by other users",
-    )
+    add_config_flags(p)
     p.set_defaults(func=run)
 
 
-OVERRIDABLE = (
-    "uri",
-    "interval_s",
-    "stats_period_s",
-    "policy_dir",
-    "strict_modes",
-    "extended_stats",
-    "include",
-    "exclude",
-    "log_format",
-    "log_level",
-    "metrics_port",
-    "metrics_address",
-    "status_file",
-    "on_stop",
-    "host_memory_cgroup",
-)
+def add_config_flags(p: argparse.ArgumentParser) -> None:
+    """One flag per ``DaemonConfig`` field: its name, type, choices and help come from the
+    field itself, so a setting is declared once (in ``autoballoon.config``)."""
+    for name, info in DaemonConfig.model_fields.items():
+        flag = flag_name(name)
+        default = info.default
+        # The first sentence; two when the default needs words (it is None).
+        help_text = _sentences(info.description or "", 2 if default is None else 1)
+        kind = info.annotation
+        args = typing.get_args(kind)
+        if kind is bool:
+            # A flag turns a default off or on: --no-strict-modes, never --strict-modes false.
+            prefix = "no-" if default else ""
+            p.add_argument(
+                f"--{prefix}{flag}",
+                dest=name,
+                action="store_const",
+                const=not default,
+                help=f"turn {'off' if default else 'on'}: {help_text}",
+            )
+            continue
+        extra: dict[str, Any] = {}
+        if typing.get_origin(kind) is typing.Literal:
+            extra["choices"] = list(args)
+        elif typing.get_origin(kind) is tuple:
+            extra.update(action="append", metavar="GLOB")
+            help_text += " (repeatable)" if "repeatable" not in help_text else ""
+        elif kind in (int, float):
+            extra.update(type=kind, metavar="S" if name.endswith("_s") else "N")
+        elif kind is Path or Path in args:
+            extra.update(type=Path, metavar="DIR" if "dir" in name or "cgroup" in name else "FILE")
+        else:
+            extra["metavar"] = name.split("_")[-1].upper()
+        shown = _show_default(default)
+        if shown:
+            help_text = help_text.removesuffix(".") + f" (default {shown})"
+        p.add_argument(f"--{flag}", dest=name, help=help_text, **extra)
+
+
+def _sentences(doc: str, n: int) -> str:
+    """The first ``n`` sentences of a docstring, on one line (an "e.g. x" ends none)."""
+    parts = re.split(r"(?<=\.)\s+(?=[A-Z`])", " ".join(doc.split()))
+    return " ".join(parts[:n])
+
+
+def _show_default(value: object) -> str:
+    if value is None or value == ():
+        return ""
+    if isinstance(value, tuple):
+        return " ".join(str(v) for v in value)
+    return str(value).replace("%", "%%")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -155,14 +131,14 @@ def run(args: argparse.Namespace) -> int:
     from autoballoon.commands.wiring import build_hypervisor, build_sinks
     from autoballoon.daemon import run_daemon
 
-    overrides: dict[str, Any] = {k: getattr(args, k) for k in OVERRIDABLE}
+    overrides: dict[str, Any] = {k: getattr(args, k) for k in DaemonConfig.model_fields}
     config_path = args.config or (DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None)
     try:
         config = load_config(config_path, overrides)
     except PolicyFileError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    setup_logging(config.log_format, config.log_level)
+        print(f"error: refusing to start: {err}", file=sys.stderr)
+        return exits.CONFIG
+    setup_logging(config.log_format, config.log_level, config.log_priority)
     # Written by the interpreter itself, from the signal handler: works even if no Python
     # code can run (a thread stuck in a C call holding the GIL). Needs a real stderr file;
     # without one (run from Python with stderr captured) SIGUSR1 keeps its default.

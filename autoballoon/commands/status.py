@@ -29,8 +29,8 @@ class Verdict:
     """Whether the daemon behind a status file is running, for people and for exit codes."""
 
     status: str
-    """"running", "stale" (process alive, not ticking), "stopped", "not-running" or
-    "unreadable"."""
+    """"running", "failing" (ticking, but its ticks cannot read libvirt or /proc), "stale"
+    (process alive, not ticking), "stopped", "not-running" or "unreadable"."""
     message: str
     exit_code: int
 
@@ -39,6 +39,7 @@ EXIT_RUNNING = 0
 EXIT_NOT_RUNNING = 1
 EXIT_STALE = 3
 EXIT_UNREADABLE = 4
+EXIT_FAILING = 5
 
 
 class StatusFileError(Exception):
@@ -126,6 +127,16 @@ def assess(
             f"autoballoon is stale: pid {pid} is alive but its last tick was "
             f"{age(now - updated)} ago (ticks every {doc.interval_s} s)",
             EXIT_STALE,
+        )
+    if doc.last_tick.error is not None:
+        since = doc.failing_since or doc.last_tick.t
+        good = doc.last_good_tick_at
+        return Verdict(
+            "failing",
+            f"autoballoon is failing: pid {pid} runs but its ticks have failed for "
+            f"{age(now - since)} ({doc.last_tick.error.splitlines()[0]}); last good tick "
+            + (f"{age(now - good)} ago" if good is not None else "never"),
+            EXIT_FAILING,
         )
     return Verdict("running", f"autoballoon is running (pid {pid})", EXIT_RUNNING)
 
@@ -242,6 +253,7 @@ Exit status:
   {EXIT_NOT_RUNNING}  not running: no status file, the daemon stopped, or its process is gone
   {EXIT_STALE}  stale: the process is alive but has not ticked for much longer than its interval
   {EXIT_UNREADABLE}  the status file cannot be read (permission, or not a status file)
+  {EXIT_FAILING}  failing: the daemon ticks, but its last tick could not read libvirt or /proc
 """
 
 

@@ -21,14 +21,13 @@ from autoballoon.status import StatusSink
 
 def build_hypervisor(config: DaemonConfig, *, dry_run: bool) -> LibvirtHypervisor:
     """The libvirt backend the config describes (it connects on first use). In dry-run it
-    calls no setter at all. One tick waits at most half an interval (2 s at most) for the
-    guests' statistics: a guest whose monitor is busy is read at a later tick."""
+    calls no setter at all. One tick waits ``config.read_budget_s()`` for the statistics."""
     return LibvirtHypervisor(
         config.uri,
         extended_stats=config.extended_stats,
         stats_period_s=config.stats_period_s,
         dry_run=dry_run,
-        read_budget_s=min(2.0, config.interval_s / 2),
+        read_budget_s=config.read_budget_s(),
     )
 
 

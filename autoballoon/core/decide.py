@@ -46,7 +46,11 @@ Hold under pressure:
 - ``under-pressure``: any other pressure class holds (``cgroup-stall``: stalls while memory is
   available, which more memory would not cure; a struggling kswapd means nothing is spare).
   ``kswapd-reclaim`` within ``cooldown_s + rate_window_s`` of our own inflation does not hold
-  and does not reset the calm time: it is the guest reclaiming the cache we took.
+  and does not reset the calm time: it is the guest reclaiming the cache we took. So too
+  ``global-reclaim``, ``cgroup-stall`` and ``light-pressure`` in that window with at least
+  twice the headroom still available (the balloon driver's allocations reclaiming cold cache
+  count as alloc stalls, ``echo``): no rescue, no restart of the calm time, but a hold until
+  they end.
   ``cgroup-oom`` is calm for the guest as a whole: it neither holds nor resets the calm time.
 
 Take slowly:
@@ -112,6 +116,15 @@ RESCUE_CLASSES = {
     PressureClass.THRASHING: "large",
     PressureClass.GLOBAL_RECLAIM: "medium",
 }
+
+ECHO_CLASSES = frozenset({
+    PressureClass.GLOBAL_RECLAIM,
+    PressureClass.CGROUP_STALL,
+    PressureClass.LIGHT_PRESSURE,
+})
+"""Reclaim that right after our own inflation, with twice the headroom still available, is the
+balloon driver's allocations reclaiming cold cache (``kswapd-reclaim`` is an echo at any
+availability)."""
 
 HISTORY_LIMIT = 64
 """Samples kept per guest at most, whatever the window and tick rate (bounds memory)."""
@@ -274,9 +287,10 @@ class Facts(NamedTuple):
     self_deflated_from: int | None = None
     """The balloon size before the guest deflated itself this tick (deflate-on-OOM); None
     when it did not."""
-    kswapd_echo: bool = False
-    """``kswapd-reclaim`` within ``cooldown_s + rate_window_s`` of our own inflation: the
-    guest reclaiming the cache we asked for, calm for the law."""
+    echo: bool = False
+    """Within ``cooldown_s + rate_window_s`` of our own inflation, ``kswapd-reclaim``, or a class
+    of ``ECHO_CLASSES`` with at least twice the headroom still available: the guest reclaiming
+    the cache we asked for. It neither rescues nor restarts the calm time."""
 
     def step_kib(self, kind: str) -> int:
         ratio = self.p.deflate_large_ratio if kind == "large" else self.p.deflate_medium_ratio
@@ -309,6 +323,8 @@ def self_deflated(f: Facts) -> Proposal | None:
 
 
 def rescue(f: Facts) -> Proposal | None:
+    if f.echo:
+        return None
     kind = RESCUE_CLASSES.get(f.c.klass)
     why = f"{f.c.klass}: {f.c.reason}"
     if (
@@ -392,8 +408,14 @@ _WHY_HOLD = {
 
 
 def under_pressure(f: Facts) -> Proposal | None:
-    if f.c.klass in CALM_CLASSES or f.kswapd_echo:
+    if f.c.klass in CALM_CLASSES or (f.echo and f.c.klass is PressureClass.KSWAPD_RECLAIM):
         return None
+    if f.echo:
+        return Hold(
+            f"{f.c.klass}: {f.c.reason}; right after our inflation with "
+            f"{_mib(f.available)} MiB still available: the guest reclaiming the cache we asked "
+            "for, no rescue; the next step waits for it to end"
+        )
     why = _WHY_HOLD.get(f.c.klass, "not inflated while under pressure")
     return Hold(f"{f.c.klass}: {f.c.reason}; {why}")
 
@@ -525,14 +547,26 @@ def _observe(
         clean=True,
         steady=history[0].t >= steady_since,
     )
-    # kswapd reclaiming page cache right after our own inflation is the guest freeing what we
-    # took: the echo of our change, not a reason to hold (a warm guest would otherwise answer
-    # every step with a pause of its own and give its cache back at a crawl).
+    # Reclaim right after our own inflation is the guest freeing what we took: the echo of our
+    # change. kswapd reclaiming page cache is no reason to hold (a warm guest would otherwise
+    # answer every step with a pause of its own and give its cache back at a crawl). Stalls and
+    # direct reclaim with plenty still available are the balloon driver's own allocations
+    # reclaiming cold cache (they count as alloc stalls): no rescue and no restart of the calm
+    # time, though the next step waits for them to end. Near the headroom the same stalls are
+    # the guest's own, and are rescued.
+    cur = sample.actual_kib
+    available_kib = sample.available_kib
     echo = (
-        c.klass is PressureClass.KSWAPD_RECLAIM
-        and gs.last_change_dir < 0
+        gs.last_change_dir < 0
         and gs.last_change_t is not None
         and now - gs.last_change_t <= p.cooldown_s + p.rate_window_s
+        and (
+            c.klass is PressureClass.KSWAPD_RECLAIM
+            or (
+                c.klass in ECHO_CLASSES
+                and (available_kib or 0) >= 2 * p.headroom_kib(cur)
+            )
+        )
     )
     none_since = None
     if c.klass in CALM_CLASSES or echo:
@@ -541,10 +575,8 @@ def _observe(
     if rebooted:
         gs = gs._replace(stuck_floor_kib=None, stuck_until=None)
 
-    cur = sample.actual_kib
     hi = p.max_kib(sample.max_kib)
     tol = max(p.min_change_mib * KIB_PER_MIB, KIB_PER_MIB)
-    available_kib = sample.available_kib
     prev_kib = history[-2].actual_kib if len(history) > 1 else None
     closed = p.enabled and not open_loop
     self_deflated_from = None
@@ -892,7 +924,7 @@ def step(
             proposals[name] = _Proposal(d, gs)
             continue
         try:
-            p = policies.resolve_cached(name, sample.uuid)
+            p = policies.resolve_cached(name, sample.uuid, sample.tags)
         except ValueError as err:
             c = Classification(PressureClass.UNKNOWN, "policy error", Basis.NONE)
             d = _hold(

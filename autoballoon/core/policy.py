@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import fnmatch
 from dataclasses import dataclass, field
+from pathlib import PurePath
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from autoballoon.core.samples import MAX_GUEST_KIB
+from autoballoon.core.samples import MAX_GUEST_KIB, NO_TAGS, DomainTags
 from autoballoon.core.units import KIB_PER_MIB
 
 Mode = Literal["observe", "on-demand", "proactive"]
@@ -202,24 +203,139 @@ class Match(_Frozen):
     """Exact domain names, or shell globs (`web-*`, `db[0-9]`). Exact names win over globs."""
     uuids: tuple[str, ...] = ()
     """Domain UUIDs (case-insensitive); a UUID match counts as exact."""
+    flavors: tuple[str, ...] = ()
+    """OpenStack Nova flavor names, or globs (`m1.*`), read from the domain's Nova metadata
+    (`<nova:flavor name=...>`). Wins over a name glob, loses to an exact name or UUID."""
 
     @model_validator(mode="after")
     def _not_empty(self) -> Match:
-        if not self.names and not self.uuids:
-            raise ValueError("a [match] table needs at least one of `names` or `uuids`")
+        if not self.names and not self.uuids and not self.flavors:
+            raise ValueError("a [match] table needs at least one of `names`, `uuids` or `flavors`")
         return self
 
-    def specificity(self, name: str, uuid: str) -> int:
-        """2 for an exact name or UUID match, 1 for a glob match, 0 for no match."""
+    def specificity(self, name: str, uuid: str, flavor: str = "") -> int:
+        """The precedence this file has for the guest: ``EXACT`` for its name or UUID,
+        ``FLAVOR`` for its Nova flavor, ``GLOB`` for a name glob, 0 for no match."""
         if name in self.names or uuid.lower() in (u.lower() for u in self.uuids):
-            return 2
+            return EXACT
+        if flavor and any(fnmatch.fnmatchcase(flavor, p) for p in self.flavors):
+            return FLAVOR
         if any(_is_glob(p) and fnmatch.fnmatchcase(name, p) for p in self.names):
-            return 1
+            return GLOB
         return 0
+
+
+GLOB, FLAVOR, CHOSEN, EXACT = 1, 2, 3, 4
+"""Precedence of a per-VM file for one guest, lowest first: a name glob, the Nova flavor, the
+file the domain's own metadata names (``DomainTags.policy``), an exact name or UUID. The
+domain's own field values (``DomainTags.overrides``) come last, above them all."""
+_LEVEL_NAMES = {GLOB: "glob", FLAVOR: "flavor", EXACT: "exact name/UUID"}
 
 
 def _is_glob(pattern: str) -> bool:
     return any(ch in pattern for ch in "*?[")
+
+
+# --- do two globs match a common name? ----------------------------------------------------------
+# A glob as tokens: "*", or a one-character class: (chars, negated), "?" being ((), True).
+_Token = str | tuple[frozenset[str], bool]
+_SAMPLE_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789-_.ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+def _tokens(pattern: str) -> tuple[_Token, ...]:
+    """fnmatch's syntax: *, ?, [abc], [a-z], [!abc]; an unclosed [ is a literal."""
+    out: list[_Token] = []
+    i = 0
+    while i < len(pattern):
+        ch = pattern[i]
+        i += 1
+        if ch == "*":
+            if not out or out[-1] != "*":
+                out.append("*")
+        elif ch == "?":
+            out.append((frozenset(), True))
+        elif (
+            ch == "[" and (end := pattern.find("]", i + 1 if pattern[i : i + 1] in "!]" else i)) > 0
+        ):
+            body, i = pattern[i:end], end + 1
+            negated = body.startswith("!")
+            body = body[1:] if negated else body
+            chars: set[str] = set()
+            k = 0
+            while k < len(body):
+                if k + 2 < len(body) and body[k + 1] == "-":
+                    chars.update(chr(c) for c in range(ord(body[k]), ord(body[k + 2]) + 1))
+                    k += 3
+                else:
+                    chars.add(body[k])
+                    k += 1
+            out.append((frozenset(chars), negated))
+        else:
+            out.append((frozenset(ch), False))
+    return tuple(out)
+
+
+def _class_head(rest: str) -> int:
+    """Characters after "[" that cannot close the class: a "!" and then a first "]"."""
+    head = 1 if rest.startswith("!") else 0
+    return head + 1 if rest[head : head + 1] == "]" else head
+
+
+def _accepts(token: tuple[frozenset[str], bool], ch: str) -> bool:
+    chars, negated = token
+    return (ch in chars) != negated
+
+
+def _common_char(a: tuple[frozenset[str], bool], b: tuple[frozenset[str], bool]) -> str | None:
+    """A character both one-character tokens accept, or None."""
+    candidates = sorted(a[0] if not a[1] else b[0] if not b[1] else set()) or _SAMPLE_CHARS
+    return next((c for c in candidates if _accepts(a, c) and _accepts(b, c)), None)
+
+
+def common_name(pattern_a: str, pattern_b: str) -> str | None:
+    """A name both globs match (fnmatch, case-sensitive), or None when no name can.
+
+    A walk over both patterns at once: a "*" either ends or takes one character the other
+    pattern's token accepts. Pure; used to refuse policy files whose globs overlap."""
+    a, b = _tokens(pattern_a), _tokens(pattern_b)
+    memo: dict[tuple[int, int], str | None] = {}
+
+    def walk(i: int, j: int) -> str | None:
+        if (i, j) in memo:
+            return memo[i, j]
+        found: str | None = None
+        ta = a[i] if i < len(a) else None
+        tb = b[j] if j < len(b) else None
+        if ta is None and tb is None:
+            found = ""
+        elif ta == "*":
+            found = walk(i + 1, j)
+            if found is None and tb is not None:
+                rest = walk(i, j + 1)
+                if rest is not None:
+                    found = rest if tb == "*" else _any_char(tb) + rest
+        elif tb == "*":
+            found = walk(i, j + 1)
+            if found is None and ta is not None:
+                rest = walk(i + 1, j)
+                if rest is not None:
+                    found = _any_char(ta) + rest
+        elif ta is not None and tb is not None:
+            assert not isinstance(ta, str) and not isinstance(tb, str)
+            ch = _common_char(ta, tb)
+            if ch is not None:
+                rest = walk(i + 1, j + 1)
+                if rest is not None:
+                    found = ch + rest
+        memo[i, j] = found
+        return found
+
+    return walk(0, 0)
+
+
+def _any_char(token: _Token) -> str:
+    assert not isinstance(token, str)
+    return _common_char(token, (frozenset(), True)) or "x"
 
 
 @dataclass(frozen=True)
@@ -236,28 +352,81 @@ class AmbiguousPolicy(ValueError):
 
 
 @dataclass(frozen=True)
+class Overlap:
+    """Two per-VM files that would both match one guest at the same precedence."""
+
+    first: str
+    second: str
+    patterns: tuple[str, str]
+    example: str
+    kind: str = "glob"
+    """What both files match on: "glob", "flavor" or "exact name/UUID"."""
+
+    def __str__(self) -> str:
+        pa, pb = self.patterns
+        what = "Nova flavor" if self.kind == "flavor" else "guest"
+        return (
+            f"{self.first} ({pa!r}) and {self.second} ({pb!r}) both match {what} "
+            f"{self.example!r}: it is matched by a {self.kind} in more than one policy file "
+            f"({self.first}, {self.second}); make one of them more specific"
+        )
+
+
+def overlaps(layers: tuple[PolicyLayer, ...]) -> list[Overlap]:
+    """Pairs of files that some guest name would match at one precedence (resolve() would
+    raise AmbiguousPolicy for it): the same exact name or UUID, or two globs with a name in
+    common. A name listed exactly in a third file still counts: the globs overlap elsewhere."""
+    found = []
+    for i, one in enumerate(layers):
+        for other in layers[i + 1 :]:
+            hit = _overlap(one.match, other.match)
+            if hit is not None:
+                pa, pb, example, kind = hit
+                found.append(Overlap(one.source, other.source, (pa, pb), example, kind))
+    return found
+
+
+def _overlap(a: Match, b: Match) -> tuple[str, str, str, str] | None:
+    exact_a = {n for n in a.names if not _is_glob(n)} | {u.lower() for u in a.uuids}
+    exact_b = {n for n in b.names if not _is_glob(n)} | {u.lower() for u in b.uuids}
+    for same in sorted(exact_a & exact_b):
+        return same, same, same, "exact name/UUID"
+    for kind, globs_a, globs_b in (
+        ("glob", [n for n in a.names if _is_glob(n)], [n for n in b.names if _is_glob(n)]),
+        ("flavor", list(a.flavors), list(b.flavors)),  # flavors: a precedence of their own
+    ):
+        for pa in globs_a:
+            for pb in globs_b:
+                example = common_name(pa, pb)
+                if example is not None:
+                    return pa, pb, example, kind
+    return None
+
+
+@dataclass(frozen=True)
 class PolicySet:
     """The default policy, the host policy and the per-VM layers, resolved per guest.
 
-    Precedence: built-in defaults < default file < a glob match < an exact name/UUID match. Two
-    files matching one guest at the same precedence is an error (AmbiguousPolicy), never a guess.
+    Precedence: built-in defaults < default file < a name glob < a Nova flavor < the file the
+    domain's metadata names < an exact name/UUID < the domain's metadata field values. Two files
+    matching one guest at the same precedence is an error (AmbiguousPolicy), never a guess.
     """
 
     default: GuestPolicy = GuestPolicy()
     host: HostPolicy = HostPolicy()
     layers: tuple[PolicyLayer, ...] = ()
     default_source: str = "(built-in defaults)"
-    _cache: dict[tuple[str, str], GuestPolicy | ValueError] = field(
+    _cache: dict[tuple[str, str, DomainTags], GuestPolicy | ValueError] = field(
         default_factory=dict, compare=False, repr=False
     )
 
-    def resolve_cached(self, name: str, uuid: str = "") -> GuestPolicy:
-        """``resolve`` memoised per (name, uuid): a tick resolves every guest, every tick."""
-        key = (name, uuid)
+    def resolve_cached(self, name: str, uuid: str = "", tags: DomainTags = NO_TAGS) -> GuestPolicy:
+        """``resolve`` memoised per (name, uuid, tags): a tick resolves every guest, every tick."""
+        key = (name, uuid, tags)
         hit = self._cache.get(key)
         if hit is None:
             try:
-                hit = self.resolve(name, uuid)[0]
+                hit = self.resolve(name, uuid, tags)[0]
             except ValueError as err:  # AmbiguousPolicy or an incoherent merge
                 hit = err
             self._cache[key] = hit
@@ -265,25 +434,43 @@ class PolicySet:
             raise hit
         return hit
 
-    def resolve(self, name: str, uuid: str = "") -> tuple[GuestPolicy, tuple[str, ...]]:
+    def resolve(
+        self, name: str, uuid: str = "", tags: DomainTags = NO_TAGS
+    ) -> tuple[GuestPolicy, tuple[str, ...]]:
         """The effective policy for a guest and the files it came from, most general first."""
-        by_level: dict[int, list[PolicyLayer]] = {1: [], 2: []}
+        by_level: dict[int, list[PolicyLayer]] = {GLOB: [], FLAVOR: [], CHOSEN: [], EXACT: []}
         for layer in self.layers:
-            level = layer.match.specificity(name, uuid)
+            level = layer.match.specificity(name, uuid, tags.flavor)
             if level:
                 by_level[level].append(layer)
+        if tags.policy:
+            chosen = [layer for layer in self.layers if _stem(layer.source) == tags.policy]
+            if not chosen:
+                raise AmbiguousPolicy(
+                    f"guest {name!r}: its libvirt metadata asks for policy {tags.policy!r}, "
+                    f"and no per-VM file is called {tags.policy}.toml; add it or fix the "
+                    "domain's <autoballoon:policy name=...>"
+                )
+            by_level[CHOSEN] = chosen[:1]
         merged = self.default.model_dump()
         sources = [self.default_source]
-        for level in (1, 2):
+        for level in (GLOB, FLAVOR, CHOSEN, EXACT):
             found = by_level[level]
             if len(found) > 1:
-                kind = "glob" if level == 1 else "exact name/UUID"
                 files = ", ".join(layer.source for layer in found)
                 raise AmbiguousPolicy(
-                    f"guest {name!r} is matched by a {kind} in more than one policy file "
-                    f"({files}); make one of them more specific"
+                    f"guest {name!r} is matched by a {_LEVEL_NAMES[level]} in more than one "
+                    f"policy file ({files}); make one of them more specific"
                 )
             if found:
                 merged.update(found[0].overrides)
                 sources.append(found[0].source)
+        if tags.overrides:
+            merged.update(dict(tags.overrides))
+            sources.append("the domain's <autoballoon:policy> metadata")
         return GuestPolicy.model_validate(merged), tuple(sources)
+
+
+def _stem(source: str) -> str:
+    """A policy file's name without directory and ``.toml``: what domain metadata names."""
+    return PurePath(source).stem

@@ -86,6 +86,28 @@ class HostSample:
 
 
 @dataclass(frozen=True, slots=True)
+class DomainTags:
+    """What a domain's own libvirt ``<metadata>`` says about its sizing (read by the backend).
+
+    ``policy`` names a per-VM policy file (its name without ``.toml``) and ``overrides`` sets
+    policy fields for this domain alone (``floor_mib="512"``, ``priority="80"``: text, as in
+    the XML; the policy model validates them), both from an ``<autoballoon:policy>`` element;
+    ``flavor`` is the OpenStack Nova flavor the domain was built from (``<nova:flavor
+    name=...>``), which policy files can match.
+    """
+
+    policy: str = ""
+    flavor: str = ""
+    overrides: tuple[tuple[str, str], ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.policy or self.flavor or self.overrides)
+
+
+NO_TAGS = DomainTags()
+
+
+@dataclass(frozen=True, slots=True)
 class GuestSample:
     """One guest's balloon state and sanitised statistics at one tick.
 
@@ -121,6 +143,8 @@ class GuestSample:
     anyone on the host asking (see ``decide``'s ``self-deflated``)."""
     free_page_reporting: bool = False
     """The balloon device reports freed pages to the host (``freePageReporting='on'``)."""
+    tags: DomainTags = NO_TAGS
+    """The domain's own metadata about its policy (``DomainTags``); none by default."""
 
     def stat(self, name: str) -> int | None:
         return self.stats.get(name)

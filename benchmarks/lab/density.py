@@ -66,7 +66,7 @@ from typing import Any
 import libvirt
 
 from benchmarks.common import GUEST_PREFIX, RESULTS, header, machine, other_domains, say
-from benchmarks.lab.pg import CLIENTS, guest_ram_rss_kib, qemu_pid, qemu_rss_kib
+from benchmarks.lab.pg import CLIENTS
 from benchmarks.lab.pg_report import psi_pct
 from contrib.lab import (
     Guest,
@@ -74,8 +74,11 @@ from contrib.lab import (
     Lab,
     daemon_command,
     ensure_partition,
+    guest_ram_rss_kib,
     lab_lock,
     preset_policy_dir,
+    qemu_pid,
+    qemu_rss_kib,
     start_daemon,
 )
 
@@ -442,7 +445,7 @@ def cell_rows(runs: Sequence[Mapping[str, Any]], sums: Sequence[Mapping[str, Any
         if not got:
             return "-"
         m, lo, hi = statistics.median(got), min(got), max(got)
-        return f"{m:{f}} ({lo:{f}}-{hi:{f}})" if len(got) > 1 else f"{m:{f}}"
+        return f"{m:{f}} [{lo:{f}}, {hi:{f}}]" if len(got) > 1 else f"{m:{f}}"
 
     rows = [
         "| mode and ratio | limit (MiB) | holds | guests lost | OOM kills: cgroup / guest "
@@ -494,7 +497,7 @@ def render(runs: Sequence[Mapping[str, Any]]) -> str:
         "",
         *cell_rows(runs, sums, base),
         "",
-        "Cells: median (min-max) over the cell's runs. *Disk reads / tx*: virtio read requests "
+        "Cells: median [min, max] over the cell's runs. *Disk reads / tx*: virtio read requests "
         "per pgbench transaction, mean of the two guests; *memory PSI some*: % of the measured "
         "phase a task in the guest was stalled on memory (`/proc/pressure/memory`), mean of the "
         "two guests; `-` where a guest was lost or the run predates these columns.",

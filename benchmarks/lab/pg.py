@@ -61,9 +61,12 @@ from contrib.lab import (
     GuestSpec,
     Lab,
     daemon_command,
+    guest_ram_rss_kib,
     host_mem_available_kib,
     lab_lock,
     mode_policy_dir,
+    qemu_pid,
+    qemu_rss_kib,
     reserve_policy_dir,
     start_daemon,
 )
@@ -108,28 +111,6 @@ BY_NAME = {m.name: m for m in MODES}
 
 def size_arm(mib: int) -> str:
     return f"size-{mib}"
-
-
-def qemu_pid(name: str) -> int:
-    return int(Path(f"/run/libvirt/qemu/{name}.pid").read_text().strip())
-
-
-def qemu_rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
-
-
-def guest_ram_rss_kib(pid: int, mem_kib: int) -> int:
-    """RSS of QEMU's guest-RAM mapping: the largest mapping at least the guest's size."""
-    best_size, best_rss, size = 0, 0, 0
-    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
-        if line.startswith("Size:"):
-            size = int(line.split()[1])
-        elif line.startswith("Rss:") and size >= mem_kib and size > best_size:
-            best_size, best_rss = size, int(line.split()[1])
-    return best_rss
 
 
 def sample(guest: Guest, pid: int, mem_kib: int) -> dict[str, float]:

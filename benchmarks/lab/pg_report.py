@@ -138,7 +138,7 @@ def fmt(sp: tuple[float, float, float] | None, f: str = ".2f", unit: str = "") -
     if sp is None:
         return "-"
     m, lo, hi = sp
-    return f"{m:{f}}{unit} ({lo:{f}}-{hi:{f}})"
+    return f"{m:{f}}{unit} [{lo:{f}}, {hi:{f}}]"
 
 
 def by_arm(sums: Sequence[Mapping[str, Any]]) -> dict[str, list[Mapping[str, Any]]]:
@@ -246,7 +246,7 @@ TABLE_HEAD = (
 )
 
 COLUMNS = (
-    "Each cell is the median over pairs, with the min-max in brackets. *Host got back*: the "
+    "Each cell is the median over pairs, with [min, max] after it. *Host got back*: the "
     "fall of the treated guest's guest-RAM RSS (QEMU's mapping of guest memory, from "
     "`/proc/PID/smaps`) from the start to the end of the measured phase: memory the host has "
     "now. *Of cache + free*: that, as a share of the guest's Buffers + Cached + MemFree at the "

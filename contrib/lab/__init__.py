@@ -3,10 +3,12 @@
 - ``lab``: guests (boot, console reports, balloon and stats period through libvirt);
 - ``lock``: the lab lock every lab user holds while it has guests up;
 - ``daemon``: `autoballoon run` against lab guests as a real process;
-- ``policies``: the shipped presets as policy directories or loaded values.
+- ``policies``: the shipped presets as policy directories or loaded values;
+- ``hostmem``: what a guest's QEMU process holds on the host, and a steady host.
 """
 
 from contrib.lab.daemon import autoballoon_command, daemon_command, run_daemon, start_daemon
+from contrib.lab.hostmem import guest_ram_rss_kib, qemu_pid, qemu_rss_kib
 from contrib.lab.lab import (
     NEW_STATS,
     PREFIX,
@@ -42,12 +44,15 @@ __all__ = [
     "daemon_command",
     "detect_virt_type",
     "ensure_partition",
+    "guest_ram_rss_kib",
     "host_mem_available_kib",
     "lab_lock",
     "mode_policy_dir",
     "parse_report",
     "preset_policies",
     "preset_policy_dir",
+    "qemu_pid",
+    "qemu_rss_kib",
     "reserve_policy_dir",
     "run_daemon",
     "start_daemon",

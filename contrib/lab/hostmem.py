@@ -1,4 +1,10 @@
-"""A steady host: hold anonymous memory so the host's MemAvailable stays where it was put.
+"""The host's side of a guest's memory, and a steady host.
+
+``qemu_pid``, ``qemu_rss_kib`` and ``guest_ram_rss_kib`` read what a guest's QEMU process holds
+(VmRSS, and the RSS of the guest-RAM mapping alone, without QEMU's own heap and TCG
+translation cache): what ballooning really returns to the host.
+
+``SteadyHost`` holds anonymous memory so the host's MemAvailable stays where it was put.
 
 On a shared host, other people's processes come and go and move MemAvailable by hundreds of
 MiB within a minute; a controller in `on-demand` mode sees that as its shortfall changing under
@@ -21,6 +27,35 @@ from pathlib import Path
 from contrib.lab.policies import host_mem_available_kib
 
 PAGE = mmap.PAGESIZE
+
+
+def qemu_pid(name: str) -> int:
+    """The QEMU process of a running libvirt domain (libvirt's pid file)."""
+    return int(Path(f"/run/libvirt/qemu/{name}.pid").read_text().strip())
+
+
+def qemu_rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def guest_ram_rss_kib(pid: int, mem_kib: int) -> int:
+    """RSS of QEMU's guest-RAM mapping: the largest non-executable mapping at least the
+    guest's size. (Under TCG the translation cache is an executable mapping of up to 1 GiB,
+    larger than a small guest's RAM: it is not the guest's memory.)"""
+    best_size, best_rss, size, executable = 0, 0, 0, False
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        head = line.split(maxsplit=2)
+        if len(head) > 1 and "-" in head[0] and len(head[1]) == 4:  # a mapping's first line
+            executable = "x" in head[1]
+        elif line.startswith("Size:"):
+            size = int(line.split()[1])
+        elif (line.startswith("Rss:") and not executable and size >= mem_kib
+              and size > best_size):
+            best_size, best_rss = size, int(line.split()[1])
+    return best_rss
 
 
 class SteadyHost:

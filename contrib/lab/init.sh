@@ -4,6 +4,9 @@
 #   idle                 sits, with a little page cache (16 MiB loop device, read once)
 #   cache:MIB            MIB MiB of reclaimable page cache (loop device over a
 #                        sparse file in the initramfs tmpfs, kept open, re-read every 5 s)
+#   cold:MIB             MIB MiB of page cache read once at boot and never again (a second
+#                        loop device): the cold cache of a guest that read its files long
+#                        ago; "ABEVENT cold cache read up=<s>" once it is in memory
 #   steady|ramp|spike|thrash:...   anonymous memory, done by /bin/memload
 #   noballoon            do not load virtio_balloon (a guest without the driver)
 #   zram:MIB             swap on a zram device of MIB MiB (zstd), so anonymous
@@ -53,6 +56,7 @@ fi
 
 # Page cache: sum of cache:N components; idle gets 16 MiB read once.
 CACHE_MIB=0
+COLD_MIB=0
 REREAD=0
 ZRAM_MIB=0
 CG_LIMIT=0
@@ -60,6 +64,7 @@ CG_MIB=0
 for comp in $(echo "$WL" | tr '+' ' '); do
     case "$comp" in
         cache:*) CACHE_MIB=$((CACHE_MIB + ${comp#cache:})); REREAD=1 ;;
+        cold:*) COLD_MIB=$((COLD_MIB + ${comp#cold:})) ;;
         idle) [ "$CACHE_MIB" -eq 0 ] && CACHE_MIB=16 ;;
         zram:*) ZRAM_MIB=${comp#zram:} ;;
         cgroup:*:*) CG_MIB=${comp##*:}; CG_LIMIT=${comp#cgroup:}; CG_LIMIT=${CG_LIMIT%%:*} ;;
@@ -122,6 +127,17 @@ if [ "$CACHE_MIB" -gt 0 ]; then
             [ "$REREAD" -eq 1 ] || break
             sleep 5
         done
+    ) &
+fi
+
+if [ "$COLD_MIB" -gt 0 ]; then
+    truncate -s "${COLD_MIB}M" /cold.img
+    losetup /dev/loop1 /cold.img || echo "ABEVENT losetup cold failed"
+    exec 4</dev/loop1
+    (
+        dd if=/dev/loop1 of=/dev/null bs=1M 2>/dev/null
+        read -r UP _ < /proc/uptime
+        echo "ABEVENT cold cache read up=$UP"
     ) &
 fi
 

@@ -95,7 +95,7 @@ GUEST_KINDS = ("busybox", "pg")
 PG_TB_CACHE_MIB = 128
 PG_DISK_DIR = CACHE_DIR / "pg" / "disks"
 _WORKLOAD_RE = re.compile(
-    r"^(idle|noballoon|cache:\d+|steady:\d+|thrash:\d+|ramp:\d+:\d+:\d+"
+    r"^(idle|noballoon|cache:\d+|cold:\d+|steady:\d+|thrash:\d+|ramp:\d+:\d+:\d+"
     r"|spike:\d+:\d+:\d+(?::\d+)?|zram:\d+|cgroup:\d+:\d+)$"
 )
 
@@ -201,7 +201,7 @@ def detect_virt_type() -> str:
 class GuestSpec:
     """A lab guest: ``name`` (prefixed with ab-lab- if needed), memory in MiB, workload.
 
-    workload: components joined by '+': idle, cache:MIB, steady:MIB, thrash:MIB,
+    workload: components joined by '+': idle, cache:MIB, cold:MIB, steady:MIB, thrash:MIB,
     ramp:FROM:TO:SECONDS, spike:BASE:PEAK:AT[:HOLD]; noballoon = do not load the
     guest's virtio_balloon driver (the guest never reports stats).
 

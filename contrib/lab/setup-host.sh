@@ -5,7 +5,8 @@
 # installs only what is missing (apt-get update only then), adds bookworm-backports
 # (for QEMU >= 9.2) derived from the apt entry for plain bookworm, in either source
 # format (apt_backports.py), installs the build and lab packages (python3-venv and
-# python3-dev included), configures libvirtd for root-run QEMU without virtlogd, and
+# python3-dev included), promtool (from bookworm's prometheus package, the binary only),
+# configures libvirtd for root-run QEMU without virtlogd, and
 # starts libvirtd. When everything is in place it finishes in about a second.
 #
 #   setup-host.sh                     everything
@@ -107,6 +108,22 @@ if [ "${#MISSING[@]}" -gt 0 ]; then
 fi
 if [ "$APT_UPDATED" -eq 0 ] && [ -n "${NEED_UPDATE:-}" ]; then apt_update_once; fi
 say "packages ok ($(qemu-system-x86_64 --version | head -1 | sed 's/ (.*//'), libvirt $(libvirtd --version | awk '{print $NF}'))"
+
+# --- 3b. promtool: checks the shipped alerting rules (contrib/prometheus/) --------
+# Only this one binary, from bookworm's prometheus package, into the lab cache: installing the
+# package would also start a Prometheus server (it ships a unit and an init script) and pull
+# about 100 MB with its web assets, none of which the tests need.
+PROMTOOL="$HERE/cache/bin/promtool"
+if ! command -v promtool >/dev/null && [ ! -x "$PROMTOOL" ]; then
+    apt-cache show prometheus >/dev/null 2>&1 || apt_update_once
+    PROM_TMP="$(mktemp -d -t ab-promtool.XXXXXX)"
+    (cd "$PROM_TMP" && apt_quiet apt-get download -q prometheus)
+    mkdir -p "${PROMTOOL%/*}"
+    dpkg-deb --fsys-tarfile "$PROM_TMP"/prometheus_*.deb | tar -xO ./usr/bin/promtool >"$PROMTOOL.new"
+    chmod 755 "$PROMTOOL.new" && mv "$PROMTOOL.new" "$PROMTOOL"
+    rm -rf "$PROM_TMP"
+    say "installed $("$PROMTOOL" --version 2>&1 | head -1 | cut -d' ' -f1-3) in $PROMTOOL"
+fi
 
 # --- 4. libvirt daemon configuration ---------------------------------------------
 if ! getent passwd libvirt-qemu >/dev/null; then

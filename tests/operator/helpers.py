@@ -15,6 +15,15 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from prometheus_client import generate_latest
+
+from autoballoon.config import DaemonConfig
+from autoballoon.core.policy import GuestPolicy, PolicySet
+from autoballoon.core.units import BYTES_PER_MIB
+from autoballoon.daemon import Controller
+from autoballoon.hypervisor import RawGuest, Reading
+from autoballoon.metrics import MetricsSink
+
 URI = "test:///default"
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -51,6 +60,8 @@ def start_daemon(tmp: Path, status_file: Path, extra: Sequence[str] = ()) -> sub
             "1",
             "--status-file",
             str(status_file),
+            "--lock-file",
+            str(tmp / "autoballoon.lock"),
             "--policies",
             str(policies),
             "--no-strict-modes",
@@ -88,3 +99,60 @@ def wait_for(what: Callable[[], bool], timeout: float = 20.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(0.1)
+
+
+class ExtendedGuestHypervisor:
+    """One guest that sends the Linux 6.12 counters (what QEMU's guest-stats gives the adapter)."""
+
+    def __init__(self) -> None:
+        self.errors = 0  # what LibvirtHypervisor counts, exposed when the hypervisor has them
+        self.reconnects = 0
+        self.error: str | None = None
+        """Set: the guest's reading fails (the backend lists it as not controlled, and why)."""
+        self.stats_age_s = 0
+        """How old the guest's statistics are when read (QEMU's last_update)."""
+        self.stats: dict[str, object] = {
+            "stat-available-memory": 600 * BYTES_PER_MIB,
+            "stat-free-memory": 300 * BYTES_PER_MIB,
+            "stat-total-memory": 1024 * BYTES_PER_MIB,
+            "stat-swap-in": 0,
+            "stat-swap-out": 0,
+            "stat-major-faults": 10,
+            "stat-oom-kills": 1,
+            "stat-alloc-stalls": 20,
+            "stat-async-scans": 300 * BYTES_PER_MIB,
+            "stat-direct-scans": 40 * BYTES_PER_MIB,
+            "stat-async-reclaims": 200 * BYTES_PER_MIB,
+            "stat-direct-reclaims": 30 * BYTES_PER_MIB,
+        }
+
+    def read(self, wanted: Callable[[str], bool]) -> Reading:
+        if self.error is not None:  # this guest's monitor failed: seen, not controlled
+            return Reading([], {"vm-612": self.error})
+        last_update = int(time.time()) - self.stats_age_s
+        g = RawGuest("vm-612", "uuid-612", 1024 * 1024, 2048 * 1024, last_update, self.stats, "qmp")
+        return Reading([g])
+
+    def set_balloon_kib(self, name: str, kib: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def extended_controller(tmp_path: Path) -> tuple[ExtendedGuestHypervisor, Controller, MetricsSink]:
+    """A dry-run controller on ``ExtendedGuestHypervisor`` with a metrics sink, after two ticks
+    (the first gives the classifier no rates yet): the guest is classified ``none``."""
+    sink = MetricsSink()
+    config = DaemonConfig(policy_dir=tmp_path, status_file=tmp_path / "s.json")
+    hv = ExtendedGuestHypervisor()
+    ctl = Controller(config, hv, PolicySet(GuestPolicy()), dry_run=True, sinks=[sink])
+    ctl.tick()
+    hv.stats["stat-major-faults"] = 11
+    ctl.tick()
+    return hv, ctl, sink
+
+
+def scrape_extended(tmp_path: Path) -> str:
+    _hv, _ctl, sink = extended_controller(tmp_path)
+    return generate_latest(sink.registry).decode()

@@ -23,7 +23,7 @@ def once_cmd(tmp: Path, *args: str) -> list[str]:
     return [
         sys.executable, "-m", "autoballoon", "run", "--once", "--uri", URI, "--interval", "0.5",
         "--policies", str(policies), "--no-strict-modes", "--status-file",
-        str(tmp / "status.json"), *args,
+        str(tmp / "status.json"), "--lock-file", str(tmp / "autoballoon.lock"), *args,
     ]
 
 

@@ -67,7 +67,7 @@ def test_a_replayed_trace_feeds_the_daemons_sinks(
     text = generate_latest(metrics.registry).decode()
     assert f"autoballoon_ticks_total {float(n)}" in text
     for name in tick.samples:
-        assert f'autoballoon_guest_balloon_bytes{{guest="{name}"}}' in text
+        assert f'autoballoon_guest_balloon_bytes{{domain="{name}"}}' in text
     recorded = [(name, d.action, d.target_kib) for t in read_trace(tmp_path / "again.jsonl")[1]
                 for name, d in t.decisions.items() if d.action is not Action.HOLD]  # fmt: skip
     assert recorded == [(d.guest, d.action, d.target_kib) for d in changes]

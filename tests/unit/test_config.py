@@ -7,7 +7,13 @@ from pathlib import Path
 import pytest
 
 from autoballoon.cli import main
-from autoballoon.config import DEFAULT_POLICY_DIR, DaemonConfig, default_policy_dir, load_config
+from autoballoon.config import (
+    DEFAULT_POLICY_DIR,
+    ConfigError,
+    DaemonConfig,
+    default_policy_dir,
+    load_config,
+)
 from autoballoon.policyfiles import PolicyFileError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -57,12 +63,12 @@ def test_bad_config_names_file_and_field(tmp_path: Path, text: str, needle: str)
     assert str(path) in str(err.value)
 
 
-def test_run_refuses_bad_config_with_exit_1(
+def test_run_refuses_bad_config_with_exit_3(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = tmp_path / "c.toml"
     path.write_text("[daemon]\nlog_format = 'xml'\n")
-    assert main(["run", "--config", str(path)]) == 1
+    assert main(["run", "--config", str(path)]) == 3
     assert "log_format" in capsys.readouterr().err
 
 
@@ -81,9 +87,11 @@ def test_run_refuses_invalid_policy(tmp_path: Path, capsys: pytest.CaptureFixtur
             "--once",
             "--status-file",
             str(tmp_path / "s.json"),
+            "--lock-file",
+            str(tmp_path / "l.lock"),
         ]
     )
-    assert code == 1
+    assert code == 3
     assert "floor_mib" in capsys.readouterr().err
 
 
@@ -96,3 +104,19 @@ def test_offline_commands_use_a_checkouts_policies_else_the_installed_ones(
     assert default_policy_dir() == DEFAULT_POLICY_DIR, "a folder without default.toml is not one"
     (tmp_path / "policies" / "default.toml").write_text("[policy]\n")
     assert default_policy_dir() == Path("policies")
+
+
+def test_a_config_error_names_file_field_and_fix(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text("[daemon]\nintervall_s = 3\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path, {})
+    assert (err.value.file, err.value.field, err.value.fix) == (
+        str(path),
+        "intervall_s",
+        "did you mean interval_s?",
+    )
+    path.write_text("[daemon]\ninterval_s = 0.1\n")
+    with pytest.raises(ConfigError, match="interval_s: Input should be greater") as err:
+        load_config(path, {})
+    assert err.value.fix == "see `autoballoon run --help`, --interval"

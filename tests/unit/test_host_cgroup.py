@@ -178,11 +178,11 @@ def test_config_refuses_a_cgroup_that_cannot_be_read(tmp_path: Path) -> None:
     assert str(path) in str(err.value) and "no such directory" in str(err.value)
 
 
-def test_run_refuses_a_bad_cgroup_flag_with_exit_1(
+def test_run_refuses_a_bad_cgroup_flag_with_exit_3(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     (tmp_path / "cg").mkdir()
-    assert main(["run", "--host-memory-cgroup", str(tmp_path / "cg"), "--once"]) == 1
+    assert main(["run", "--host-memory-cgroup", str(tmp_path / "cg"), "--once"]) == 3
     err = capsys.readouterr().err
     assert "host_memory_cgroup" in err and "not a memory cgroup" in err
 

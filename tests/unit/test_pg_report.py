@@ -119,4 +119,4 @@ def test_render_places_modes_against_the_knee(tmp_path: Any) -> None:
     assert "640 MiB, where the host got back 380 MiB" in pg_md
     row = next(x for x in pg_md.splitlines() if x.startswith("| `proactive` |"))
     assert "| 50 % |" in row  # 190 of the knee's 380 MiB
-    assert "| 640 | 2 | 380 (380-380) |" in (tmp_path / "frontier.md").read_text()
+    assert "| 640 | 2 | 380 [380, 380] |" in (tmp_path / "frontier.md").read_text()
