@@ -44,9 +44,10 @@ POLICY_DIR_RULE = f"{DEFAULT_POLICY_DIR} when it holds a default.toml, else ./po
 
 
 def default_policy_dir(installed: Path = DEFAULT_POLICY_DIR) -> Path:
-    """Every command's policy directory when none is given (run, check-policy, replay,
-    release): the installed one when it holds a default.toml, else ./policies when that does (a
-    checkout), else the installed one again, so that the error names where policies belong."""
+    """The policy directory of run, check-policy and release when none is given: the installed
+    one when it holds a default.toml, else ./policies when that does (a checkout), else the
+    installed one again, so that the error names where policies belong. (replay uses the
+    policies its trace records.)"""
     if (installed / "default.toml").is_file():
         return installed
     return LOCAL_POLICY_DIR if (LOCAL_POLICY_DIR / "default.toml").is_file() else installed
@@ -69,7 +70,8 @@ class DaemonConfig(BaseModel):
         default_factory=default_policy_dir, json_schema_extra={"flag": "policies"}
     )
     """Folder holding default.toml and per-VM policy files. Default: /etc/autoballoon/policies
-    when it holds a default.toml, else ./policies (a checkout); the same for every command."""
+    when it holds a default.toml, else ./policies (a checkout); the same for check-policy and
+    release."""
     strict_modes: bool = True
     """Refuse policy files writable by users other than root/the owner (like sshd)."""
     extended_stats: Literal["qmp", "off"] = "qmp"

@@ -154,6 +154,7 @@ class Controller:
             obs.sources,
             obs.rss_kib,
             self.state.host_verdict,
+            policies=self.policies,
         )
         return self._publish(report)
 
@@ -322,7 +323,7 @@ def _wait_for_stop(
 def run_daemon(
     config: DaemonConfig,
     hypervisor: Hypervisor,
-    make_sinks: Callable[[], Sequence[Sink]] = list,
+    make_sinks: Callable[[PolicySet], Sequence[Sink]] = lambda _policies: [],
     *,
     dry_run: bool = False,
     once: bool = False,
@@ -334,8 +335,9 @@ def run_daemon(
     (``autoballoon.exits``).
 
     The command that runs the daemon chooses the backend (``hypervisor``) and the sinks;
-    ``make_sinks`` is called once the policies have loaded, and may refuse to start by raising
-    ``ValueError`` or ``OSError`` (a --record file that is not a trace).
+    ``make_sinks`` is called with the policies once they have loaded (a trace records them),
+    and may refuse to start by raising ``ValueError`` or ``OSError`` (a --record file that is
+    not a trace).
     """
     # Signals first: a SIGTERM during start-up is a clean stop too, never a kill. The handler
     # only notes the request, taking no lock; the main thread polls for it (see below).
@@ -384,7 +386,7 @@ def _start_error(err: HypervisorError) -> int:
 def _run_locked(
     config: DaemonConfig,
     hypervisor: Hypervisor,
-    make_sinks: Callable[[], Sequence[Sink]],
+    make_sinks: Callable[[PolicySet], Sequence[Sink]],
     why_stopped: list[str],
     *,
     dry_run: bool,
@@ -416,7 +418,7 @@ def _run_locked(
             hypervisor.close()
             return _start_error(err)
     try:
-        sinks = [*make_sinks(), NotifySink()]
+        sinks = [*make_sinks(policies), NotifySink()]
     except (ValueError, OSError) as err:  # e.g. --record names a file that is not a trace
         log.error("refusing to start: %s", err)
         hypervisor.close()

@@ -1,11 +1,17 @@
 """Replay: a recorded trace through the production engine, and what it would have done.
 
 Sits after ``autoballoon.trace`` (which reads the ticks) and calls the pure core's
-``decide.step`` once per tick, unchanged, with ``open_loop=True``: the balloon never follows the
-replayed decisions, so every tick's ``actual_kib`` is the trace's own. The engine therefore
-answers "given what the guests really showed, what would this policy have decided at each
-tick?", not "where would the balloon have ended up": a closed loop would have changed what the
-guests showed.
+``decide.step`` once per tick, unchanged. Under other policies than the recorded ones it runs
+with ``open_loop=True``: the balloon never follows the replayed decisions, so every tick's
+``actual_kib`` is the trace's own. The engine then answers "given what the guests really
+showed, what would this policy have decided at each tick?", not "where would the balloon have
+ended up": a closed loop would have changed what the guests showed.
+
+Under the policies the trace records (``RecordedRun``) it runs as the recording daemon ran:
+closed loop when that daemon acted (the recorded balloon is the one that followed exactly
+these decisions), open loop when it dry-ran, on the recorded clock, starting the engine from
+nothing where a new daemon run starts and switching policies where a reload changed them. It
+then gives the decisions the daemon took.
 
 Nothing here reads a clock, prints or touches libvirt; the same ticks and policies always give
 the same decisions and the same summary (the determinism ``replay --json`` promises).
@@ -24,7 +30,7 @@ from autoballoon.core.policy import PolicySet
 from autoballoon.core.samples import GuestSample
 from autoballoon.core.units import KIB_PER_MIB
 from autoballoon.report import TickReport
-from autoballoon.trace import RecordedTick
+from autoballoon.trace import RecordedRun, RecordedTick
 
 ACTIONS = tuple(str(a) for a in Action)
 DRY_RUN = "dry-run"
@@ -140,13 +146,29 @@ def tick_report(
 
 
 class Replayer:
-    """Feeds ticks through ``decide.step`` (open loop) and keeps per-guest totals.
+    """Feeds ticks through ``decide.step`` and keeps per-guest totals.
 
-    ``keep_series`` also keeps what ``--plot`` needs, as change points (see ``Steps``).
+    Given ``policies``, it replays under them, open loop. Given none, it follows what the trace
+    recorded (``recorded``: the header's run; then each tick's ``run`` and ``policies``), as the
+    daemon decided. ``keep_series`` also keeps what ``--plot`` needs, as change points (see
+    ``Steps``).
     """
 
-    def __init__(self, policies: PolicySet, keep_series: bool = False) -> None:
+    def __init__(
+        self,
+        policies: PolicySet | None,
+        keep_series: bool = False,
+        recorded: RecordedRun | None = None,
+    ) -> None:
+        self.follows_recording = policies is None
+        if policies is None:
+            if recorded is None or recorded.policies is None:
+                raise ValueError("the trace records no policies: give some")
+            policies = recorded.policies
         self.policies = policies
+        self.open_loop = True
+        if self.follows_recording and recorded is not None:
+            self.open_loop = recorded.dry_run is not False
         self.state = EngineState()
         self.reports: dict[str, GuestReport] = {}
         self.series: dict[str, GuestSeries] | None = {} if keep_series else None
@@ -155,10 +177,21 @@ class Replayer:
         self.last_t: float | None = None
 
     def feed(self, tick: RecordedTick) -> list[Decision]:
-        """One tick through the engine; the decisions, sorted by guest name."""
+        """One tick through the engine; the decisions (stamped with the tick's wall-clock
+        ``t``), sorted by guest name."""
+        if tick.run is not None:
+            self.state = EngineState()  # the daemon started again: so does its engine
+            if self.follows_recording:
+                if tick.run.policies is not None:
+                    self.policies = tick.run.policies
+                self.open_loop = tick.run.dry_run is not False
+        if tick.policies is not None and self.follows_recording:
+            self.policies = tick.policies
         decisions, self.state = step(
-            tick.t, tick.host, tick.samples, self.state, self.policies, open_loop=True
+            tick.clock, tick.host, tick.samples, self.state, self.policies, self.open_loop
         )
+        if tick.clock != tick.t:
+            decisions = [d._replace(t=tick.t) for d in decisions]
         self.ticks += 1
         if self.first_t is None:
             self.first_t = tick.t

@@ -32,6 +32,7 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 from autoballoon.core.classify import Basis, PressureClass
 from autoballoon.core.decide import Action, Decision
+from autoballoon.core.policy import PolicySet
 from autoballoon.core.samples import GuestSample, HostSample
 
 StatsKind = Literal["extended", "standard", "none"]
@@ -178,6 +179,9 @@ class TickReport:
     while the host is above its reserve, else "host short by N MiB; " and what is done."""
     error: str | None = None
     """Set when the whole tick failed (libvirt unreachable): no decisions were made."""
+    policies: PolicySet | None = None
+    """The policies this tick decided with (None when the producer does not say): the trace
+    records them when a reload changes them."""
 
     @cached_property
     def guests(self) -> tuple[GuestRecord, ...]:

@@ -14,9 +14,10 @@ import socket
 from pathlib import Path
 
 from autoballoon.core.decide import NOTABLE_HOLDS, Action
+from autoballoon.core.policy import PolicySet
 from autoballoon.core.units import KIB_PER_MIB
 from autoballoon.report import GuestRecord, Health, TickReport
-from autoballoon.trace import TraceWriter
+from autoballoon.trace import RecordedRun, TraceWriter
 
 log = logging.getLogger("autoballoon")
 
@@ -155,10 +156,22 @@ class LogSink:
 
 
 class TraceSink:
-    """`run --record FILE`: appends every tick to a trace (docs/trace-format.md)."""
+    """`run --record FILE`: appends every tick to a trace (docs/trace-format.md).
 
-    def __init__(self, path: Path, interval_s: float) -> None:
-        self.writer = TraceWriter(path, interval_s, socket.gethostname())
+    ``policies`` and ``dry_run`` are the daemon's at start, recorded so that a replay decides
+    as the daemon did; a tick whose report carries other policies (a reload) records them.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        interval_s: float,
+        policies: PolicySet | None = None,
+        dry_run: bool | None = None,
+    ) -> None:
+        run = RecordedRun(policies, dry_run)
+        self.writer = TraceWriter(path, interval_s, socket.gethostname(), run=run)
+        self._policies = policies
         self._last_t = float("-inf")
 
     def on_tick(self, report: TickReport, health: Health) -> None:
@@ -170,7 +183,12 @@ class TraceSink:
             return
         self._last_t = report.t
         decisions = {r.name: r.decision for r in report.guests}
-        self.writer.write_tick(report.t, report.host, report.samples, decisions)
+        changed = None
+        if report.policies is not None and report.policies != self._policies:
+            changed = self._policies = report.policies
+        self.writer.write_tick(
+            report.t, report.host, report.samples, decisions, changed, now=report.host.t
+        )
 
     def close(self) -> None:
         self.writer.close()

@@ -29,6 +29,7 @@ from typing import IO, Any
 
 from pydantic import ValidationError
 
+from autoballoon.core.policy import GuestPolicy, HostPolicy, Match, PolicyLayer, PolicySet
 from autoballoon.core.samples import (
     NO_TAGS,
     DomainTags,
@@ -39,7 +40,10 @@ from autoballoon.core.samples import (
 from autoballoon.report import DecisionRecord
 
 FORMAT = "autoballoon-trace"
-VERSION = 1
+VERSION = 2
+READABLE_VERSIONS = (1, 2)
+"""Version 1 traces lack what replay needs to equal the live run (the core's clock, each
+guest's report age, stats period and QEMU RSS, the policies): they read as before."""
 
 MAX_LINE_BYTES = 16 * 1024 * 1024
 """A longer line is an error, not an allocation: a tick of a thousand guests is about 1 MiB."""
@@ -60,6 +64,15 @@ class TraceError(ValueError):
 
 
 @dataclass(frozen=True)
+class RecordedRun:
+    """What a recording daemon said about its run: the policies it decided with, and whether
+    it acted (the balloon followed its decisions) or only dry-ran. None: not recorded."""
+
+    policies: PolicySet | None = None
+    dry_run: bool | None = None
+
+
+@dataclass(frozen=True)
 class RecordedTick:
     """One tick as a trace keeps it: the engine's inputs, all taken at ``t``.
 
@@ -74,6 +87,19 @@ class RecordedTick:
     samples: dict[str, GuestSample]
     decisions: dict[str, DecisionRecord] = field(default_factory=dict)
     """What the recording daemon decided per guest (optional in the format; empty if absent)."""
+    now: float | None = None
+    """The core's clock at this tick (the daemon's monotonic clock), which the samples and
+    the host sample are stamped with; None in traces that do not record it (then ``t``)."""
+    run: RecordedRun | None = None
+    """Set on the first tick of a daemon run appended to an existing trace: the engine started
+    from nothing here, with these policies."""
+    policies: PolicySet | None = None
+    """Set when a reload changed the policies: in force from this tick on."""
+
+    @property
+    def clock(self) -> float:
+        """The time ``decide.step`` is given for this tick: ``now`` when recorded, else ``t``."""
+        return self.t if self.now is None else self.now
 
 
 class _Bad(Exception):
@@ -104,6 +130,15 @@ def _number(value: Any, key: str, where: str, nullable: bool = False) -> float |
         return float(value)
     kind = "a number or null" if nullable else "a number"
     raise _Bad(f"{where}{key!r} must be {kind}, not {_show(value)}")
+
+
+def _optional_number(obj: Mapping[str, Any], key: str, where: str) -> float | None:
+    """An optional finite number (None when absent: traces written before it existed)."""
+    return _number(obj[key], key, where) if key in obj else None
+
+
+def _optional_kib(obj: Mapping[str, Any], key: str, where: str) -> int | None:
+    return _kib(obj, key, where) if key in obj else None
 
 
 def _flag(obj: Mapping[str, Any], key: str, where: str) -> bool:
@@ -172,10 +207,11 @@ def parse_header(obj: Any) -> dict[str, Any]:
     version = _get(obj, "version", "header: ")
     if type(version) is not int:
         raise _Bad(f"header: 'version' must be an integer, not {_show(version)}")
-    if version != VERSION:
+    if version not in READABLE_VERSIONS:
         raise _Bad(
             f"trace format version {version} is not supported (this autoballoon reads "
-            f"version {VERSION}); replay it with the autoballoon that recorded it"
+            f"versions {', '.join(map(str, READABLE_VERSIONS))}); replay it with the "
+            "autoballoon that recorded it"
         )
     host = _get(obj, "host", "header: ")
     if not isinstance(host, str):
@@ -184,7 +220,83 @@ def parse_header(obj: Any) -> dict[str, Any]:
     if interval is None or not interval > 0:
         raise _Bad(f"header: 'interval_s' must be positive, not {interval}")
     _number(_get(obj, "started", "header: "), "started", "header: ")
+    parse_run(obj, "header: ")
     return obj
+
+
+def parse_run(obj: Mapping[str, Any], where: str) -> RecordedRun:
+    """The optional ``policies`` and ``dry_run`` of a header or of a tick's ``run``."""
+    dry_run = obj.get("dry_run")
+    if dry_run is not None and type(dry_run) is not bool:
+        raise _Bad(f"{where}'dry_run' must be true or false, not {_show(dry_run)}")
+    policies = _policies(obj["policies"], where) if "policies" in obj else None
+    return RecordedRun(policies, dry_run)
+
+
+def recorded_run(header: Mapping[str, Any]) -> RecordedRun:
+    """What a checked header (``TraceReader.header``) recorded about the first run."""
+    return parse_run(header, "header: ")
+
+
+# --- the policy set, as a trace keeps it -----------------------------------------------------
+
+
+def policies_record(policies: PolicySet) -> dict[str, Any]:
+    """The policy set as JSON: every field resolved, so a replay does not depend on the
+    policy files, nor on the defaults of the autoballoon that reads it."""
+    return {
+        "default_source": policies.default_source,
+        "default": _json_fields(policies.default.model_dump(mode="json")),
+        "host": _json_fields(policies.host.model_dump(mode="json")),
+        "layers": [
+            {
+                "source": layer.source,
+                "match": layer.match.model_dump(mode="json"),
+                "policy": _json_fields(layer.overrides),
+            }
+            for layer in policies.layers
+        ],
+    }
+
+
+def _json_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """Policy fields JSON can carry: TOML's ``inf`` (``stable_s = inf``: never) becomes the
+    string "inf", which the policy models read back as the number."""
+    return {
+        k: str(v) if isinstance(v, float) and not math.isfinite(v) else v for k, v in fields.items()
+    }
+
+
+def _policies(value: Any, where: str) -> PolicySet:
+    """The inverse of ``policies_record``; a set this autoballoon cannot read is an error."""
+    where = f"{where}policies: "
+    if not isinstance(value, dict):
+        raise _Bad(f"{where}must be an object, not {_show(value)}")
+    layers_raw = _get(value, "layers", where)
+    if not isinstance(layers_raw, list):
+        raise _Bad(f"{where}'layers' must be an array, not {_show(layers_raw)}")
+    source = value.get("default_source", "(recorded)")
+    try:
+        default = GuestPolicy.model_validate(_get(value, "default", where))
+        host = HostPolicy.model_validate(_get(value, "host", where))
+        layers = []
+        for i, raw in enumerate(layers_raw):
+            if not isinstance(raw, dict) or not isinstance(raw.get("policy"), dict):
+                raise _Bad(f"{where}layer {i} must be an object with a 'policy' object")
+            overrides = dict(raw["policy"])
+            GuestPolicy.model_validate(default.model_dump() | overrides)
+            layers.append(
+                PolicyLayer(str(raw.get("source", f"layer {i}")),
+                            Match.model_validate(_get(raw, "match", where)), overrides)
+            )  # fmt: skip
+    except ValidationError as err:
+        e = err.errors()[0]
+        loc = ".".join(str(x) for x in e["loc"])
+        raise _Bad(
+            f"{where}{loc!r}: {e['msg']} (recorded by another autoballoon version?); "
+            "replay it with --policies DIR"
+        ) from None
+    return PolicySet(default, host, tuple(layers), str(source))
 
 
 def parse_tick(obj: Any) -> tuple[RecordedTick, list[str]]:
@@ -193,11 +305,13 @@ def parse_tick(obj: Any) -> tuple[RecordedTick, list[str]]:
         raise _Bad(f"a tick must be an object, not {_show(obj)}")
     t = _number(_get(obj, "t", ""), "t", "")
     assert t is not None
+    now = _optional_number(obj, "now", "")
+    clock = t if now is None else now
     h = _get(obj, "host", "")
     if not isinstance(h, dict):
         raise _Bad(f"'host' must be an object, not {_show(h)}")
     host = HostSample(
-        t,
+        clock,
         _kib(h, "mem_total_kib", "host: "),
         _kib(h, "mem_available_kib", "host: "),
         _number(_get(h, "psi_some_avg10", "host: "), "psi_some_avg10", "host: ", True),
@@ -225,18 +339,27 @@ def parse_tick(obj: Any) -> tuple[RecordedTick, list[str]]:
         samples[name] = GuestSample(
             name=name,
             uuid=uuid,
-            t=t,
+            t=clock,
             actual_kib=_kib(g, "actual_kib", where),
             max_kib=_kib(g, "max_kib", where),
             last_update=_kib(g, "last_update", where),
             stats=stats,
+            stats_period_s=_optional_number(g, "stats_period_s", where),
+            rss_kib=_optional_kib(g, "rss_kib", where),
+            stats_age_s=_optional_number(g, "stats_age_s", where),
             autodeflate=_flag(g, "autodeflate", where),
             free_page_reporting=_flag(g, "free_page_reporting", where),
             tags=_tags(g, where),
         )
         if "decision" in g:
             decisions[name] = _decision(g["decision"], where)
-    return RecordedTick(t, host, samples, decisions), problems
+    run = None
+    if "run" in obj:
+        if not isinstance(obj["run"], dict):
+            raise _Bad(f"'run' must be an object, not {_show(obj['run'])}")
+        run = parse_run(obj["run"], "run: ")
+    policies = _policies(obj["policies"], "") if "policies" in obj else None
+    return RecordedTick(t, host, samples, decisions, now, run, policies), problems
 
 
 def _decision(value: Any, where: str) -> DecisionRecord:
@@ -372,39 +495,53 @@ def _finite(x: float | None) -> float | None:
     return x if x is not None and math.isfinite(x) else None
 
 
+def _guest_record(s: GuestSample) -> dict[str, Any]:
+    g: dict[str, Any] = {
+        "uuid": s.uuid,
+        "max_kib": s.max_kib,
+        "actual_kib": s.actual_kib,
+        "last_update": s.last_update,
+        "stats": dict(sorted(s.stats.items())),
+    }
+    # Written only when known (or on): absent reads as the old behaviour.
+    optional = {
+        "stats_period_s": s.stats_period_s,
+        "stats_age_s": _finite(s.stats_age_s),
+        "rss_kib": s.rss_kib,
+        "autodeflate": s.autodeflate or None,
+        "free_page_reporting": s.free_page_reporting or None,
+    }
+    g.update((k, v) for k, v in optional.items() if v is not None)
+    if s.tags:
+        g["tags"] = {
+            "policy": s.tags.policy,
+            "flavor": s.tags.flavor,
+            "overrides": dict(s.tags.overrides),
+        }
+    return g
+
+
 def tick_record(
     t: float,
     host: HostSample,
     samples: Mapping[str, GuestSample],
     decisions: Mapping[str, DecisionRecord] | None = None,
+    now: float | None = None,
 ) -> dict[str, Any]:
-    """The JSON object of one tick line (the inverse of ``parse_tick``)."""
-    guests: dict[str, dict[str, Any]] = {
-        name: {
-            "uuid": s.uuid,
-            "max_kib": s.max_kib,
-            "actual_kib": s.actual_kib,
-            "last_update": s.last_update,
-            "stats": dict(sorted(s.stats.items())),
-        }
-        for name, s in samples.items()
-    }
-    for name, s in samples.items():  # written only when on: older readers ignore them anyway
-        if s.autodeflate:
-            guests[name]["autodeflate"] = True
-        if s.free_page_reporting:
-            guests[name]["free_page_reporting"] = True
-        if s.tags:
-            guests[name]["tags"] = {
-                "policy": s.tags.policy,
-                "flavor": s.tags.flavor,
-                "overrides": dict(s.tags.overrides),
-            }
+    """The JSON object of one tick line (the inverse of ``parse_tick``, but for ``run`` and
+    ``policies``, which ``TraceWriter.write_tick`` adds).
+
+    ``now`` is the core's clock the samples are stamped with, when it is not the wall clock
+    ``t`` (the daemon's is monotonic).
+    """
+    guests = {name: _guest_record(s) for name, s in samples.items()}
     for name, d in (decisions or {}).items():
         if name in guests:
             guests[name]["decision"] = d.to_json()
+    clock = {} if now is None or now == t else {"now": now}
     return {
         "t": t,
+        **clock,
         "host": {
             "mem_total_kib": host.mem_total_kib,
             "mem_available_kib": host.mem_available_kib,
@@ -415,6 +552,15 @@ def tick_record(
     }
 
 
+def _run_record(run: RecordedRun) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if run.policies is not None:
+        out["policies"] = policies_record(run.policies)
+    if run.dry_run is not None:
+        out["dry_run"] = run.dry_run
+    return out
+
+
 def _dumps(obj: Mapping[str, Any]) -> bytes:
     return (json.dumps(obj, separators=(",", ":"), allow_nan=False) + "\n").encode()
 
@@ -422,15 +568,24 @@ def _dumps(obj: Mapping[str, Any]) -> bytes:
 class TraceWriter:
     """Appends ticks to a trace file, one flushed line per tick.
 
-    A new or empty file gets the header first. An existing file must already be a version-1
-    trace (anything else is refused untouched, so a mistyped path never clobbers a file); a last
-    line cut short by a crash is cut off before appending, so the file stays readable.
+    A new or empty file gets the header first, with ``run`` (the recording daemon's policies
+    and dry-run flag) when given. An existing file must already be a trace of this version
+    (anything else is refused untouched, so a mistyped path never clobbers a file); a last line
+    cut short by a crash is cut off before appending, so the file stays readable, and the
+    first tick appended carries ``run``: a new daemon run starts there.
     """
 
     def __init__(
-        self, path: Path, interval_s: float, hostname: str, extra: dict[str, Any] | None = None
+        self,
+        path: Path,
+        interval_s: float,
+        hostname: str,
+        extra: dict[str, Any] | None = None,
+        run: RecordedRun | None = None,
     ) -> None:
         self.path = path
+        self._pending_run: dict[str, Any] | None = None
+        run_json = _run_record(run or RecordedRun())
         try:
             self._fh: io.BufferedWriter | None = open(path, "ab")  # noqa: SIM115
         except OSError as err:
@@ -439,7 +594,7 @@ class TraceWriter:
             ) from None
         try:
             if self._fh.seek(0, os.SEEK_END) == 0:
-                header = dict(extra or {}) | {
+                header = {**(extra or {}), **run_json} | {
                     "format": FORMAT,
                     "version": VERSION,
                     "host": hostname,
@@ -449,6 +604,7 @@ class TraceWriter:
                 self._write(_dumps(header))
             else:
                 self._check_existing()
+                self._pending_run = run_json
         except BaseException:
             self.close()
             raise
@@ -459,7 +615,12 @@ class TraceWriter:
             try:
                 if not first.endswith(b"\n"):
                     raise _Bad("the first line is not a complete trace header")
-                parse_header(_loads(first))
+                version = parse_header(_loads(first))["version"]
+                if version != VERSION:
+                    raise _Bad(
+                        f"it is a version {version} trace and this autoballoon writes version "
+                        f"{VERSION}; record to a new file"
+                    )
             except _Bad as err:
                 raise TraceError(self.path, 1, f"refusing to append: {err}") from None
             # Find the end of the last complete line: a crash may have left half a line.
@@ -490,10 +651,18 @@ class TraceWriter:
         host: HostSample,
         samples: Mapping[str, GuestSample],
         decisions: Mapping[str, DecisionRecord] | None = None,
+        policies: PolicySet | None = None,
+        now: float | None = None,
     ) -> None:
-        """Append one tick (with the decisions taken, if given); the line is complete on disk
-        (flushed) when this returns."""
-        self._write(_dumps(tick_record(t, host, samples, decisions)))
+        """Append one tick (with the decisions taken, if given, ``policies`` when they changed
+        at this tick, and the core's clock ``now`` when it is not ``t``); the line is complete
+        on disk (flushed) when this returns."""
+        obj = tick_record(t, host, samples, decisions, now)
+        if self._pending_run is not None:
+            obj["run"], self._pending_run = self._pending_run, None
+        if policies is not None:
+            obj["policies"] = policies_record(policies)
+        self._write(_dumps(obj))
 
     def close(self) -> None:
         if self._fh is not None:

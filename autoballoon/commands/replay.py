@@ -1,9 +1,10 @@
 """`autoballoon replay`: what a policy would have done on a recorded trace, offline.
 
-Reads a trace (``autoballoon.trace``), runs it through the production engine in open loop
-(``autoballoon.replay``) and reports: a per-guest table, one JSON line per guest per tick, two
-policy sets side by side, or a plot. Output depends only on the trace, the policies and the
-arguments: no clock, no hypervisor.
+Reads a trace (``autoballoon.trace``), runs it through the production engine
+(``autoballoon.replay``): under the policies the trace records, as the daemon ran, or under
+others (``--policies``, ``--compare``) in open loop; and reports: a per-guest table, one JSON
+line per guest per tick, two policy sets side by side, or a plot. Output depends only on the
+trace, the policies and the arguments: no clock, no hypervisor.
 """
 
 from __future__ import annotations
@@ -18,16 +19,19 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from autoballoon import plot
-from autoballoon.config import POLICY_DIR_RULE, default_policy_dir
 from autoballoon.core.decide import Decision
 from autoballoon.policyfiles import PolicyFileError, load_policy_dir
 from autoballoon.replay import ACTIONS, Replayer, decision_record
-from autoballoon.trace import TraceError, TraceReader
+from autoballoon.trace import TraceError, TraceReader, recorded_run
+
+RECORDED = "(recorded in the trace)"
 
 DESCRIPTION = """\
 Feed a recorded trace (`autoballoon run --record FILE`) through the same classify/decide code the
-daemon runs, with no hypervisor, and show what the policies would have done. The replay is open
-loop: at every tick the balloon size is the one recorded, whatever the policy decided before.
+daemon runs, with no hypervisor, and show what the policies would have done. By default it uses
+the policies recorded in the trace and decides exactly as the recording daemon did. With
+--policies or --compare the replay is open loop: at every tick the balloon size is the one
+recorded, whatever the policy decided before.
 
 Exit 0 on success, 1 when the trace or a policy cannot be used (the message names the file and
 line), 2 on a usage error.
@@ -53,7 +57,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         type=Path,
         default=None,
         metavar="DIR",
-        help=f"policy directory (default: {POLICY_DIR_RULE})",
+        help="replay under this policy directory instead of the policies recorded in the trace "
+        "(open loop); needed for traces that record none",
     )
     p.add_argument(
         "--compare",
@@ -132,40 +137,57 @@ def run(args: argparse.Namespace) -> int:
         except plot.PlotUnavailable as err:
             return _error(str(err))
 
-    dirs: list[Path] = (
-        list(args.compare) if args.compare else [args.policies or default_policy_dir()]
-    )
-    if not args.compare and args.policies is None:
-        print(f"policies: {dirs[0]} (default: {POLICY_DIR_RULE})", file=sys.stderr)
-    replayers = []
+    dirs: list[Path] = list(args.compare) if args.compare else [args.policies] * bool(args.policies)
     try:
-        for d in dirs:
-            pset = load_policy_dir(d, strict_modes=not args.no_strict_modes)
-            replayers.append(Replayer(pset, keep_series=args.plot is not None))
-    except PolicyFileError as err:
+        reader = TraceReader(args.trace)
+    except TraceError as err:
         return _error(str(err))
+    with reader:
+        recorded = recorded_run(reader.header)
+        replayers = []
+        try:
+            for d in dirs:
+                pset = load_policy_dir(d, strict_modes=not args.no_strict_modes)
+                replayers.append(Replayer(pset, keep_series=args.plot is not None))
+        except PolicyFileError as err:
+            return _error(str(err))
+        if not dirs and recorded.policies is None:
+            return _error(
+                f"{args.trace}: the trace records no policies (it was written before trace "
+                "format version 2, or by another recorder); pass --policies DIR"
+            )
+        if not dirs:
+            replayers.append(Replayer(None, args.plot is not None, recorded))
+        elif recorded.policies is not None:
+            print(
+                f"note: replaying under {' and '.join(map(str, dirs))}, not the policies "
+                "recorded in the trace (open loop)",
+                file=sys.stderr,
+            )
+        return _replay(args, reader, replayers, dirs or [Path(RECORDED)])
 
+
+def _replay(
+    args: argparse.Namespace, reader: TraceReader, replayers: list[Replayer], dirs: list[Path]
+) -> int:
     patterns: Sequence[str] = args.guest or ()
 
     def wanted(name: str) -> bool:
         return not patterns or any(fnmatch.fnmatchcase(name, p) for p in patterns)
 
     out = sys.stdout
+    progress = Progress(reader, sys.stderr, sys.stderr.isatty() and not args.json)
+    emit = _tick_printer(out, len(replayers) == 2, wanted) if args.json else None
     try:
-        reader = TraceReader(args.trace)
-        with reader:
-            progress = Progress(reader, sys.stderr, sys.stderr.isatty() and not args.json)
-            emit = _tick_printer(out, len(replayers) == 2, wanted) if args.json else None
-            try:
-                for tick in reader:
-                    results = [r.feed(tick) for r in replayers]
-                    if emit:
-                        emit(results)
-                    progress.tick()
-            finally:
-                progress.finish()
+        for tick in reader:
+            results = [r.feed(tick) for r in replayers]
+            if emit:
+                emit(results)
+            progress.tick()
     except TraceError as err:
         return _error(str(err))
+    finally:
+        progress.finish()
 
     for problem in reader.problems:
         print(f"warning: {args.trace}: {problem}", file=sys.stderr)
@@ -187,6 +209,7 @@ def run(args: argparse.Namespace) -> int:
         "ticks": summaries[0]["ticks"],
         "duration_s": summaries[0]["duration_s"],
         "dropped_stats": reader.problem_count,
+        "loop": "open" if replayers[0].open_loop else "closed",
     }
     if args.json:
         if args.compare:
@@ -259,7 +282,7 @@ def _heading(head: dict[str, Any]) -> str:
     interval = head["interval_s"]
     return (
         f"trace {head['trace']}: host {head['host']}, {head['ticks']} ticks over "
-        f"{head['duration_s']:g} s (every {interval:g} s); open loop\n"
+        f"{head['duration_s']:g} s (every {interval:g} s); {head['loop']} loop\n"
     )
 
 

@@ -147,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
     return run_daemon(
         config,
         build_hypervisor(config, dry_run=args.dry_run),
-        lambda: build_sinks(config, record=args.record),
+        lambda policies: build_sinks(config, policies, record=args.record, dry_run=args.dry_run),
         dry_run=args.dry_run,
         once=args.once,
         duration_s=args.duration,

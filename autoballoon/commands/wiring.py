@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from autoballoon.config import DaemonConfig
+from autoballoon.core.policy import PolicySet
 from autoballoon.libvirt_adapter import LibvirtHypervisor
 from autoballoon.metrics import MetricsSink
 from autoballoon.report import Sink
@@ -30,12 +31,19 @@ def build_hypervisor(config: DaemonConfig, *, dry_run: bool) -> LibvirtHyperviso
     )
 
 
-def build_sinks(config: DaemonConfig, *, record: Path | None) -> list[Sink]:
+def build_sinks(
+    config: DaemonConfig,
+    policies: PolicySet | None = None,
+    *,
+    record: Path | None,
+    dry_run: bool = False,
+) -> list[Sink]:
     """The log always; the status file always; metrics when ``metrics_port`` is set; a trace
-    with ``--record``. Raises ``ValueError`` or ``OSError`` when one cannot be set up."""
+    with ``--record`` (which keeps ``policies`` and ``dry_run``, for replay). Raises
+    ``ValueError`` or ``OSError`` when one cannot be set up."""
     sinks: list[Sink] = [LogSink(), StatusSink.for_config(config)]
     if config.metrics_port:
         sinks.append(MetricsSink(config.metrics_address, config.metrics_port))
     if record is not None:
-        sinks.append(TraceSink(record, config.interval_s))
+        sinks.append(TraceSink(record, config.interval_s, policies, dry_run))
     return sinks

@@ -42,11 +42,16 @@ Where the matrix is silent, two more classes, each with its rule:
 (or ARCLM/ASCAN) ratio below ``reclaim_efficiency_low_ratio`` is "l", otherwise "h": the seed
 itself reads the two rows by that ratio.
 
-Guests without the 6.12 counters (older kernels) are classified from the standard statistics:
-major faults at or above ``major_faults_high_per_s`` with available memory under the low-water
-mark read as ``thrashing`` (code and cache re-read from disk), swap-in at or above
-``swap_high_mib_per_s`` reads as ``global-reclaim``, anything else as ``none``. Such a guest can
-never be seen as ``oom``; the low-water rule in decide() is its main protection.
+Guests without the 6.12 counters (older kernels) are classified from the standard statistics,
+in this order: major faults at or above ``major_faults_high_per_s`` with available memory under
+the low-water mark read as ``thrashing`` (code and cache re-read from disk); used memory (the
+balloon's size less available memory) falling at once, within the window, by at least the
+headroom and a quarter of its peak, from a peak with less than the headroom available, reads
+as ``oom`` (the victim's memory freed by a kill: without the OOM counter, the guest looks calmer
+right after a kill than before it); swap-in at or above ``swap_high_mib_per_s`` reads as
+``global-reclaim``; a storm of major faults with under twice the headroom available, or any
+swap-in, reads as ``light-pressure`` (nothing is taken); anything else as ``none``. The low-water
+rule in decide() remains their first protection.
 """
 
 from __future__ import annotations
@@ -108,17 +113,33 @@ MAX_PERIOD_S = 3600.0
 """A reporting period above this is not believed (the staleness limit falls back to the policy)."""
 
 
+def report_period_s(history: Sequence[GuestSample]) -> float | None:
+    """How often the guest reports: its balloon stats period when the reader knows it, else
+    the shortest step between the reports (``last_update``) in ``history``; None when neither
+    is known (or believable)."""
+    period = history[-1].stats_period_s if history else None
+    if period is None:
+        steps = [
+            b.last_update - a.last_update
+            for a, b in zip(history, history[1:], strict=False)
+            if a.last_update > 0 and b.last_update > a.last_update
+        ]
+        period = float(min(steps)) if steps else None
+    return period if period is not None and 0 < period <= MAX_PERIOD_S else None
+
+
 def stale_after_s(policy: GuestPolicy, history: Sequence[GuestSample]) -> float:
     """How old the newest statistics may be before the guest is ``unknown``.
 
     The policy's ``stale_after_s``, or, when longer, the guest's own reporting period plus one
     tick: a report is up to a period old when it is read, and is read up to a tick late. The
     tick is the gap between the last two samples, at most one period (a longer gap is a pause
-    of ours, not the guest's).
+    of ours, not the guest's). The period is inferred from the reports when the reader does
+    not give it (traces, older readers).
     """
     newest = history[-1]
-    period = newest.stats_period_s
-    if period is None or not 0 < period <= MAX_PERIOD_S:
+    period = report_period_s(history)
+    if period is None:
         return policy.stale_after_s
     tick = min(newest.t - history[-2].t, period) if len(history) > 1 else period
     return max(policy.stale_after_s, period + tick)
@@ -162,14 +183,15 @@ def classify(
         cutoff = max(cutoff, since_t)
     base = baseline(history, cutoff, clean)
     rates = None if base is None else compute_rates(base, newest)
-    if rates is None:
+    if rates is None or base is None:
         return Classification(PressureClass.UNKNOWN, "need two samples for rates", Basis.NONE)
-    if newest.has_extended and base is not None and base.has_extended:
+    window = [s for s in history if s.t >= base.t]
+    if newest.has_extended and base.has_extended:
         # The window's lowest available memory (each sample from the baseline on): an OOM kill
         # frees its victim's memory, so the newest figure alone can look plenty after a kill.
-        lowest = min(s.available_kib or 0 for s in history if s.t >= base.t)
+        lowest = min(s.available_kib or 0 for s in window)
         return _classify_extended(rates, newest, lowest, policy)
-    return _classify_standard(rates, newest, policy)
+    return _classify_standard(rates, window, policy)
 
 
 _STEADY_EXTENDED = Classification(PressureClass.NONE, "no pressure signal", Basis.EXTENDED)
@@ -253,19 +275,46 @@ def _classify_extended(
     return _STEADY_EXTENDED._replace(rates=r)
 
 
-def _classify_standard(r: Rates, newest: GuestSample, p: GuestPolicy) -> Classification:
+def _used_kib(s: GuestSample) -> int:
+    """What the guest uses of its balloon: its size less what it has available."""
+    return s.actual_kib - (s.available_kib or 0)
+
+
+def _classify_standard(r: Rates, window: Sequence[GuestSample], p: GuestPolicy) -> Classification:
     def c(klass: PressureClass, reason: str) -> Classification:
         return Classification(klass, reason + " (standard stats only)", Basis.STANDARD, r)
 
+    newest = window[-1]
     available = newest.available_kib or 0
     low_water = p.low_water_kib(newest.actual_kib)
+    headroom = p.headroom_kib(newest.actual_kib)
     majflt = r.major_faults_per_s or 0.0
     if majflt >= p.major_faults_high_per_s and majflt > 0 and available < low_water:
         return c(
             PressureClass.THRASHING,
             f"{majflt:.0f} major faults/s with {available // 1024} MiB available",
         )
+    # Without the OOM counter, a kill shows as used memory collapsing (its victim's memory is
+    # freed at once) on a guest that had come near the end of what it has.
+    before = window[:-1]
+    peak = max(before, key=_used_kib)
+    drop = _used_kib(peak) - _used_kib(newest)
+    near = peak.available_kib or 0
+    if drop >= max(headroom, _used_kib(peak) // 4) and near < headroom:
+        return c(
+            PressureClass.OOM,
+            f"used memory fell by {drop // 1024} MiB at once, from {near // 1024} MiB "
+            "available: an OOM kill, by all signs",
+        )
     swap_in = r.swap_in_mib_per_s or 0.0
     if swap_in >= p.swap_high_mib_per_s and swap_in > 0:
         return c(PressureClass.GLOBAL_RECLAIM, f"swapping in {swap_in:.1f} MiB/s")
+    if majflt >= p.major_faults_high_per_s and majflt > 0 and available < 2 * headroom:
+        return c(
+            PressureClass.LIGHT_PRESSURE,
+            f"{majflt:.0f} major faults/s with {available // 1024} MiB available, near the "
+            "headroom",
+        )
+    if swap_in > 0:
+        return c(PressureClass.LIGHT_PRESSURE, f"swapping in {swap_in:.2f} MiB/s")
     return _STEADY_STANDARD._replace(rates=r)

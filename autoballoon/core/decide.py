@@ -18,24 +18,29 @@ Rescue first:
 
 - ``opted-out``: ``enabled = false`` is observed and reported, never resized.
 - ``self-deflated`` (closed loop only): a guest with deflate-on-OOM (``autodeflate='on'``) whose
-  balloon grew past our last target took those pages back itself, before its OOM killer ran.
-  That is a guest in trouble, not an operator's resize: its new size becomes our target (it is
-  never pushed back), inflation is blocked for ``pressure_block_s`` and, for that long, never
+  balloon grew past our last target, its used memory growing with it (or its allocations
+  stalling), took those pages back itself, before its OOM killer ran. Growth that arrives as
+  free memory, or with a new domain maximum (a hot-plug), is an operator's resize, held for
+  ``external_hold_s`` as on any guest. For a guest in trouble, its new size becomes our target
+  (it is never pushed back), inflation is blocked for ``pressure_block_s`` and, for that long, never
   goes below the size it deflated to (the stuck floor below). If the guest is still in a rescue
   class or under low water, that rescue is made at once; otherwise it holds.
 - ``rescue``: ``oom``, ``running-out`` and ``thrashing`` deflate at once by the large step,
   ``global-reclaim`` by the medium step, and so does ``cgroup-stall`` on a guest whose last
   change was our inflation and whose available memory is under twice its headroom (that
   "available" memory is cache it re-reads), ignoring
-  cooldowns: the evidence is measured only since our own last change, so one event is
-  answered once. ``cgroup-oom`` (a kill inside a memory
+  cooldowns: the evidence is measured only since our own last change, and after our deflate
+  only once the guest has sent a report made after it (as low water does: a report made
+  before the deflate landed still carries the event it answered), so one event is answered
+  once. ``cgroup-oom`` (a kill inside a memory
   cgroup, the guest calm) is no rescue: the guest's memory would not help the cgroup.
 - ``below-floor``: a balloon below the policy's floor goes back up to it.
 - ``stalled-inflation`` (closed loop only): an inflation the balloon has not followed for
   ``stuck_after_s`` is backed off by the medium step and not retried below that size for
   ``pressure_block_s``.
 - ``stale``: statistics gone stale (older than ``stale_after_s``, or than the guest's own
-  reporting period plus a tick when that is longer) on a guest we hold below its maximum give
+  reporting period plus a tick when that is longer; the period is inferred from its reports
+  when the reader does not know it) on a guest we hold below its maximum give
   back a medium step (a guest too busy to report may be thrashing); ``unknown``: otherwise
   nothing is done.
 - ``low-water``: available memory under the low-water mark deflates by the medium step once the
@@ -60,9 +65,14 @@ Take slowly:
   outside the cooldown after any change, outside ``pressure_block_s`` after a rescue, outside an
   operator's hold (``external_hold_s``), outside ``pressure_block_s`` after the guest deflated
   itself, and once it has reported since our last change.
-- ``observe-mode``: the ``observe`` mode never acts. ``above-max``: back down to the maximum.
+- ``observe-mode``: the ``observe`` mode never acts. ``above-max``: a guest above its maximum
+  (a ``max_mib`` lowered under it) comes down no faster than ``spare`` would take from it
+  (headroom, step, floor, once calm), whatever the host needs; until it is down, its rescues
+  may give back up to the domain's own maximum, as for any guest.
 - ``spare``: available memory above the headroom, at most ``inflate_step_ratio`` of the maximum
-  and never below the floor (or a learned stuck floor), is offered. Then, over all guests:
+  and never below the floor (or a learned stuck floor), nor below the most the guest used (its
+  size less available) within ``NEED_WINDOW_S`` plus the headroom (a working set that comes
+  back every few minutes finds its memory there), is offered. Then, over all guests:
   ``proactive`` takes every offer (``take-proactive``); ``on-demand`` takes only what brings the
   host back to its reserve (``take-on-demand``), nothing while the host is fine
   (``host-above-reserve``) or while what was already asked covers its shortfall
@@ -70,10 +80,17 @@ Take slowly:
   really got back, then most spare; a guest whose last take returned (almost) nothing to the
   host, by its QEMU RSS and by the host's MemAvailable alike, is not asked again during this
   shortage (``unproductive``): not until the host has stayed above its reserve for
-  ``SHORTAGE_OVER_S``, or the guest has touched more memory. When ballooning cannot help the
-  host, the engine says so (``EngineState.host_verdict``).
+  ``SHORTAGE_OVER_S``, or the guest has touched more memory. Over one shortage, what guests
+  gave back (as judged) and what is still on its way never exceed its largest shortfall: what
+  something else on the host takes again is not asked of guests a second time
+  (``shortage-taken``). When ballooning cannot help the host, the engine says so
+  (``EngineState.host_verdict``). Once the shortage is over, what on-demand took goes back
+  (``give-back``): a step per guest per cooldown at most, highest priority first, and only
+  while the host stays ``GIVE_BACK_BAND_RATIO`` of its total above its reserve (the band is the
+  hysteresis: giving back cannot start a shortage of its own).
 
-Finally every change is clamped into [floor, max] and changes under ``min_change_mib`` are
+Finally every change is clamped into [floor, max] (for a guest still above a lowered maximum,
+[floor, the domain's maximum]: see ``above-max``) and changes under ``min_change_mib`` are
 skipped (except rescues); ``observe`` turns a change into a hold that says what it would do.
 The dead band between low-water and headroom is where nothing happens; that and the cooldowns
 are why a constant input settles and stays put.
@@ -100,7 +117,13 @@ from autoballoon.core.classify import (
 )
 from autoballoon.core.policy import GuestPolicy, PolicySet
 from autoballoon.core.rates import counters_reset
-from autoballoon.core.samples import GuestSample, HostSample, size_problem, wall_time
+from autoballoon.core.samples import (
+    STAT_ALLOC_STALLS,
+    GuestSample,
+    HostSample,
+    size_problem,
+    wall_time,
+)
 from autoballoon.core.units import KIB_PER_MIB
 
 
@@ -201,6 +224,12 @@ class GuestState(NamedTuple):
     self_deflated_t: float | None = None
     """When the guest last deflated itself (deflate-on-OOM): inflation waits
     ``pressure_block_s`` from then."""
+    taken_for_host_kib: int = 0
+    """Taken from this guest by on-demand and not given back yet: it goes back, a step at a
+    time, once the host's shortage is over (``give-back``); any deflate counts against it."""
+    need_peaks: tuple[tuple[float, int], ...] = ()
+    """The guest's recent need: (start of a ``NEED_BUCKET_S`` slot, the most it used in it,
+    KiB), oldest first, over ``NEED_WINDOW_S``. Used is the balloon's size less available."""
 
 
 _NEW_GUEST = GuestState()
@@ -218,10 +247,44 @@ class EngineState:
     host_fine_since: float | None = None
     """Since when the host has been above its reserve (None while it is short): a shortage is
     over only once that has lasted ``SHORTAGE_OVER_S``."""
+    shortage_peak_kib: int = 0
+    """The largest shortfall of the host's current shortage (0 when there is none)."""
+    shortage_taken_kib: int = 0
+    """What guests gave back to the host during the current shortage, as judged (see
+    ``_judge_ask``): with what is still on its way, never more than its largest shortfall,
+    however often what they give back is taken again on the host."""
+
+
+NEED_WINDOW_S = 600.0
+"""How long a guest's peak need is remembered: ``spare`` never takes below it plus the headroom.
+A working set that comes back every few minutes must find its memory there when it does."""
+
+NEED_BUCKET_S = 30.0
+"""The slot a remembered peak stands for (bounds the state: 20 pairs at most)."""
+
+
+def remember_need(
+    peaks: tuple[tuple[float, int], ...], now: float, used_kib: int
+) -> tuple[tuple[float, int], ...]:
+    """``peaks`` with ``used_kib`` seen at ``now``, and peaks older than the window dropped."""
+    slot = now - now % NEED_BUCKET_S
+    if peaks and peaks[-1][0] == slot:  # the same slot: most ticks, and most leave it as it is
+        return peaks if used_kib <= peaks[-1][1] else (*peaks[:-1], (slot, used_kib))
+    kept = tuple(pk for pk in peaks if pk[0] > now - NEED_WINDOW_S)
+    return (*kept, (slot, used_kib))
+
+
+def peak_need_kib(gs: GuestState) -> int:
+    """The most the guest used within ``NEED_WINDOW_S``; 0 before any report."""
+    return max((used for _, used in gs.need_peaks), default=0)
 
 
 YIELD_LOW_RATIO = 0.25
 """A take for the host that returns less than this share to it marks the guest unproductive."""
+
+GIVE_BACK_BAND_RATIO = 0.05
+"""Memory taken on demand goes back only while the host's MemAvailable stays this share of its
+total above the reserve: the band keeps giving back from starting a shortage of its own."""
 
 SHORTAGE_OVER_S = 60.0
 """The host must stay above its reserve this long for its shortage to be over (and guests
@@ -254,7 +317,7 @@ class Offer(NamedTuple):
 
     spare_kib: int
     limit: str | None
-    """What bounded it: "step", "floor", "stuck-floor" or None (the headroom)."""
+    """What bounded it: "step", "floor", "stuck-floor", "peak-need" or None (the headroom)."""
 
 
 Proposal = Hold | Change | Offer
@@ -295,6 +358,13 @@ class Facts(NamedTuple):
     def step_kib(self, kind: str) -> int:
         ratio = self.p.deflate_large_ratio if kind == "large" else self.p.deflate_medium_ratio
         return max(int(ratio * self.hi), self.tol)
+
+    @property
+    def top(self) -> int:
+        """The most a rescue gives: the maximum, or, while the balloon is still above it (a
+        lowered ``max_mib``), the domain's own maximum: the guest had that memory, and gives
+        it up only as ``above-max`` finds it spare."""
+        return self.hi if self.cur <= self.hi else max(self.cur, self.sample.max_kib)
 
 
 def _mib(kib: int) -> int:
@@ -337,13 +407,19 @@ def rescue(f: Facts) -> Proposal | None:
         # that available memory is page cache it re-reads, so the stalls are ours; give back
         # rather than hold. Far above the headroom our take did not bring it near the edge
         # (a warm database guest stalled once with 391 MiB available): that holds.
-        if f.cur >= f.hi:
+        if f.cur >= f.top:
             return None
-        return Change(f.cur + f.step_kib("medium"),
-                      f"{why}; on a guest we inflated: giving memory back", rescue=True)
+        return Change(
+            f.cur + f.step_kib("medium"),
+            f"{why}; on a guest we inflated: giving memory back",
+            rescue=True,
+        )
     if kind is None:
         return None
-    if f.cur >= f.hi:
+    if f.gs.last_change_dir > 0 and not f.reported_since_change:
+        # A report made before our deflate landed still carries the event it answered.
+        return Hold(f"{why}; deflated {f.since_change or 0:.0f} s ago: waiting for a report since")
+    if f.cur >= f.top:
         return Hold(f"{why}; already at max")
     return Change(f.cur + f.step_kib(kind), why, rescue=True)
 
@@ -358,7 +434,7 @@ def stalled_inflation(f: Facts) -> Proposal | None:
     if not f.stalled:
         return None
     wanted = f.gs.last_target_kib or 0
-    target = min(f.hi, f.cur + f.step_kib("medium"))
+    target = min(f.top, f.cur + f.step_kib("medium"))
     return Change(
         target,
         f"inflation stalled at {_mib(f.cur)} MiB (target {_mib(wanted)} MiB "
@@ -391,7 +467,7 @@ def low_water(f: Facts) -> Proposal | None:
     low = f.p.low_water_kib(f.cur)
     if f.available >= low or not f.reported_since_change:
         return None
-    if f.cur >= f.hi:
+    if f.cur >= f.top:
         return Hold(f"{f.c.klass}: available {_mib(f.available)} MiB below low water; at max")
     return Change(
         f.cur + f.step_kib("medium"),
@@ -450,7 +526,15 @@ def observe_mode(f: Facts) -> Proposal | None:
 
 
 def above_max(f: Facts) -> Proposal | None:
-    return Change(f.hi, f"none: above max {_mib(f.hi)} MiB") if f.cur > f.hi else None
+    if f.cur <= f.hi:
+        return None
+    # Taken as any spare memory is (headroom, step, floor), whatever the host needs: a maximum
+    # lowered under the guest's working set must not squeeze it in one change.
+    head = f"none: above max {_mib(f.hi)} MiB"
+    want = spare(f)
+    if not isinstance(want, Offer):
+        return Hold(f"{head}, nothing spare to come down by ({want.reason})")
+    return Change(f.cur - min(want.spare_kib, f.cur - f.hi), f"{head}, coming down as it spares")
 
 
 def spare(f: Facts) -> Proposal:
@@ -464,6 +548,7 @@ def spare(f: Facts) -> Proposal:
         None: f.available - headroom,
         "stuck-floor" if floor > lo else "floor": cur - floor,
         "step": int(f.p.inflate_step_ratio * f.hi),
+        "peak-need": cur - peak_need_kib(gs) - headroom,
     }
     limit = min(limits, key=lambda k: limits[k])
     amount = limits[limit]
@@ -524,9 +609,35 @@ def _append(
             break
         older += 1
     kept = history[older - 1 :] if older > 1 else history
+    if older > 1 and kept[0].last_update == sample.last_update:
+        # and the latest sample of the report before the newest: rates are measured across
+        # reports, and a guest may report less often than the window.
+        earlier = [
+            i for i, s in enumerate(history[: older - 1]) if s.last_update != sample.last_update
+        ]
+        if earlier:
+            kept = history[earlier[-1] :]
     if len(kept) >= HISTORY_LIMIT:
         kept = kept[len(kept) - HISTORY_LIMIT + 1 :]
     return (*kept, sample), False
+
+
+def _needed(before: GuestSample, after: GuestSample) -> bool:
+    """Balloon growth between two samples looks like the guest's own deflate-on-OOM.
+
+    The driver gives pages back only to an allocation about to fail, which takes them at once:
+    used memory (size less available) grows with the balloon, or the guest stalled allocating
+    (6.12 counters). An operator's ``setmem`` or a hot-plugged DIMM brings free pages (available
+    grows instead), and a hot-plug moves the domain's maximum. A report not yet made since the
+    growth shows no new available memory: read as the guest's own, the safe side.
+    """
+    if after.max_kib != before.max_kib:
+        return False
+    used_grew = (after.actual_kib - (after.available_kib or 0)) - (
+        before.actual_kib - (before.available_kib or 0)
+    )
+    stalled = (after.stat(STAT_ALLOC_STALLS) or 0) > (before.stat(STAT_ALLOC_STALLS) or 0)
+    return stalled or 2 * used_grew >= after.actual_kib - before.actual_kib
 
 
 def _observe(
@@ -573,7 +684,11 @@ def _observe(
         none_since = now if gs.none_since is None else gs.none_since
     gs = GuestState(history, none_since, now, steady_since, *gs[4:])  # cheaper than _replace
     if rebooted:
-        gs = gs._replace(stuck_floor_kib=None, stuck_until=None)
+        gs = gs._replace(stuck_floor_kib=None, stuck_until=None, need_peaks=())
+    if sample.available_kib is not None and sample.last_update > 0:
+        peaks = remember_need(gs.need_peaks, now, sample.actual_kib - sample.available_kib)
+        if peaks is not gs.need_peaks:
+            gs = gs._replace(need_peaks=peaks)
 
     hi = p.max_kib(sample.max_kib)
     tol = max(p.min_change_mib * KIB_PER_MIB, KIB_PER_MIB)
@@ -588,6 +703,7 @@ def _observe(
             and cur > prev_kib
             and not toward_ours
             and (cur - prev_kib > tol or (ours is not None and cur - ours >= KIB_PER_MIB))
+            and _needed(history[-2], sample)
         ):
             # Deflate-on-OOM gives pages back 1 MiB at a time: any growth past our target is
             # the guest's, however small, or the next offer would take it straight back.
@@ -607,6 +723,10 @@ def _observe(
             and (ours is None or abs(cur - ours) > tol)
         ):
             gs = gs._replace(external_until=now + p.external_hold_s, last_target_kib=cur)
+        if cur > prev_kib and not toward_ours and gs.taken_for_host_kib:
+            # Given back by someone else (the guest itself, an operator): not to be given twice.
+            left = max(gs.taken_for_host_kib - (cur - prev_kib), 0)
+            gs = gs._replace(taken_for_host_kib=left)
     last_change_t, last_target_kib = gs.last_change_t, gs.last_target_kib
     since_change = None if last_change_t is None else now - last_change_t
     stalled = (
@@ -691,8 +811,8 @@ def _settle(f: Facts, rule: str, want: Proposal) -> _Proposal:
         until = f.now + p.pressure_block_s
         gs = gs._replace(stuck_floor_kib=want.stuck_floor_kib, stuck_until=until)
     target, reason, clamped = want.target_kib, want.reason, None
-    if target > hi:
-        target, clamped = hi, "max"
+    if target > f.top:
+        target, clamped = f.top, "max"
     if target < lo:
         target, clamped = lo, "floor"
     if target == cur or (abs(target - cur) < f.tol and not want.rescue):
@@ -710,6 +830,7 @@ def _settle(f: Facts, rule: str, want: Proposal) -> _Proposal:
         last_change_dir=direction,
         last_target_kib=target,
         last_rescue_t=f.now if (want.rescue and direction > 0) else gs.last_rescue_t,
+        taken_for_host_kib=max(gs.taken_for_host_kib - max(target - cur, 0), 0),
     )
     action = Action.INFLATE if direction < 0 else Action.DEFLATE
     d = Decision(
@@ -738,6 +859,17 @@ def _propose(f: Facts) -> _Proposal:
     return _settle(f, "spare", spare(f))
 
 
+def _moved(gs: GuestState, sample: GuestSample, now: float, target: int) -> GuestState:
+    """``gs`` after a change decided over all guests (a take or a give-back) to ``target``."""
+    return gs._replace(
+        last_change_t=now,
+        last_change_wall=wall_time(sample, now),
+        last_change_update=sample.last_update,
+        last_change_dir=1 if target > sample.actual_kib else -1,
+        last_target_kib=target,
+    )
+
+
 def _take(
     prop: _Proposal, sample: GuestSample, amount: int, now: float, why: str, rule: str
 ) -> _Proposal:
@@ -747,13 +879,7 @@ def _take(
         f"none: {_mib(d.available_kib) if d.available_kib else 0} MiB available; "
         f"taking {_mib(amount)} MiB ({why})"
     )
-    state = prop.state._replace(
-        last_change_t=now,
-        last_change_wall=wall_time(sample, now),
-        last_change_update=sample.last_update,
-        last_change_dir=-1,
-        last_target_kib=target,
-    )
+    state = _moved(prop.state, sample, now, target)
     clamped = "host-need" if amount < prop.spare_kib else prop.spare_limit
     decision = d._replace(
         target_kib=target,
@@ -801,6 +927,62 @@ def _unproductive(gs: GuestState, sample: GuestSample, p: GuestPolicy) -> bool:
     return grown < int(p.inflate_step_ratio * p.max_kib(sample.max_kib))
 
 
+class _Shared(NamedTuple):
+    """The host's side of a tick, as EngineState keeps it."""
+
+    verdict: str | None
+    fine_since: float | None
+    peak_kib: int
+    taken_kib: int
+
+
+def _give_back(
+    proposals: dict[str, _Proposal],
+    samples: Mapping[str, GuestSample],
+    resolved: Mapping[str, GuestPolicy],
+    room_kib: int,
+    now: float,
+) -> None:
+    """The host's shortage is over: give guests back what on-demand took from them.
+
+    A step (``inflate_step_ratio`` of the maximum) per guest per ``cooldown_s`` at most, never
+    during an operator's hold (``external_hold_s``), highest priority first, and never more in
+    all than ``room_kib``: what keeps the host's MemAvailable ``GIVE_BACK_BAND_RATIO`` of its
+    total above its reserve, so that giving back cannot start a shortage of its own (the band
+    is the hysteresis).
+    """
+    holding = [
+        (n, pr)
+        for n, pr in proposals.items()
+        if pr.state.taken_for_host_kib and pr.decision.action is Action.HOLD and n in resolved
+    ]
+    for name, prop in sorted(holding, key=lambda item: (-item[1].priority, item[0])):
+        p, gs, d = resolved[name], prop.state, prop.decision
+        if p.mode != "on-demand" or not p.enabled:
+            continue
+        if gs.last_change_t is not None and now - gs.last_change_t < p.cooldown_s:
+            continue
+        if gs.external_until is not None and now < gs.external_until:
+            continue  # an operator's size is left alone, this way too
+        step_kib = int(p.inflate_step_ratio * d.max_kib)
+        amount = min(gs.taken_for_host_kib, step_kib, d.max_kib - d.current_kib, room_kib)
+        if amount < max(p.min_change_mib * KIB_PER_MIB, KIB_PER_MIB):
+            continue
+        room_kib -= amount
+        target = d.current_kib + amount
+        state = _moved(gs, samples[name], now, target)._replace(
+            taken_for_host_kib=gs.taken_for_host_kib - amount
+        )
+        reason = (
+            f"{d.klass}: the host's shortage is over; giving back {_mib(amount)} of the "
+            f"{_mib(gs.taken_for_host_kib)} MiB taken for it"
+        )
+        decision = d._replace(
+            target_kib=target, action=Action.DEFLATE, reason=reason, rule="give-back"
+        )
+        proposals[name] = _Proposal(decision, state)
+
+
 def _share(
     proposals: dict[str, _Proposal],
     samples: Mapping[str, GuestSample],
@@ -808,28 +990,36 @@ def _share(
     host: HostSample | None,
     policies: PolicySet,
     now: float,
-    fine_since: float | None,
-) -> tuple[str | None, float | None]:
+    before: EngineState,
+) -> _Shared:
     """The offers, over all guests: proactive takes each; on-demand only what the host needs.
 
     What on-demand asked of guests and has not judged yet counts in full against the host's
     shortfall (the host's figure may or may not show it yet: counting it is the safe side).
+    Over one shortage, what is asked never exceeds its largest shortfall: memory guests gave
+    back and something else on the host took again is not asked for a second time.
     Guests the host got memory back from are asked first; guests it got nothing from are not
-    asked again during this shortage. Returns the host verdict and since when the host has
-    been above its reserve (see EngineState).
+    asked again during this shortage. Returns the host's side of the next EngineState.
     """
     short = 0
     if host is not None:
         short = policies.host.reserve_kib(host.mem_total_kib) - host.mem_available_kib
     outstanding = sum(pr.state.asked_kib for pr in proposals.values())
-    need = short - outstanding
+    fine_since = before.host_fine_since
     fine_since = (now if fine_since is None else fine_since) if short < KIB_PER_MIB else None
+    peak, so_far = max(before.shortage_peak_kib, short), before.shortage_taken_kib
     if fine_since is not None and now - fine_since >= SHORTAGE_OVER_S:
         # This shortage is over: the next one tries every guest again.
+        peak, so_far = max(short, 0), 0
         for n, pr in proposals.items():
             if pr.state.unproductive_rss_kib is not None:
                 proposals[n] = pr._replace(state=pr.state._replace(unproductive_rss_kib=None))
-    asked = spared = 0
+    for n, pr in proposals.items():
+        was = before.guests.get(n)
+        if was is not None and was.asked_kib and not pr.state.asked_kib:  # judged this tick
+            so_far += int((pr.state.host_yield_ratio or 0) * was.asked_kib)
+    need = min(short, peak - so_far) - outstanding
+    asked = spared = capped = 0
     offers = [(n, pr) for n, pr in proposals.items() if pr.spare_kib > 0]
 
     def rank(item: tuple[str, _Proposal]) -> tuple[int, int, int, str]:
@@ -861,9 +1051,16 @@ def _share(
                 "none: spare memory, but the host is above its reserve (on-demand)",
                 ("host-above-reserve"),
             )
-        elif need < tol:
+        elif short - outstanding - asked < tol:
             reason = "none: spare memory; the host's shortfall is covered by what was asked"
             rule = "host-covered"
+        elif need < tol:
+            capped += 1
+            reason = (
+                f"none: spare memory; the {_mib(so_far)} MiB guests gave in this shortage went "
+                "to something else on the host: not asked again until it ends"
+            )
+            rule = "shortage-taken"
         else:
             amount = min(prop.spare_kib, need)
             why = f"host short by {_mib(need)} MiB"
@@ -872,25 +1069,42 @@ def _share(
             taken = _take(prop, samples[name], amount, now, why, "take-on-demand")
             rss, host_kib = samples[name].rss_kib, host.mem_available_kib if host else None
             state = taken.state._replace(
-                asked_kib=amount, asked_t=now, asked_rss_kib=rss, asked_host_kib=host_kib
+                asked_kib=amount,
+                asked_t=now,
+                asked_rss_kib=rss,
+                asked_host_kib=host_kib,
+                taken_for_host_kib=taken.state.taken_for_host_kib + amount,
             )
             proposals[name] = taken._replace(state=state)
             continue
         decision = prop.decision._replace(reason=reason, rule=rule)
         proposals[name] = prop._replace(decision=decision, spare_kib=0)
 
+    if fine_since is not None and now - fine_since >= SHORTAGE_OVER_S and host is not None:
+        _give_back(
+            proposals,
+            samples,
+            resolved,
+            -short - int(GIVE_BACK_BAND_RATIO * host.mem_total_kib),
+            now,
+        )
     if short < KIB_PER_MIB or not any(p.mode == "on-demand" for p in resolved.values()):
-        return None, fine_since
+        return _Shared(None, fine_since, peak, so_far)
     head = f"host short by {_mib(short)} MiB; "
     if asked:
-        return head + f"asking guests for {_mib(asked)} MiB", fine_since
-    if outstanding:
-        waiting = f"waiting for {_mib(outstanding)} MiB asked of guests to reach the host"
-        return head + waiting, fine_since
-    if spared:
-        cannot = "ballooning cannot free more: guests' spare pages are untouched"
-        return head + cannot, fine_since
-    return head + "no guest can spare memory now", fine_since
+        verdict = head + f"asking guests for {_mib(asked)} MiB"
+    elif outstanding:
+        verdict = head + f"waiting for {_mib(outstanding)} MiB asked of guests to reach the host"
+    elif spared:
+        verdict = head + "ballooning cannot free more: guests' spare pages are untouched"
+    elif capped:
+        verdict = head + (
+            f"ballooning cannot free more: the {_mib(so_far)} MiB guests gave in this shortage "
+            "were taken by something else on the host"
+        )
+    else:
+        verdict = head + "no guest can spare memory now"
+    return _Shared(verdict, fine_since, peak, so_far)
 
 
 def step(
@@ -941,9 +1155,7 @@ def step(
         resolved[name] = p
         gs = _judge_ask(gs, sample, p, host, now)
         proposals[name] = _propose(_observe(sample, gs, p, now, open_loop))
-    verdict, fine_since = _share(
-        proposals, samples, resolved, host, policies, now, state.host_fine_since
-    )
+    shared = _share(proposals, samples, resolved, host, policies, now, state)
 
     next_state = EngineState(
         {n: pr.state for n, pr in proposals.items()}
@@ -952,8 +1164,7 @@ def step(
             for n, gs in state.guests.items()
             if n not in proposals and now - gs.last_seen_t < FORGET_AFTER_S
         },
-        verdict,
-        fine_since,
+        *shared,
     )
     decisions = [proposals[n].decision for n in samples]
     return decisions, next_state

@@ -1,8 +1,8 @@
 """Rates: per-second change of the guest's cumulative counters over a window of samples.
 
 Pure. Input is a guest's recent samples (oldest first); output is a ``Rates`` value the classifier
-reads. A counter that goes down means the guest rebooted (or lies): the window restarts there,
-and no negative rate is ever produced.
+reads, measured between two reports of the guest (not two ticks). A counter that goes down means
+the guest rebooted (or lies): the window restarts there, and no negative rate is ever produced.
 """
 
 from __future__ import annotations
@@ -73,26 +73,37 @@ def reset_index(history: Sequence[GuestSample]) -> int:
 def baseline(
     history: Sequence[GuestSample], cutoff_t: float, clean: bool = False
 ) -> GuestSample | None:
-    """The sample to measure from: the latest one taken at or before ``cutoff_t``.
+    """The sample to measure from: the latest one taken at or before ``cutoff_t`` that carries
+    an earlier report (``last_update``) than the newest sample.
 
-    Falls back to the oldest usable sample when none is that old. Samples before the latest
-    counter reset are never used (``clean=True``: the caller guarantees there is none). None
-    when fewer than two usable samples exist.
+    Across reports, not ticks: a guest reporting less often than the window would otherwise be
+    measured between two readings of one report, and read as calm between its reports. Falls
+    back to the oldest usable sample when none fits. Samples before the latest counter reset
+    are never used (``clean=True``: the caller guarantees there is none). None when fewer than
+    two usable samples exist.
     """
     usable = history if clean else history[reset_index(history) :]
     if len(usable) < 2:
         return None
+    report = usable[-1].last_update
     for sample in reversed(usable[:-1]):
-        if sample.t <= cutoff_t:
+        if sample.t <= cutoff_t and sample.last_update != report:
             return sample
     return usable[0]
 
 
 def compute_rates(old: GuestSample, new: GuestSample) -> Rates | None:
-    """Rates between two samples of the same guest; None when no time passed between them."""
-    span = new.t - old.t
-    if span <= 0:
+    """Rates between two samples of the same guest; None when no time passed between them.
+
+    The span is the time between the two reports (``last_update``) when both have one and it
+    moved forward: the counters changed between reports, whenever they were read. Otherwise
+    it is the time between the readings.
+    """
+    if new.t <= old.t:
         return None
+    span = float(new.last_update - old.last_update)
+    if old.last_update <= 0 or span <= 0:
+        span = new.t - old.t
     a, b = old.stats, new.stats
     d: dict[str, int] = {}
     for name in _RATE_STATS:

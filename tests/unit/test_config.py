@@ -111,7 +111,7 @@ def test_every_command_uses_the_installed_policies_else_a_checkouts(
     installed.mkdir()
     (installed / "default.toml").write_text("[policy]\n")
     assert default_policy_dir(installed) == installed, "the installed policies come first"
-    # run (DaemonConfig), check-policy and replay share the one rule.
+    # run and release (DaemonConfig) and check-policy share the one rule.
     assert DaemonConfig().policy_dir == default_policy_dir()
     if not (DEFAULT_POLICY_DIR / "default.toml").is_file():
         assert DaemonConfig().policy_dir == Path("policies")

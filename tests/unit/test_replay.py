@@ -18,9 +18,10 @@ from autoballoon.cli import main
 from autoballoon.commands.replay import Progress
 from autoballoon.core.classify import Basis, PressureClass
 from autoballoon.core.decide import Action, Decision
+from autoballoon.core.policy import GuestPolicy, PolicySet
 from autoballoon.core.samples import GuestSample
 from autoballoon.replay import reclaimable_kib
-from autoballoon.trace import TraceReader
+from autoballoon.trace import TraceReader, policies_record
 from tests.factories import sample
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
@@ -405,3 +406,53 @@ def test_reclaimable_is_max_minus_the_smallest_size_that_keeps_the_headroom() ->
     # a 300 MiB floor wins
     d = hold_decision(s, floor_mib=300)
     assert reclaimable_kib(s, d, headroom_mib=64, headroom_ratio=0.15) == (1024 - 300) * 1024
+
+
+# --- the policies a trace records ---------------------------------------------------------
+
+
+def recorded_trace(tmp_path: Path, mode: str, dry_run: bool) -> Path:
+    """synthetic-mixed.jsonl as a version 2 trace recording ``mode`` and ``dry_run``."""
+    header, *ticks = fixture("synthetic-mixed.jsonl").read_text().splitlines(keepends=True)
+    recorded = policies_record(PolicySet(GuestPolicy.model_validate({"mode": mode})))
+    obj = json.loads(header) | {"version": 2, "dry_run": dry_run, "policies": recorded}
+    path = tmp_path / f"{mode}.jsonl"
+    path.write_text(json.dumps(obj) + "\n" + "".join(ticks))
+    return path
+
+
+def test_a_trace_that_records_no_policies_asks_for_them(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, out, err = run_cli(capsys, str(fixture("synthetic-mixed.jsonl")))
+    assert (code, out) == (1, "")
+    assert "records no policies" in err and "pass --policies DIR" in err
+
+
+@pytest.mark.parametrize("dry_run", [False, True])
+def test_without_policies_the_recorded_ones_decide(
+    capsys: pytest.CaptureFixture[str], policies: dict[str, Path], tmp_path: Path,
+    dry_run: bool,
+) -> None:  # fmt: skip
+    path = recorded_trace(tmp_path, "proactive", dry_run)
+    code, out, err = run_cli(capsys, str(path), "--json")
+    assert code == 0 and "not the policies recorded" not in err
+    *ticks, last = [json.loads(x) for x in out.splitlines()]
+    assert last["summary"]["loop"] == ("open" if dry_run else "closed")
+    assert last["summary"]["policies"] == "(recorded in the trace)"
+    if dry_run:  # open loop under the same policies: what --policies gives
+        same, _ = replay_json(capsys, path, policies["proactive"])
+        assert ticks == same
+    assert any(t["action"] == "inflate" for t in ticks)
+
+
+def test_policies_given_override_the_recorded_ones_and_say_so(
+    capsys: pytest.CaptureFixture[str], policies: dict[str, Path], tmp_path: Path
+) -> None:
+    path = recorded_trace(tmp_path, "proactive", False)
+    code, out, err = run_cli(capsys, str(path), "--policies", str(policies["observe"]))
+    assert code == 0
+    assert f"replaying under {policies['observe']}, not the policies recorded" in err
+    assert "open loop" in out
+    ticks, _ = replay_json(capsys, path, policies["observe"])
+    assert {t["action"] for t in ticks} == {"hold"}

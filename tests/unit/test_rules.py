@@ -205,9 +205,18 @@ def test_observe_mode() -> None:
 
 def test_above_max() -> None:
     capped = P.model_copy(update={"max_mib": 512})
+    step_kib = int(capped.inflate_step_ratio * 512 * MIB)
     got = decide.above_max(facts(policy=capped, cur_mib=600))
-    assert got == Change(512 * MIB, "none: above max 512 MiB")
+    assert got == Change(600 * MIB - step_kib, "none: above max 512 MiB, coming down as it spares")
+    near = decide.above_max(facts(policy=capped, cur_mib=520))
+    assert isinstance(near, Change) and near.target_kib == 512 * MIB
+    # no faster than the guest can spare: never into its headroom
+    full = decide.above_max(facts(policy=capped, cur_mib=600, avail_mib=90))
+    assert isinstance(full, Hold) and "nothing spare" in full.reason
     assert decide.above_max(facts(policy=capped, cur_mib=512)) is None
+    # above a lowered max, a rescue gives memory back (up to the domain's maximum)
+    rescued = decide.rescue(facts(PressureClass.OOM, policy=capped, cur_mib=600))
+    assert isinstance(rescued, Change) and rescued.target_kib > 600 * MIB
 
 
 def test_spare_offers_what_is_above_the_headroom_within_one_step() -> None:

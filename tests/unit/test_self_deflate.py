@@ -125,6 +125,7 @@ def test_a_self_deflate_in_small_steps_is_seen_once_it_adds_up() -> None:
     seen: list[Decision] = []
     for _ in range(tol + 2):  # 1 MiB per tick, as the driver's OOM notifier gives it back
         run.g.actual_mib += 1
+        run.g.used_mib += 1  # to the allocation that was about to fail
         seen += run.ticks(1)
     rules = [d.rule for d in seen]
     assert "self-deflated" in rules
@@ -213,6 +214,7 @@ def self_deflate_report(run: Run, others: Sequence[Decision] = ()) -> TickReport
     """The tick at which the settled guest of ``run`` deflated itself by 60 MiB (the run's own
     engine state is left before it); ``others``: plain decisions of other guests to add."""
     run.g.actual_mib += 60
+    run.g.used_mib += 60  # taken at once by the allocation that was about to fail
     samples = {"vm": run.g.read(run.now + 2)}
     decisions, _state = step(run.now + 2, HOST_OK, samples, run.state, PROACTIVE)
     samples |= {d.guest: replace(samples["vm"], name=d.guest) for d in others}

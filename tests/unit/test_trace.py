@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import pytest
 
 from autoballoon import trace
 from autoballoon.core.decide import Action
+from autoballoon.core.policy import GuestPolicy, HostPolicy, Match, PolicyLayer, PolicySet
 from autoballoon.core.samples import HostSample
 from autoballoon.report import DecisionRecord
 from autoballoon.trace import TraceError, TraceWriter, read_trace
@@ -63,7 +65,7 @@ def test_what_the_writer_writes_reads_back_as_the_same_samples(tmp_path: Path) -
         w.write_tick(102.0, HOST, {"a": sample(102.0, name="a")})
     header, ticks = read_trace(path)
     assert header["host"] == "kvm-7" and header["interval_s"] == 2.0
-    assert header["recorder"] == "test" and header["version"] == 1
+    assert header["recorder"] == "test" and header["version"] == trace.VERSION
     got = list(ticks)
     assert [t.t for t in got] == [100.0, 102.0]
     assert got[0].host == HOST
@@ -249,7 +251,7 @@ def test_garbage_statistics_are_dropped_and_counted_not_fatal(tmp_path: Path) ->
         pytest.param(["not json"], 1, "not valid JSON", id="header-not-json"),
         pytest.param([[1, 2]], 1, "must be the trace header", id="header-array"),
         pytest.param([HEADER | {"format": "csv"}], 1, "not an autoballoon trace", id="format"),
-        pytest.param([HEADER | {"version": 2}], 1, "version 2 is not supported", id="version"),
+        pytest.param([HEADER | {"version": 3}], 1, "version 3 is not supported", id="version"),
         pytest.param([HEADER | {"version": "1"}], 1, "'version' must be an integer", id="v-str"),
         pytest.param(
             [{k: v for k, v in HEADER.items() if k != "host"}],
@@ -336,3 +338,105 @@ def test_every_committed_fixture_reads_cleanly(name: str) -> None:
     ticks = list(reader)
     assert ticks, f"{name} has no ticks"
     assert all(a.t <= b.t for a, b in zip(ticks, ticks[1:], strict=False))
+
+
+# --- version 2: what replay needs to equal the live run -------------------------------------
+
+POLICIES = PolicySet(
+    GuestPolicy(mode="proactive", floor_mib=256),
+    HostPolicy(reserve_mib=512),
+    (PolicyLayer("/p/db.toml", Match(names=("db-*",), uuids=("U-1",)), {"priority": 10}),),
+    "/p/default.toml",
+)
+
+
+def test_the_fields_the_live_decision_reads_are_recorded_and_read_back(tmp_path: Path) -> None:
+    path = tmp_path / "t.jsonl"
+    live = replace(sample(7000.0, name="a"), stats_period_s=60, stats_age_s=1.25, rss_kib=512000)
+    host = replace(HOST, t=7000.0)  # the core's clock, not the wall clock
+    with TraceWriter(path, 2.0, "h", run=trace.RecordedRun(POLICIES, False)) as w:
+        w.write_tick(1.7e9, host, {"a": live}, now=7000.0)
+    header, ticks = read_trace(path)
+    assert header["version"] == 2
+    assert trace.recorded_run(header) == trace.RecordedRun(POLICIES, False)
+    (tick,) = ticks
+    assert (tick.t, tick.now, tick.clock) == (1.7e9, 7000.0, 7000.0)
+    assert tick.samples == {"a": live} and tick.host == host
+    resolved = trace.recorded_run(header).policies
+    assert resolved is not None and resolved.resolve("db-1")[0] == POLICIES.resolve("db-1")[0]
+
+
+def test_a_policy_set_with_an_infinite_field_is_recorded(tmp_path: Path) -> None:
+    never = PolicySet(GuestPolicy(stable_s=float("inf")))  # TOML's `stable_s = inf`
+    path = tmp_path / "t.jsonl"
+    TraceWriter(path, 1.0, "h", run=trace.RecordedRun(never, False)).close()
+    assert trace.recorded_run(read_trace(path)[0]).policies == never
+
+
+def test_a_version_1_tick_reads_with_the_old_meaning(tmp_path: Path) -> None:
+    path = write_lines(tmp_path / "t.jsonl", HEADER, tick_obj(100.0))
+    header, ticks = read_trace(path)
+    assert trace.recorded_run(header) == trace.RecordedRun(None, None)
+    (tick,) = ticks
+    s = tick.samples["vm"]
+    assert (tick.now, tick.clock, s.t, tick.host.t) == (None, 100.0, 100.0, 100.0)
+    assert (s.stats_period_s, s.stats_age_s, s.rss_kib) == (None, None, None)
+    assert (tick.run, tick.policies) == (None, None)
+
+
+def test_an_appended_run_and_a_reload_are_marked_on_their_tick(tmp_path: Path) -> None:
+    path = tmp_path / "t.jsonl"
+    with TraceWriter(path, 1.0, "h", run=trace.RecordedRun(POLICIES, False)) as w:
+        w.write_tick(100.0, HOST, {"vm": sample(100.0)})
+    other = PolicySet(GuestPolicy(mode="observe"))
+    with TraceWriter(path, 1.0, "h", run=trace.RecordedRun(other, True)) as w:
+        w.write_tick(101.0, HOST, {"vm": sample(101.0)})
+        w.write_tick(102.0, HOST, {"vm": sample(102.0)}, policies=POLICIES)
+        w.write_tick(103.0, HOST, {"vm": sample(103.0)})
+    header, ticks = read_trace(path)
+    assert trace.recorded_run(header).policies == POLICIES
+    got = [(t.run, t.policies) for t in ticks]
+    assert got == [
+        (None, None),
+        (trace.RecordedRun(other, True), None),
+        (None, POLICIES),
+        (None, None),
+    ]
+
+
+def test_the_writer_refuses_to_append_to_a_version_1_trace(tmp_path: Path) -> None:
+    path = write_lines(tmp_path / "t.jsonl", HEADER, tick_obj(100.0))
+    before = path.read_text()
+    with pytest.raises(TraceError, match="version 1 trace.*record to a new file"):
+        TraceWriter(path, 1.0, "h")
+    assert path.read_text() == before
+
+
+@pytest.mark.parametrize(
+    ("where", "key", "value", "words"),
+    [
+        ("guest", "stats_period_s", "10", "'stats_period_s' must be a number"),
+        ("guest", "stats_age_s", None, "'stats_age_s' must be a number"),
+        ("guest", "rss_kib", -1, "'rss_kib' must be a non-negative integer"),
+        ("tick", "now", "soon", "'now' must be a number"),
+        ("tick", "run", [], "'run' must be an object"),
+        ("tick", "policies", {"layers": []}, "missing required key 'default'"),
+        ("tick", "policies", {"default": {"mode": "yolo"}, "host": {}, "layers": []},
+         "'mode'"),
+    ],
+)  # fmt: skip
+def test_a_malformed_version_2_key_is_an_error_naming_the_line(
+    tmp_path: Path, where: str, key: str, value: object, words: str
+) -> None:
+    obj = tick_obj(100.0, **{key: value}) if where == "guest" else tick_obj(100.0) | {key: value}
+    path = write_lines(tmp_path / "t.jsonl", HEADER | {"version": 2}, obj)
+    err = error_of(path)
+    assert err.line_no == 2 and words in str(err), str(err)
+
+
+def test_recorded_policies_this_version_cannot_read_say_to_pass_policies(tmp_path: Path) -> None:
+    recorded = trace.policies_record(POLICIES)
+    recorded["default"]["from_a_newer_autoballoon"] = 1
+    path = write_lines(tmp_path / "t.jsonl", HEADER | {"version": 2, "policies": recorded})
+    err = error_of(path)
+    assert err.line_no == 1 and "replay it with --policies DIR" in str(err), str(err)
