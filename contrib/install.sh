@@ -103,7 +103,7 @@ do_install() {
     say "installed $UNIT"
     if systemd_running; then
         systemctl daemon-reload
-        say "systemctl daemon-reload done; the service is not enabled: see README, 'Install on a real host'"
+        say "systemctl daemon-reload done; the service is not enabled: see README, 'Quick start on a real host'"
     fi
     say "done: $("$LINK" --version 2>/dev/null || echo autoballoon) in $VENV"
 }

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# The README's "Install on a real host", run verbatim on a throwaway Debian 12 root (as root,
+# The README's "Quick start on a real host", run verbatim on a throwaway Debian 12 root (as root,
 # from the checkout): meant for `make check-fresh`, never for a host you care about, since it
 # installs into /opt, /usr/local/bin, /etc and then uninstalls again.
 #
 # 1. `make setup` (the lab: libvirtd and the guest image) and one idle lab guest to read;
-# 2. every command of the README's install block, in order, except `systemctl` (no systemd as
-#    PID 1 in a chroot); the block itself runs `systemd-analyze verify` on the installed unit;
+# 2. every command of the README's quick-start block, in order, except `systemctl` (no systemd
+#    as PID 1 in a chroot), then `systemd-analyze verify` on the installed unit;
 # 3. checks that the dry-run tick saw the guest, then `make uninstall` and that it is all gone.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -20,9 +20,9 @@ if ! command -v systemd-analyze >/dev/null; then
 fi
 .venv/bin/python -m contrib.lab up --guest install-check:256:idle
 
-# The README's block: the first ```sh block after the "## Install on a real host" heading.
+# The README's block: the first ```sh block after the "## Quick start on a real host" heading.
 mapfile -t cmds < <(awk '
-    /^## Install on a real host/ { sect = 1; next }
+    /^## Quick start on a real host/ { sect = 1; next }
     sect && /^## / { exit }
     sect && /^```sh/ { inblock = 1; next }
     inblock && /^```/ { exit }
@@ -42,6 +42,7 @@ for c in "${cmds[@]}"; do
                  *) [ "$rc" -eq 0 ] || die "exit status $rc: $c" ;; esac
 done
 grep -q "ab-lab-install-check" "$out" || die "the last command did not show the lab guest"
+systemd-analyze verify /etc/systemd/system/autoballoon.service || die "systemd-analyze verify"
 [ -x /usr/local/bin/autoballoon ] || die "/usr/local/bin/autoballoon missing"
 
 .venv/bin/python -m contrib.lab down
