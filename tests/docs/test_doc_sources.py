@@ -193,3 +193,23 @@ def test_every_named_test_exists() -> None:
             assert (REPO / f).is_file(), f"{path.name} names {f}, which does not exist"
         for name in set(re.findall(r"`(test_\w+)`", text)):
             assert name in defined, f"{path.name} names {name}, which no test defines"
+
+
+def slug(heading: str) -> str:
+    """GitHub's anchor for a Markdown heading."""
+    s = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return s.replace(" ", "-")
+
+
+@pytest.mark.parametrize("path", DOCS, ids=lambda p: p.name)
+def test_links_within_the_docs_resolve(path: Path) -> None:
+    text = path.read_text(encoding="utf-8")
+    anchors = {slug(h) for h in re.findall(r"^#+ (.+)$", text, re.M)}
+    for target in re.findall(r"\]\(([^)\s]+)\)", text):
+        if target.startswith(("http://", "https://")):
+            continue
+        file, _, anchor = target.partition("#")
+        if file:
+            assert (path.parent / file).exists(), f"{path.name}: link to missing {file}"
+        elif anchor:
+            assert anchor in anchors, f"{path.name}: no heading for #{anchor}"
