@@ -171,6 +171,22 @@ def test_low_water_deflates_before_any_stall() -> None:
     assert d.action is Action.DEFLATE and "low water" in d.reason
 
 
+def test_a_rescue_from_below_the_floor_lands_at_least_on_the_floor() -> None:
+    """Every change is clamped into [floor, max], deflations too: a guest far below its floor
+    (its balloon has not followed yet) that needs a rescue is deflated to the floor, not by a
+    medium step that would leave it under it."""
+    g = Guest(actual_mib=64, used_mib=50)
+    floor_kib = GuestPolicy().floor_kib(1024 * 1024)  # 256 MiB: more than 64 + a medium step
+    state = EngineState()
+    (d,), state = step(1000.0, HOST_OK, {"vm": g.read(1000.0)}, state, PROACTIVE)
+    assert d.rule == "below-floor" and d.target_kib == floor_kib
+    g.counters = {"stalls": 40, "dscan_mib": 200, "drclm_mib": 150}  # global reclaim
+    (d,), _ = step(1002.0, HOST_OK, {"vm": g.read(1002.0)}, state, PROACTIVE)
+    assert d.klass is PressureClass.GLOBAL_RECLAIM and d.rule == "rescue", d
+    assert d.action is Action.DEFLATE
+    assert d.target_kib == floor_kib and d.clamped_by == "floor", d
+
+
 def test_a_low_water_overshoot_is_taken_back_only_after_the_block() -> None:
     """A constant workload under low water: one medium deflate lands well above the headroom;
     the overshoot is taken back, but only once ``pressure_block_s`` has passed since the rescue,
