@@ -94,6 +94,7 @@ def test_floor_is_never_crossed() -> None:
     floor and never past it, and the take that reaches it says the floor limited it."""
     g = Guest(used_mib=10)
     floor_kib = GuestPolicy().floor_kib(1024 * 1024)
+    assert floor_kib == 256 * 1024  # the larger of floor_mib (128) and 25 % of 1024 MiB
     trace = run([g], PROACTIVE, ticks=600)
     for (d,) in trace:
         assert d.floor_kib == floor_kib
@@ -185,6 +186,22 @@ def test_a_rescue_from_below_the_floor_lands_at_least_on_the_floor() -> None:
     assert d.klass is PressureClass.GLOBAL_RECLAIM and d.rule == "rescue", d
     assert d.action is Action.DEFLATE
     assert d.target_kib == floor_kib and d.clamped_by == "floor", d
+
+
+def test_changes_under_min_change_are_skipped_unless_rescues() -> None:
+    """``min_change_mib`` (8 MiB): 3.4 MiB spare above the headroom is not taken, and a balloon
+    4 MiB below its floor is not moved for it; both hold and say why."""
+    p = GuestPolicy()
+    headroom_mib = p.headroom_kib(1024 * 1024) / 1024  # 153.6 MiB
+    spare = Guest(used_mib=int(1024 - headroom_mib - 4))
+    for (d,) in run([spare], PROACTIVE, ticks=60):
+        assert d.action is Action.HOLD, d
+    assert d.rule == "spare" and spare.actual_mib == 1024
+    floor_mib = p.floor_kib(1024 * 1024) // 1024
+    under = Guest(actual_mib=floor_mib - 4, used_mib=10)
+    (d,) = run([under], PROACTIVE, ticks=1)[0]
+    assert d.action is Action.HOLD and d.rule == "below-floor", d
+    assert "change under 8 MiB skipped" in d.reason
 
 
 def test_a_low_water_overshoot_is_taken_back_only_after_the_block() -> None:
