@@ -269,7 +269,8 @@ def test_a_lying_guest_can_only_leave_less_of_the_shortfall_to_others_on_demand(
     is an upper bound on its take next to any neighbour, liar or not, at every tick."""
     seen: Counter[str] = Counter()
 
-    @settings(max_examples=100, deadline=None)
+    @seed(SEED)
+    @settings(max_examples=100, deadline=None, database=None)
     @given(
         garbage=st.lists(
             st.one_of(hostile_stats, st.just(HONEST), st.just(NO_SPARE)), min_size=3, max_size=40
@@ -458,7 +459,9 @@ def test_real_candidates_inflate_and_pressure_never_does() -> None:
     and the interesting cases occur (counted)."""
     seen: Counter[str] = Counter()
 
-    @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @seed(SEED)
+    @settings(max_examples=150, deadline=None, database=None,
+              suppress_health_check=[HealthCheck.too_slow])
     @given(policy=sane_policies(), loads=st.lists(workloads, min_size=1, max_size=3))
     def prop(policy: GuestPolicy, loads: list[Workload]) -> None:
         pset = PolicySet(policy)
@@ -493,7 +496,9 @@ def test_on_demand_never_asks_more_than_the_shortfall_plus_a_step_per_guest() ->
     window asks more than S plus one inflate step per guest."""
     seen: Counter[str] = Counter()
 
-    @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @seed(SEED)
+    @settings(max_examples=40, deadline=None, database=None,
+              suppress_health_check=[HealthCheck.too_slow])
     @given(
         policy=sane_policies(modes=("on-demand",)),
         sizes=st.lists(st.integers(512, 4096), min_size=1, max_size=5),
