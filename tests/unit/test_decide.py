@@ -204,6 +204,18 @@ def test_changes_under_min_change_are_skipped_unless_rescues() -> None:
     assert "change under 8 MiB skipped" in d.reason
 
 
+def test_a_guest_above_its_policy_maximum_is_brought_down_to_it_in_one_change() -> None:
+    """A policy ``max_mib`` under the domain's maximum: a calm guest above it is inflated to it
+    at once by ``above-max`` (not one spare step at a time); only then do spare takes go on
+    below it."""
+    capped = PolicySet(GuestPolicy(mode="proactive", max_mib=512, stable_s=0))
+    g = Guest(actual_mib=1024, used_mib=100)
+    first, *rest = [t[0] for t in run([g], capped, ticks=30) if t[0].action is not Action.HOLD]
+    assert first.action is Action.INFLATE and first.rule == "above-max", first
+    assert first.target_kib == 512 * 1024
+    assert all(d.rule == "take-proactive" and d.current_kib <= 512 * 1024 for d in rest), rest
+
+
 def test_a_low_water_overshoot_is_taken_back_only_after_the_block() -> None:
     """A constant workload under low water: one medium deflate lands well above the headroom;
     the overshoot is taken back, but only once ``pressure_block_s`` has passed since the rescue,
