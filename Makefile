@@ -11,7 +11,8 @@ STAMP := $(VENV)/.installed
 # lint`): the other dependencies are read from pyproject.toml, not listed twice.
 STAMP_NOLIBVIRT := $(VENV)/.installed-nolibvirt
 
-.PHONY: setup host venv venv-any demo test lint unit lab-tests bench clean install uninstall deb check-deb check-fresh pg-image
+.PHONY: setup host venv venv-any demo test lint unit lab-tests bench clean install uninstall deb \
+	check-deb check-fresh pg-image check-mutants
 
 setup: host
 	$(MAKE) --no-print-directory venv
@@ -78,6 +79,14 @@ bench: setup
 
 clean:
 	rm -rf $(VENV) contrib/lab/cache
+
+# Mutation check of autoballoon/core (tests/mutants.py): each rule and clamp of the law removed
+# or inverted in turn, in a copy of the tree; the unit and plumbing tests must fail each time.
+# Not part of `make test` (one run of those tests per mutant, about 15 minutes). Sets nothing
+# up: it needs the venv (`make venv`) and no lab.
+check-mutants:
+	@test -x $(PY) || { echo "check-mutants: $(PY) not found; run 'make venv' first"; exit 2; }
+	$(PY) -m tests.mutants --out benchmarks/results/mutants.md
 
 # Operators: the daemon where the systemd unit expects it (venv in /opt/autoballoon, a link in
 # /usr/local/bin, /etc/autoballoon filled only where empty, the unit). See contrib/install.sh.

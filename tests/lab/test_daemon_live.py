@@ -48,10 +48,19 @@ def guests(lab_up: LabUp) -> dict[str, Guest]:
     return {g.name: g for g in lab_up(SPECS)}
 
 
+HARM = ("oom_kill", "allocstall", "memload_restarts")
+"""What the guest's console reports that a take must not cause: OOM kills, allocation stalls
+(direct reclaim), restarts of its workload (it was killed and came back)."""
+
+
 def oom_kills(g: Guest) -> int:
+    return harm(g)["oom_kill"]
+
+
+def harm(g: Guest) -> dict[str, int]:
     report = g.latest_report()
     assert report is not None, f"{g.name} sent no report"
-    return int(report["oom_kill"])
+    return {k: int(report[k]) for k in HARM}
 
 
 def test_dry_run_changes_nothing_but_reports_decisions(
@@ -87,6 +96,9 @@ class LiveRun:
     memtotal_kib: dict[str, int]
     squeeze_t: float
     ws_peak_mib: dict[str, int]
+    harm_before: dict[str, dict[str, int]]
+    harm_at_squeeze: dict[str, dict[str, int]]
+    """Each guest's harm counters before the run, and just before the operator's squeeze."""
 
 
 @pytest.fixture(scope="module")
@@ -95,9 +107,11 @@ def live(guests: dict[str, Guest], lab: Lab) -> Iterator[LiveRun]:
         g.set_balloon_mib(g.spec.mem_mib)
     time.sleep(2)
     oom_before = {n: oom_kills(g) for n, g in guests.items()}
+    harm_before = {n: harm(g) for n, g in guests.items()}
     guests[RAMP].set_balloon_mib(192)  # the ramp guest starts small
     with Run(list(guests), preset_policies()) as run:
         time.sleep(LIVE_S)
+        harm_at_squeeze = {n: harm(g) for n, g in guests.items()}
         squeeze_t = time.time()
         guests[STEADY].set_balloon_mib(SQUEEZE_MIB)  # an operator's `virsh setmem`
         time.sleep(AFTER_SQUEEZE_S)
@@ -110,6 +124,8 @@ def live(guests: dict[str, Guest], lab: Lab) -> Iterator[LiveRun]:
         {n: int(g.latest_report()["MemTotal"]) for n, g in guests.items()},  # type: ignore[index]
         squeeze_t,
         ws_peak,
+        harm_before,
+        harm_at_squeeze,
     )
 
 
@@ -140,10 +156,15 @@ def test_ramp_guest_is_deflated_as_it_grows_without_oom(live: LiveRun) -> None:
 
 
 def test_steady_guest_is_inflated_without_harm(live: LiveRun) -> None:
+    """Harm is what the guest's console says: from before the run to just before the
+    operator's squeeze (which is meant to hurt), no OOM kill, no allocation stall, no restart
+    of its workload."""
     pre = [d for d in live.run.decisions(STEADY) if d.t < live.squeeze_t]
     assert any(d.action is Action.INFLATE for d in pre)
     assert pre[-1].current_kib < 384 * 1024
     assert direction_changes(pre) <= 1
+    before, after = live.harm_before[STEADY], live.harm_at_squeeze[STEADY]
+    assert {k: after[k] - before[k] for k in HARM} == dict.fromkeys(HARM, 0), (before, after)
 
 
 def test_operator_squeeze_into_pressure_is_deflated_within_two_ticks(

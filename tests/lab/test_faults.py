@@ -19,6 +19,7 @@ from pathlib import Path
 import libvirt
 import pytest
 
+from autoballoon.act import APPLIED
 from autoballoon.core.classify import Basis, PressureClass
 from autoballoon.core.decide import Action
 from contrib.lab import (
@@ -109,6 +110,18 @@ def test_standard_stats_only_is_controlled_and_marked(guests: dict[str, Guest]) 
     assert all(r.sources.get(A) == "libvirt" for r in run.reports if A in r.samples)
     assert any(d.basis is Basis.STANDARD for d in ds)
     assert any(d.action is Action.INFLATE for d in ds), "still reclaimed from standard stats"
+    # controlled, not only decided: every change was applied, and the guest's balloon, read
+    # back through libvirt, went to the last target
+    changed = [(r, d) for r in run.reports for d in r.decisions
+               if d.guest == A and d.action is not Action.HOLD]
+    assert all(r.results.get(A) == APPLIED for r, _ in changed), [r.results for r, _ in changed]
+    target_mib = changed[-1][1].target_kib / 1024
+    wait_until(
+        lambda: abs(a.balloon_actual_mib() - target_mib) <= 1, 30,
+        f"the balloon at the last target, {target_mib:.0f} MiB",
+        diag=lambda: f"balloon at {a.balloon_actual_mib():.0f} MiB",
+    )
+    assert target_mib < 384
 
 
 def start_lab_daemon(tmp: Path, names: str, *extra: str) -> subprocess.Popen[str]:

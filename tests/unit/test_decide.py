@@ -90,9 +90,31 @@ def test_inflation_waits_for_stability_and_respects_cooldown() -> None:
 
 
 def test_floor_is_never_crossed() -> None:
+    """Every tick, not only the last: a guest that needs almost nothing is walked down to its
+    floor and never past it, and the take that reaches it says the floor limited it."""
     g = Guest(used_mib=10)
-    run([g], PROACTIVE, ticks=600)
-    assert g.actual_mib == GuestPolicy().floor_kib(1024 * 1024) // 1024
+    floor_kib = GuestPolicy().floor_kib(1024 * 1024)
+    assert floor_kib == 256 * 1024  # the larger of floor_mib (128) and 25 % of 1024 MiB
+    trace = run([g], PROACTIVE, ticks=600)
+    for (d,) in trace:
+        assert d.floor_kib == floor_kib
+        assert d.current_kib >= floor_kib and d.target_kib >= floor_kib, d
+    assert g.actual_mib == floor_kib // 1024
+    assert trace[-1][0].available_kib and trace[-1][0].available_kib > 64 * 1024, "spare left"
+    last_take = [d for (d,) in trace if d.action is Action.INFLATE][-1]
+    assert last_take.target_kib == floor_kib and last_take.clamped_by == "floor"
+
+
+def test_a_guest_below_its_floor_is_brought_back_up_to_it() -> None:
+    """Someone set it below the floor (or the policy's floor was raised): ``below-floor``
+    deflates it to the floor exactly, once, whatever its class."""
+    floor_mib = GuestPolicy().floor_kib(1024 * 1024) // 1024
+    g = Guest(actual_mib=floor_mib - 100, used_mib=10)
+    trace = run([g], PROACTIVE, ticks=3)
+    (d,) = trace[0]
+    assert d.action is Action.DEFLATE and d.rule == "below-floor", d
+    assert d.target_kib == floor_mib * 1024
+    assert [t[0].action for t in trace[1:]] == [Action.HOLD, Action.HOLD]
 
 
 @pytest.mark.parametrize(
@@ -150,20 +172,93 @@ def test_low_water_deflates_before_any_stall() -> None:
     assert d.action is Action.DEFLATE and "low water" in d.reason
 
 
+def test_a_rescue_from_below_the_floor_lands_at_least_on_the_floor() -> None:
+    """Every change is clamped into [floor, max], deflations too: a guest far below its floor
+    (its balloon has not followed yet) that needs a rescue is deflated to the floor, not by a
+    medium step that would leave it under it."""
+    g = Guest(actual_mib=64, used_mib=50)
+    floor_kib = GuestPolicy().floor_kib(1024 * 1024)  # 256 MiB: more than 64 + a medium step
+    state = EngineState()
+    (d,), state = step(1000.0, HOST_OK, {"vm": g.read(1000.0)}, state, PROACTIVE)
+    assert d.rule == "below-floor" and d.target_kib == floor_kib
+    g.counters = {"stalls": 40, "dscan_mib": 200, "drclm_mib": 150}  # global reclaim
+    (d,), _ = step(1002.0, HOST_OK, {"vm": g.read(1002.0)}, state, PROACTIVE)
+    assert d.klass is PressureClass.GLOBAL_RECLAIM and d.rule == "rescue", d
+    assert d.action is Action.DEFLATE
+    assert d.target_kib == floor_kib and d.clamped_by == "floor", d
+
+
+def test_changes_under_min_change_are_skipped_unless_rescues() -> None:
+    """``min_change_mib`` (8 MiB): 3.4 MiB spare above the headroom is not taken, and a balloon
+    4 MiB below its floor is not moved for it; both hold and say why."""
+    p = GuestPolicy()
+    headroom_mib = p.headroom_kib(1024 * 1024) / 1024  # 153.6 MiB
+    spare = Guest(used_mib=int(1024 - headroom_mib - 4))
+    for (d,) in run([spare], PROACTIVE, ticks=60):
+        assert d.action is Action.HOLD, d
+    assert d.rule == "spare" and spare.actual_mib == 1024
+    floor_mib = p.floor_kib(1024 * 1024) // 1024
+    under = Guest(actual_mib=floor_mib - 4, used_mib=10)
+    (d,) = run([under], PROACTIVE, ticks=1)[0]
+    assert d.action is Action.HOLD and d.rule == "below-floor", d
+    assert "change under 8 MiB skipped" in d.reason
+
+
+def test_a_guest_above_its_policy_maximum_comes_down_to_it_by_above_max() -> None:
+    """A policy ``max_mib`` under the domain's maximum: a calm guest above it is brought down
+    by ``above-max``, as fast as it can spare (each step within the spare limits, not the whole
+    way at once, which squeezed guests whose working set was above the new maximum), until it
+    is at the maximum; only then do spare takes go on below it."""
+    capped = PolicySet(GuestPolicy(mode="proactive", max_mib=512, stable_s=0))
+    g = Guest(actual_mib=1024, used_mib=100)
+    changes = [t[0] for t in run([g], capped, ticks=400) if t[0].action is not Action.HOLD]
+    above = [d for d in changes if d.current_kib > 512 * 1024]
+    assert above and all(d.action is Action.INFLATE and d.rule == "above-max" for d in above)
+    assert len(above) > 1, "one spare step at a time, not the whole way at once"
+    assert above[-1].target_kib == 512 * 1024, above[-1]
+    rest = changes[len(above):]
+    assert rest and all(d.rule == "take-proactive" and d.current_kib <= 512 * 1024
+                        for d in rest), rest
+
+
+def test_a_low_water_overshoot_is_taken_back_only_after_the_block() -> None:
+    """A constant workload under low water: one medium deflate lands well above the headroom;
+    the overshoot is taken back, but only once ``pressure_block_s`` has passed since the rescue,
+    and the takes stop at the headroom, so nothing is ever deflated again (one turn, not a
+    swing)."""
+    g = Guest(actual_mib=300, used_mib=290)
+    p = GuestPolicy()
+    trace = run([g], PROACTIVE, ticks=400)
+    changes = [(i * 2.0, t[0]) for i, t in enumerate(trace) if t[0].action is not Action.HOLD]
+    (t0, first), *rest = changes
+    assert first.action is Action.DEFLATE and first.rule == "low-water"
+    assert rest and all(d.action is Action.INFLATE for _, d in rest), changes
+    assert rest[0][0] - t0 >= p.pressure_block_s
+    headroom_mib = max(p.headroom_mib, p.headroom_ratio * g.actual_mib)
+    assert headroom_mib <= g.actual_mib - g.used_mib < headroom_mib + p.min_change_mib
+
+
 @pytest.mark.parametrize(
     "counters",
     [{"stalls": 40, "dscan_mib": 0.5}, {"ascan_mib": 400, "arclm_mib": 5}],
     ids=["cgroup-stall", "reclaim-struggling"],
 )
-def test_cgroup_stall_and_struggling_hold(counters: dict[str, float]) -> None:
+def test_cgroup_stall_and_struggling_hold(
+    counters: dict[str, float], request: pytest.FixtureRequest
+) -> None:
+    """Held as that class, by ``under-pressure`` (not by the calm timer or a cooldown): with
+    ``stable_s = 0`` and no cooldown nothing else would stop an inflation of 700 MiB spare."""
+    klass = PressureClass(request.node.callspec.id)
+    eager = PolicySet(GuestPolicy(mode="proactive", stable_s=0, cooldown_s=0))
     g = Guest(actual_mib=800, used_mib=100)
     state = EngineState()
     for i in range(60):
         now = 1000.0 + i
         g.counters = {k: v * i for k, v in counters.items()}
-        (d,), state = step(now, HOST_OK, {"vm": g.read(now)}, state, PROACTIVE)
+        (d,), state = step(now, HOST_OK, {"vm": g.read(now)}, state, eager)
         if i > 1:
             assert d.action is Action.HOLD, d.reason
+            assert d.klass is klass and d.rule == "under-pressure", d
 
 
 def test_stalls_without_scan_in_a_guest_short_of_memory_are_running_out() -> None:
@@ -250,14 +345,32 @@ def test_on_demand_takes_only_what_the_host_needs_lowest_priority_first() -> Non
 
 
 def test_unknown_is_never_inflated() -> None:
+    """A guest that never sent statistics, 824 MiB nominally spare, on a short host, with no
+    calm time and no cooldown required: ``unknown`` holds it, by its own rule."""
+    eager = PolicySet(GuestPolicy(mode="proactive", stable_s=0, cooldown_s=0))
     g = Guest()
     state = EngineState()
     for i in range(100):
         now = 1000.0 + 2 * i
         s = g.read(now)
         s = replace(s, last_update=0)
-        (d,), state = step(now, HOST_SHORT, {"vm": s}, state, PROACTIVE)
+        (d,), state = step(now, HOST_SHORT, {"vm": s}, state, eager)
         assert d.action is Action.HOLD and d.klass is PressureClass.UNKNOWN
+        assert d.rule == "unknown", d  # its own rule, not a calm timer or the headroom
+
+
+def test_a_guest_without_memory_figures_is_left_alone_not_read_as_empty() -> None:
+    """Fresh reports without MemAvailable or MemFree, a balloon below the maximum: ``unknown``
+    holds; a missing figure is not "nothing available" (low water would deflate it)."""
+    g = Guest(actual_mib=600)
+    state = EngineState()
+    for i in range(30):
+        now = 1000.0 + 2 * i
+        s = g.read(now)
+        blind = {k: v for k, v in s.stats.items() if "available" not in k and "free" not in k}
+        (d,), state = step(now, HOST_OK, {"vm": replace(s, stats=blind)}, state, PROACTIVE)
+        assert d.klass is PressureClass.UNKNOWN and d.rule == "unknown", d
+        assert d.action is Action.HOLD
 
 
 def test_operator_resize_is_respected_but_rescue_still_works() -> None:

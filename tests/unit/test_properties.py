@@ -1,11 +1,15 @@
 """Invariants of the pure core, as hypothesis properties.
 
-- every target the engine acts on is within [floor, max];
-- no guest in a pressure class, or `unknown`, is ever inflated (on guests that really are
-  inflation candidates most of the time, and really are under pressure some of the time: the
-  tests count that both happen);
+Each property counts the cases that make it worth running and asserts that they occur (the
+counting ones run from a fixed seed, so a share cannot flake):
+
+- every target the engine acts on is within [floor, max], whatever the guest sends;
+- on realistic trajectories (counters that grow, MemAvailable that moves, reports that
+  advance or go stale), through every class: no guest in `unknown` or a pressure class is
+  inflated, with one documented exception, `kswapd-reclaim` right after our own inflation (the
+  kswapd echo), asserted as such; a rescue class always deflates unless at max;
 - `oom` and `thrashing` always deflate (unless at max);
-- a constant workload never makes the controller change direction;
+- a constant workload deflates first, then inflates, never back and forth;
 - on-demand: a shortfall inflation does not move costs at most itself plus one step per guest in
   any 10 minutes;
 - guest-reported stats are untrusted: garbage never crashes anything, never escapes the
@@ -21,11 +25,11 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import replace
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
-from autoballoon.core.classify import CALM_CLASSES, PRESSURE_CLASSES, PressureClass
-from autoballoon.core.decide import Action, EngineState, step
+from autoballoon.core.classify import PRESSURE_CLASSES, PressureClass
+from autoballoon.core.decide import RESCUE_CLASSES, Action, EngineState, step
 from autoballoon.core.policy import GuestPolicy, PolicySet
 from autoballoon.core.samples import (
     EXTENDED_STATS,
@@ -39,6 +43,12 @@ from autoballoon.core.samples import (
 from autoballoon.core.units import BYTES_PER_MIB
 
 HOST = HostSample(0, 24 << 20, 1 << 20)  # short on memory: on-demand takes too
+
+SEED = 20261205
+"""The counting properties run from a fixed seed: the shares they assert cannot flake in CI.
+(Hypothesis also draws constants from the modules loaded, so the examples differ between a
+run of one file and of the whole suite: the shares asserted keep a margin for that; they
+held for six other seeds.)"""
 
 policies = st.builds(
     GuestPolicy,
@@ -85,12 +95,25 @@ def guest(
     )
 
 
-@given(raw=hostile_stats)
-def test_sanitize_never_raises_and_keeps_only_plausible_integers(raw: dict) -> None:  # type: ignore[type-arg]
-    clean, problems = sanitize_guest_stats(raw)
-    assert set(clean) <= KNOWN_STATS
-    assert all(type(v) is int and 0 <= v <= MAX_SANE_VALUE for v in clean.values())
-    assert isinstance(problems, list)
+def test_sanitize_never_raises_and_keeps_only_plausible_integers() -> None:
+    seen: Counter[str] = Counter()
+
+    @seed(SEED)
+    @settings(database=None)
+    @given(raw=hostile_stats)
+    def prop(raw: dict) -> None:  # type: ignore[type-arg]
+        clean, problems = sanitize_guest_stats(raw)
+        assert set(clean) <= KNOWN_STATS
+        assert all(type(v) is int and 0 <= v <= MAX_SANE_VALUE for v in clean.values())
+        assert isinstance(problems, list)
+        seen["examples"] += 1
+        seen["kept"] += bool(clean)
+        seen["rejected"] += bool(problems)
+
+    prop()
+    # both halves of the gate work: some values pass, some are named as problems
+    assert seen["kept"] >= 0.1 * seen["examples"], seen
+    assert seen["rejected"] >= 0.2 * seen["examples"], seen
 
 
 def ceiling(hi: int, domain_max_kib: int, actual: int) -> int:
@@ -99,129 +122,109 @@ def ceiling(hi: int, domain_max_kib: int, actual: int) -> int:
     return hi if actual <= hi else max(actual, domain_max_kib)
 
 
-@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow], deadline=None)
-@given(
-    policy=policies,
-    max_mib=st.integers(256, 8192),
-    start_ratio=st.floats(0.0, 1.5),
-    ticks=st.lists(st.tuples(hostile_stats, st.integers(0, 3)), max_size=40),
-)
-def test_targets_stay_in_bounds_and_pressure_is_never_inflated(
-    policy: GuestPolicy,
-    max_mib: int,
-    start_ratio: float,
-    ticks: list,  # type: ignore[type-arg]
-) -> None:
-    pset = PolicySet(policy)
-    max_kib = max_mib * 1024
-    actual = int(max_kib * start_ratio)
-    state = EngineState()
-    now = 1000.0
-    lo, hi = policy.floor_kib(max_kib), policy.max_kib(max_kib)
-    for raw, dt in ticks:
-        now += dt
-        stats, _ = sanitize_guest_stats(raw)
-        s = guest(now, stats, actual, max_kib)
-        (d,), state = step(now, HOST, {"vm": s}, state, pset)
-        if d.action is not Action.HOLD:
-            assert lo <= d.target_kib <= ceiling(hi, max_kib, actual)
-            actual = d.target_kib
-        if d.action is Action.INFLATE:
-            assert d.klass in CALM_CLASSES
-        if d.klass in PRESSURE_CLASSES or d.klass is PressureClass.UNKNOWN:
-            assert d.action is not Action.INFLATE
+def test_targets_stay_in_bounds_whatever_the_guest_sends() -> None:
+    """Garbage statistics, from any starting size: whatever is decided stays within [floor,
+    max]. (That pressure is never inflated is the trajectory property below: garbage is almost
+    always ``unknown``.) Counted: changes are made, some to the floor (a guest started below
+    it)."""
+    seen: Counter[str] = Counter()
+
+    @seed(SEED)
+    @settings(max_examples=100, suppress_health_check=[HealthCheck.too_slow], deadline=None,
+              database=None)
+    @given(
+        policy=policies,
+        max_mib=st.integers(256, 8192),
+        start_ratio=st.floats(0.0, 1.5),
+        ticks=st.lists(st.tuples(hostile_stats, st.integers(0, 3)), min_size=1, max_size=40),
+    )
+    def prop(
+        policy: GuestPolicy,
+        max_mib: int,
+        start_ratio: float,
+        ticks: list,  # type: ignore[type-arg]
+    ) -> None:
+        pset = PolicySet(policy)
+        max_kib = max_mib * 1024
+        actual = int(max_kib * start_ratio)
+        state = EngineState()
+        now = 1000.0
+        lo, hi = policy.floor_kib(max_kib), policy.max_kib(max_kib)
+        for raw, dt in ticks:
+            now += dt
+            stats, _ = sanitize_guest_stats(raw)
+            s = guest(now, stats, actual, max_kib)
+            (d,), state = step(now, HOST, {"vm": s}, state, pset)
+            if d.action is not Action.HOLD:
+                assert lo <= d.target_kib <= ceiling(hi, max_kib, actual)
+                actual = d.target_kib
+                seen["changes"] += 1
+                seen["to the floor"] += d.target_kib == lo
+            if d.klass is PressureClass.UNKNOWN:
+                assert d.action is not Action.INFLATE
+        seen["examples"] += 1
+
+    prop()
+    assert seen["changes"] >= 0.1 * seen["examples"], seen
+    assert seen["to the floor"] >= 5, seen
 
 
 counter = st.integers(0, 10**12)
 
 
-@settings(max_examples=150, deadline=None)
-@given(
-    policy=policies,
-    klass=st.sampled_from(["oom", "thrashing"]),
-    actual_ratio=st.floats(0.1, 1.0),
-    base=st.tuples(counter, counter, counter, counter),
-    gap=st.floats(1, 10),
-)
-def test_oom_and_thrashing_always_deflate_unless_at_max(
-    policy: GuestPolicy, klass: str, actual_ratio: float, base: tuple[int, ...], gap: float
-) -> None:
-    max_kib = 4096 * 1024
-    actual = max(int(max_kib * actual_ratio), 1024)
-    oom, stalls, dscan, drclm = base
-    common = {
-        "stat-available-memory": 10 * BYTES_PER_MIB,
-        "stat-async-scans": 0,
-        "stat-async-reclaims": 0,
-    }
-    first = common | {
-        "stat-oom-kills": oom,
-        "stat-alloc-stalls": stalls,
-        "stat-direct-scans": dscan,
-        "stat-direct-reclaims": min(drclm, dscan),
-    }
-    if klass == "oom":
-        second = first | {"stat-oom-kills": oom + 1}
-    else:  # stalls and direct scanning high, almost nothing reclaimed
-        second = first | {
-            "stat-alloc-stalls": stalls + 1000,
-            "stat-direct-scans": dscan + 1000 * BYTES_PER_MIB,
+def test_oom_and_thrashing_always_deflate_unless_at_max() -> None:
+    seen: Counter[str] = Counter()
+
+    @seed(SEED)
+    @settings(max_examples=150, deadline=None, database=None)
+    @given(
+        policy=policies,
+        klass=st.sampled_from(["oom", "thrashing"]),
+        actual_ratio=st.one_of(st.just(1.0), st.floats(0.1, 1.0)),  # at the maximum, or under
+        base=st.tuples(counter, counter, counter, counter),
+        gap=st.floats(1, 10),
+    )
+    def prop(
+        policy: GuestPolicy, klass: str, actual_ratio: float, base: tuple[int, ...], gap: float
+    ) -> None:
+        max_kib = 4096 * 1024
+        actual = max(int(max_kib * actual_ratio), 1024)
+        oom, stalls, dscan, drclm = base
+        common = {
+            "stat-available-memory": 10 * BYTES_PER_MIB,
+            "stat-async-scans": 0,
+            "stat-async-reclaims": 0,
         }
-    pset = PolicySet(policy)
-    s1 = guest(1000.0, first, actual, max_kib)
-    s2 = guest(1000.0 + gap, second, actual, max_kib)
-    _, state = step(s1.t, HOST, {"vm": s1}, EngineState(), pset)
-    (d,), _ = step(s2.t, HOST, {"vm": s2}, state, pset)
-    assert d.klass == klass
-    if actual >= ceiling(policy.max_kib(max_kib), max_kib, actual):
-        assert d.action is Action.HOLD
-    else:
-        assert d.action is Action.DEFLATE
-        assert d.target_kib > d.current_kib
+        first = common | {
+            "stat-oom-kills": oom,
+            "stat-alloc-stalls": stalls,
+            "stat-direct-scans": dscan,
+            "stat-direct-reclaims": min(drclm, dscan),
+        }
+        if klass == "oom":
+            second = first | {"stat-oom-kills": oom + 1}
+        else:  # stalls and direct scanning high, almost nothing reclaimed
+            second = first | {
+                "stat-alloc-stalls": stalls + 1000,
+                "stat-direct-scans": dscan + 1000 * BYTES_PER_MIB,
+            }
+        pset = PolicySet(policy)
+        s1 = guest(1000.0, first, actual, max_kib)
+        s2 = guest(1000.0 + gap, second, actual, max_kib)
+        _, state = step(s1.t, HOST, {"vm": s1}, EngineState(), pset)
+        (d,), _ = step(s2.t, HOST, {"vm": s2}, state, pset)
+        assert d.klass == klass
+        if actual >= ceiling(policy.max_kib(max_kib), max_kib, actual):
+            assert d.action is Action.HOLD
+            seen[f"{klass} at max"] += 1
+        else:
+            assert d.action is Action.DEFLATE
+            assert d.target_kib > d.current_kib
+            seen[f"{klass} deflated"] += 1
 
-
-@settings(max_examples=100, deadline=None)
-@given(
-    policy=policies,
-    max_mib=st.integers(256, 8192),
-    used_ratio=st.floats(0.0, 1.0),
-    interval=st.sampled_from([1.0, 2.0, 5.0, 10.0]),
-    follow=st.booleans(),
-)
-def test_constant_workload_never_changes_direction(
-    policy: GuestPolicy, max_mib: int, used_ratio: float, interval: float, follow: bool
-) -> None:
-    """Closed loop (the balloon follows) or open loop (it never does, as in dry-run)."""
-    pset = PolicySet(policy)
-    max_kib = max_mib * 1024
-    used_kib = int(max_kib * used_ratio)
-    actual = max_kib
-    state = EngineState()
-    directions = []
-    # long enough to walk from max to floor in the smallest steps, each after a cooldown
-    settle_s = (1 / policy.inflate_step_ratio + 3) * (max(policy.cooldown_s, interval) + interval)
-    settle_s += policy.stable_s + 60
-    n = int(1.5 * settle_s / interval)
-    last_change_t = None
-    for i in range(n):
-        now = 1000.0 + i * interval
-        avail = max(actual - used_kib, 0) * 1024
-        s = guest(
-            now,
-            {"stat-available-memory": avail} | dict.fromkeys(EXTENDED_STATS, 0),
-            actual,
-            max_kib,
-        )
-        (d,), state = step(now, HOST, {"vm": s}, state, pset, open_loop=not follow)
-        if d.action is not Action.HOLD:
-            directions.append(d.action)
-            last_change_t = now - 1000.0
-            if follow:
-                actual = d.target_kib
-    flips = sum(1 for a, b in zip(directions, directions[1:], strict=False) if a != b)
-    assert flips == 0, directions
-    if follow:
-        assert last_change_t is None or last_change_t < settle_s, "it settles, then stays put"
+    prop()
+    for case in ("oom at max", "oom deflated", "thrashing at max", "thrashing deflated"):
+        assert seen[case] >= 5, seen
 
 
 def _isolation_run(
@@ -249,13 +252,22 @@ SLIGHTLY_SHORT = HostSample(0, 24 << 20, int(0.2 * (24 << 20)) - 30 * 1024)
 """30 MiB short: one guest's take covers it."""
 
 
-@settings(max_examples=100, deadline=None)
-@given(garbage=st.lists(hostile_stats, min_size=3, max_size=15))
-def test_a_hostile_guest_never_changes_another_guests_decisions(garbage: list) -> None:  # type: ignore[type-arg]
-    lies = [sanitize_guest_stats(raw)[0] for raw in garbage]
-    assert _isolation_run("proactive", lies, HONEST) == _isolation_run(
-        "proactive", [HONEST] * len(lies), HONEST
-    )
+def test_a_hostile_guest_never_changes_another_guests_decisions() -> None:
+    seen: Counter[str] = Counter()
+
+    @seed(SEED)
+    @settings(max_examples=100, deadline=None, database=None)
+    @given(garbage=st.lists(hostile_stats, min_size=3, max_size=15))
+    def prop(garbage: list) -> None:  # type: ignore[type-arg]
+        lies = [sanitize_guest_stats(raw)[0] for raw in garbage]
+        assert _isolation_run("proactive", lies, HONEST) == _isolation_run(
+            "proactive", [HONEST] * len(lies), HONEST
+        )
+        seen["examples"] += 1
+        seen["lies got through"] += any(lies)  # some values passed the gate
+
+    prop()
+    assert seen["lies got through"] >= 0.5 * seen["examples"], seen
 
 
 def test_a_lying_guest_can_only_leave_less_of_the_shortfall_to_others_on_demand() -> None:
@@ -263,7 +275,8 @@ def test_a_lying_guest_can_only_leave_less_of_the_shortfall_to_others_on_demand(
     is an upper bound on its take next to any neighbour, liar or not, at every tick."""
     seen: Counter[str] = Counter()
 
-    @settings(max_examples=100, deadline=None)
+    @seed(SEED)
+    @settings(max_examples=100, deadline=None, database=None)
     @given(
         garbage=st.lists(
             st.one_of(hostile_stats, st.just(HONEST), st.just(NO_SPARE)), min_size=3, max_size=40
@@ -369,12 +382,92 @@ workloads = st.builds(
 )
 
 
+def test_constant_workload_deflates_then_inflates_never_back_and_forth() -> None:
+    """A constant workload, from any starting size, closed loop (the balloon follows) or open
+    loop (it never does, as in dry-run). Deflations come first (back to the floor, or out of
+    low water); a rescue's overshoot may be taken back by inflations, but only once
+    ``pressure_block_s`` has passed; after an inflation nothing is ever deflated. So the
+    direction changes at most once, and the counts show both directions and that change."""
+    seen: Counter[str] = Counter()
+
+    @seed(SEED)
+    @settings(max_examples=100, deadline=None, database=None)
+    @given(
+        policy=st.one_of(sane_policies(), policies),
+        max_mib=st.integers(256, 8192),
+        used_ratio=st.floats(0.0, 0.8),
+        # of the maximum: at the maximum (None), near the need, or just under low water
+        start_over_used=st.one_of(st.none(), st.floats(-0.1, 0.1), st.floats(0.0, 0.03)),
+        interval=st.sampled_from([1.0, 2.0, 5.0, 10.0]),
+        follow=st.booleans(),
+    )
+    def prop(
+        policy: GuestPolicy,
+        max_mib: int,
+        used_ratio: float,
+        start_over_used: float | None,
+        interval: float,
+        follow: bool,
+    ) -> None:
+        pset = PolicySet(policy)
+        max_kib = max_mib * 1024
+        used_kib = int(max_kib * used_ratio)
+        start = 1.0 if start_over_used is None else used_ratio + start_over_used
+        actual = min(max(int(max_kib * start), 1024), max_kib)
+        state = EngineState()
+        changes: list[tuple[Action, float, str]] = []
+        # long enough to walk from max to floor in the smallest steps, each after a cooldown,
+        # after a rescue's block
+        gap_s = max(policy.cooldown_s, interval) + interval
+        settle_s = (1 / policy.inflate_step_ratio + 3) * gap_s
+        settle_s += policy.stable_s + policy.pressure_block_s + 60
+        for i in range(int(1.5 * settle_s / interval)):
+            now = 1000.0 + i * interval
+            avail = max(actual - used_kib, 0) * 1024
+            s = guest(
+                now,
+                {"stat-available-memory": avail} | dict.fromkeys(EXTENDED_STATS, 0),
+                actual,
+                max_kib,
+            )
+            (d,), state = step(now, HOST, {"vm": s}, state, pset, open_loop=not follow)
+            if d.action is not Action.HOLD:
+                changes.append((d.action, now - 1000.0, d.rule))
+                if follow:
+                    actual = d.target_kib
+        actions = [a for a, _, _ in changes]
+        first_inflate = actions.index(Action.INFLATE) if Action.INFLATE in actions else None
+        if first_inflate is not None:
+            assert Action.DEFLATE not in actions[first_inflate:], changes
+            rescues = [t for a, t, r in changes[:first_inflate] if r != "below-floor"]
+            if rescues:
+                assert changes[first_inflate][1] - rescues[-1] >= policy.pressure_block_s, changes
+        if follow and changes:
+            assert changes[-1][1] < settle_s, "it settles, then stays put"
+        seen["examples"] += 1
+        seen["acted"] += bool(changes)
+        seen["deflated"] += Action.DEFLATE in actions
+        seen["inflated"] += first_inflate is not None
+        seen["turned"] += Action.DEFLATE in actions and first_inflate is not None
+
+    prop()
+    n = seen["examples"]
+    assert seen["acted"] >= 0.5 * n, seen
+    assert seen["deflated"] >= 0.15 * n, seen
+    assert seen["inflated"] >= 0.1 * n, seen
+    # The one change of direction is rare here (0 to 18 % of examples by the seed): it is
+    # checked whenever it occurs, and reached on purpose in test_decide's
+    # test_a_low_water_overshoot_is_taken_back_only_after_the_block.
+
+
 def test_real_candidates_inflate_and_pressure_never_does() -> None:
     """Closed loop, 1-3 guests, both modes: bounds hold, pressure and `unknown` never inflate,
     and the interesting cases occur (counted)."""
     seen: Counter[str] = Counter()
 
-    @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @seed(SEED)
+    @settings(max_examples=150, deadline=None, database=None,
+              suppress_health_check=[HealthCheck.too_slow])
     @given(policy=sane_policies(), loads=st.lists(workloads, min_size=1, max_size=3))
     def prop(policy: GuestPolicy, loads: list[Workload]) -> None:
         pset = PolicySet(policy)
@@ -410,7 +503,9 @@ def test_on_demand_never_asks_more_than_the_shortfall_plus_a_step_per_guest() ->
     window asks more than S plus one inflate step per guest."""
     seen: Counter[str] = Counter()
 
-    @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @seed(SEED)
+    @settings(max_examples=40, deadline=None, database=None,
+              suppress_health_check=[HealthCheck.too_slow])
     @given(
         policy=sane_policies(modes=("on-demand",)),
         sizes=st.lists(st.integers(512, 4096), min_size=1, max_size=5),
@@ -450,3 +545,153 @@ def test_on_demand_never_asks_more_than_the_shortfall_plus_a_step_per_guest() ->
     prop()
     assert seen["asked"] >= 0.5 * seen["examples"], seen
     assert seen["verdict said so"] >= 0.3 * seen["examples"], seen
+
+
+# --- realistic trajectories: every pressure class, and inflation, really occur ---------------
+
+MIB = BYTES_PER_MIB
+BEHAVIOURS: dict[str, dict[str, float]] = {
+    # cumulative counters added per second of the phase (bytes for scans and reclaims)
+    "idle": {},
+    "kswapd": {"stat-async-scans": 20 * MIB, "stat-async-reclaims": 15 * MIB},
+    "struggling": {"stat-async-scans": 20 * MIB, "stat-async-reclaims": 1 * MIB},
+    "stalling": {"stat-alloc-stalls": 2, "stat-direct-scans": 0.1 * MIB},
+    "starving": {"stat-alloc-stalls": 2, "stat-direct-scans": 0.1 * MIB},  # nothing available
+    "global": {"stat-alloc-stalls": 2, "stat-direct-scans": 20 * MIB,
+               "stat-direct-reclaims": 15 * MIB},
+    "thrashing": {"stat-alloc-stalls": 2, "stat-direct-scans": 20 * MIB,
+                  "stat-direct-reclaims": 1 * MIB},
+    "oom": {"stat-oom-kills": 0.5, "stat-alloc-stalls": 3},
+    "cgroup-oom": {"stat-oom-kills": 0.5},
+    "light": {"stat-direct-scans": 0.05 * MIB},
+    "cache": {},  # idle, but kswapd reclaims page cache for 10 s after each inflation
+    "stale": {},  # the guest stops reporting: last_update stands still
+    "blind": {},  # reports without MemAvailable or MemFree
+}
+"""What each phase of a generated guest does: ``classify`` names a class for each (``stalling``
+is ``running-out`` or ``cgroup-stall`` by the available memory)."""
+
+
+class Trajectory:
+    """A closed-loop guest through phases: counters only grow, MemAvailable is its balloon size
+    minus its working set (which moves per phase), and ``last_update`` advances with each
+    report, except while it is stale."""
+
+    def __init__(self, max_mib: int, start_ratio: float, phases: list[tuple[str, int, float]],
+                 dts: list[int]) -> None:
+        self.max_kib = max_mib * 1024
+        self.actual_kib = max(int(self.max_kib * start_ratio), 1024)
+        self.phases = phases  # (behaviour, ticks, working set as a share of the maximum)
+        self.dts = dts
+        self.counters = dict.fromkeys(EXTENDED_STATS, 0.0)
+        self.last_update = 0
+        self.last_size_kib = self.actual_kib
+        self.squeezed_t = -1e9
+
+    def ticks(self) -> list[tuple[str, float]]:
+        """(behaviour, working set KiB) per tick."""
+        return [(b, ratio * self.max_kib) for b, n, ratio in self.phases for _ in range(n)]
+
+    def read(self, now: float, dt: float, behaviour: str, used_kib: float) -> GuestSample:
+        if self.actual_kib < self.last_size_kib:
+            self.squeezed_t = now
+        self.last_size_kib = self.actual_kib
+        if behaviour == "cache" and now - self.squeezed_t <= 10:
+            behaviour = "kswapd"
+        for name, per_s in BEHAVIOURS[behaviour].items():
+            self.counters[name] += per_s * dt
+        if behaviour != "stale":
+            self.last_update = int(now)
+        avail_kib = 0 if behaviour == "starving" else max(self.actual_kib - int(used_kib), 0)
+        stats = {k: int(v) for k, v in self.counters.items()}
+        if behaviour != "blind":
+            stats["stat-available-memory"] = avail_kib * 1024
+            stats["stat-free-memory"] = avail_kib * 1024 // 2
+        return guest(now, stats, self.actual_kib, self.max_kib, last_update=self.last_update)
+
+
+@st.composite
+def trajectories(draw: st.DrawFn) -> Trajectory:
+    """Calm first, long enough to be inflated; then a few distinct behaviours in any order
+    (a permutation: over the examples every behaviour is drawn about as often)."""
+    order = draw(st.permutations(sorted(BEHAVIOURS)))[: draw(st.integers(2, 6))]
+    first = (draw(st.sampled_from(["idle", "cache"])), draw(st.integers(10, 40)),
+             draw(st.floats(0.05, 0.6)))
+    # a working set above 1 is larger than the guest's maximum
+    rest = [(b, draw(st.integers(3, 30)), draw(st.floats(0.05, 1.2))) for b in order]
+    return Trajectory(
+        max_mib=draw(st.integers(512, 4096)),
+        start_ratio=draw(st.floats(0.3, 1.0)),
+        phases=[first, *rest],
+        dts=draw(st.lists(st.sampled_from([1, 2, 5]), min_size=1, max_size=5)),
+    )
+
+
+MAY_INFLATE = frozenset({PressureClass.NONE, PressureClass.CGROUP_OOM})
+"""The calm classes, as the README states them (not read from the code under test)."""
+UNDER_PRESSURE = frozenset(PressureClass) - MAY_INFLATE - {PressureClass.UNKNOWN}
+UNKNOWN_RULES = frozenset({"below-floor", "stale", "unknown"})
+"""The rules that may decide for an ``unknown`` guest: its figures are not used."""
+PRESSURE_RULES = frozenset({"rescue", "below-floor", "low-water", "under-pressure"})
+"""The rules that may decide for a guest in a pressure class (but the kswapd echo)."""
+
+
+def test_pressure_is_never_inflated_on_realistic_trajectories() -> None:
+    """Closed loop, guests whose counters grow and whose MemAvailable moves: every target in
+    [floor, max]; no inflation in ``unknown`` or any pressure class but ``kswapd-reclaim``; that
+    one only as the documented kswapd echo (within ``cooldown_s + rate_window_s`` of our own
+    inflation); a rescue class always deflates unless at max. The counts below show that every
+    class, inflation and the echo really occur."""
+    seen: Counter[str] = Counter()
+
+    @seed(SEED)
+    @settings(max_examples=120, deadline=None, database=None,
+              suppress_health_check=[HealthCheck.too_slow])
+    @given(policy=sane_policies(), g=trajectories())
+    def prop(policy: GuestPolicy, g: Trajectory) -> None:
+        pset = PolicySet(policy)
+        state = EngineState()
+        lo, hi = policy.floor_kib(g.max_kib), policy.max_kib(g.max_kib)
+        echo_s = policy.cooldown_s + policy.rate_window_s
+        now, last_inflate_t, inflated, echoed = 1000.0, None, False, False
+        for i, (behaviour, used_kib) in enumerate(g.ticks()):
+            dt = g.dts[i % len(g.dts)]
+            now += dt
+            (d,), state = step(now, HOST, {"vm": g.read(now, dt, behaviour, used_kib)}, state, pset)
+            seen["ticks"] += 1
+            seen[d.klass] += 1
+            if d.action is not Action.HOLD:
+                assert lo <= d.target_kib <= hi, d
+            echo = last_inflate_t is not None and now - last_inflate_t <= echo_s
+            if d.klass in RESCUE_CLASSES:
+                assert d.action is Action.DEFLATE or d.current_kib >= hi, d
+            elif d.klass is PressureClass.UNKNOWN:
+                assert d.rule in UNKNOWN_RULES, d
+            elif d.klass in UNDER_PRESSURE and not (
+                d.klass is PressureClass.KSWAPD_RECLAIM and echo
+            ):
+                assert d.rule in PRESSURE_RULES, d
+            if d.action is Action.INFLATE:
+                assert d.klass in MAY_INFLATE or d.klass is PressureClass.KSWAPD_RECLAIM, d
+                if d.klass is PressureClass.KSWAPD_RECLAIM:
+                    assert echo, d
+                    assert d.rule.startswith("take-"), d
+                    seen["echo inflations"] += 1
+                    echoed = True
+                inflated = True
+                last_inflate_t = now
+            elif d.action is Action.DEFLATE:
+                last_inflate_t = None
+            if d.action is not Action.HOLD:
+                g.actual_kib = d.target_kib
+        seen["examples"] += 1
+        seen["inflated"] += inflated
+        seen["echoed"] += echoed
+
+    prop()
+    n, ticks = seen["examples"], seen["ticks"]
+    assert seen["inflated"] >= 0.3 * n, seen
+    assert seen["echoed"] >= 3, seen  # the one exception is reached, and checked
+    for klass in PressureClass:  # every class, each in at least 0.5 % of the ticks
+        assert seen[klass] >= 0.005 * ticks, (klass, seen)
+    assert seen[PressureClass.UNKNOWN] <= 0.2 * ticks, seen

@@ -1,0 +1,452 @@
+"""Mutation check of the pure core: break one rule or clamp at a time, the tests must notice.
+
+Each mutant is a named textual change of one file under ``autoballoon/core/`` (the rule
+removed from ``RULES``, a clamp switched off, a condition inverted). For each, the tree is
+copied to a temporary directory, the change is applied there (it must match exactly once, so a
+refactoring of the core shows up here as an error, not as a silent pass), and the non-lab unit
+and plumbing tests run against the copy. A mutant is *killed* when a test fails; the first
+failing test is recorded. A *survivor* is a break no test notices: either a missing test, or a
+change that does not alter behaviour (then ``ACCEPTED`` says why).
+
+Run with ``make check-mutants`` (not part of ``make test``: it runs the suite once per mutant).
+``--out FILE`` writes the result as Markdown with the date and the commit tested.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import NamedTuple
+
+ROOT = Path(__file__).resolve().parent.parent
+DECIDE = "autoballoon/core/decide.py"
+CLASSIFY = "autoballoon/core/classify.py"
+POLICY = "autoballoon/core/policy.py"
+TESTS = ("tests/unit", "tests/plumbing")
+TIMEOUT_S = 900.0
+
+
+class Mutant(NamedTuple):
+    name: str
+    path: str
+    old: str
+    new: str
+    what: str
+
+
+def _drop_rule(rule: str) -> Mutant:
+    return Mutant(
+        f"rule {rule.replace('_', '-')} removed",
+        DECIDE,
+        f"\n    {rule},\n",
+        "\n",
+        f"`{rule}` taken out of `RULES`",
+    )
+
+
+RULE_NAMES = (
+    "opted_out",
+    "self_deflated",
+    "rescue",
+    "below_floor",
+    "stalled_inflation",
+    "stale",
+    "unknown",
+    "low_water",
+    "under_pressure",
+    "waiting",
+    "observe_mode",
+    "above_max",
+)
+
+MUTANTS: tuple[Mutant, ...] = (
+    *(_drop_rule(r) for r in RULE_NAMES),
+    # the last rule and the sharing pass
+    Mutant(
+        "spare never offers",
+        DECIDE,
+        "    return Offer(amount, limit)\n",
+        "    return Hold('none: nothing offered')\n",
+        "`spare` holds instead of offering",
+    ),
+    Mutant(
+        "on-demand takes without a shortfall",
+        DECIDE,
+        "        elif short < tol:\n",
+        "        elif False:\n",
+        "`host-above-reserve` removed",
+    ),
+    Mutant(
+        "on-demand ignores what was asked",
+        DECIDE,
+        "        if gs.asked_kib:\n            reason = ",
+        "        if False:\n            reason = ",
+        "`asked` removed",
+    ),
+    Mutant(
+        "on-demand asks unproductive guests again",
+        DECIDE,
+        "        elif _unproductive(gs, samples[name], p):\n",
+        "        elif False:\n",
+        "`unproductive` removed",
+    ),
+    Mutant(
+        "on-demand ignores covered shortfall",
+        DECIDE,
+        "        elif need < tol:\n",
+        "        elif False:\n",
+        "`host-covered` removed",
+    ),
+    Mutant(
+        "on-demand takes every offer in full",
+        DECIDE,
+        "            amount = min(prop.spare_kib, need)\n",
+        "            amount = prop.spare_kib\n",
+        "the host's shortfall no longer caps a take",
+    ),
+    # clamps
+    Mutant(
+        "no floor clamp",
+        DECIDE,
+        "    if target < lo:\n        target, clamped = lo, \"floor\"\n",
+        "",
+        "`_settle` no longer clamps to the floor",
+    ),
+    Mutant(
+        "no max clamp",
+        DECIDE,
+        "    if target > hi:\n        target, clamped = hi, \"max\"\n",
+        "",
+        "`_settle` no longer clamps to the maximum",
+    ),
+    Mutant(
+        "no floor limit on spare",
+        DECIDE,
+        '        "stuck-floor" if floor > lo else "floor": cur - floor,\n',
+        "",
+        "`spare` may offer below the floor (or a stuck floor)",
+    ),
+    Mutant(
+        "no headroom limit on spare",
+        DECIDE,
+        "        None: f.available - headroom,\n",
+        "",
+        "`spare` offers without keeping the headroom",
+    ),
+    Mutant(
+        "headroom inverted",
+        DECIDE,
+        "        None: f.available - headroom,\n",
+        "        None: f.available + headroom,\n",
+        "`spare` counts the headroom as spare",
+    ),
+    Mutant(
+        "no inflate step cap",
+        DECIDE,
+        '        "step": int(f.p.inflate_step_ratio * f.hi),\n',
+        "",
+        "`spare` offers more than `inflate_step_ratio` at once",
+    ),
+    Mutant(
+        "no min change in settle",
+        DECIDE,
+        "if target == cur or (abs(target - cur) < f.tol and not want.rescue):",
+        "if target == cur:",
+        "changes under `min_change_mib` are made",
+    ),
+    Mutant(
+        "no min change in spare",
+        DECIDE,
+        "    if amount < f.tol:\n",
+        "    if amount <= 0:\n",
+        "offers under `min_change_mib` are made",
+    ),
+    Mutant(
+        "deflate steps swapped",
+        DECIDE,
+        'ratio = self.p.deflate_large_ratio if kind == "large" else self.p.deflate_medium_ratio',
+        'ratio = self.p.deflate_medium_ratio if kind == "large" else self.p.deflate_large_ratio',
+        "large and medium deflate steps swapped",
+    ),
+    Mutant(
+        "deflate step ignores the ratio",
+        DECIDE,
+        "        return max(int(ratio * self.hi), self.tol)\n",
+        "        return self.tol\n",
+        "every deflate step is `min_change_mib`",
+    ),
+    # special cases and conditions inside rules
+    Mutant(
+        "kswapd echo off",
+        DECIDE,
+        "        c.klass is PressureClass.KSWAPD_RECLAIM\n        and gs.last_change_dir < 0\n",
+        "        False\n        and gs.last_change_dir < 0\n",
+        "kswapd-reclaim after our inflation holds like any pressure",
+    ),
+    Mutant(
+        "kswapd echo after any change",
+        DECIDE,
+        "        c.klass is PressureClass.KSWAPD_RECLAIM\n        and gs.last_change_dir < 0\n",
+        "        c.klass is PressureClass.KSWAPD_RECLAIM\n        and gs.last_change_dir != 0\n",
+        "the echo also follows our deflations",
+    ),
+    Mutant(
+        "cgroup-stall rescue off",
+        DECIDE,
+        "        and f.c.klass is PressureClass.CGROUP_STALL\n",
+        "        and False\n",
+        "a stall we caused by inflating holds instead of giving back",
+    ),
+    Mutant(
+        "under-pressure inverted",
+        DECIDE,
+        "    if f.c.klass in CALM_CLASSES or f.kswapd_echo:\n",
+        "    if f.c.klass not in CALM_CLASSES or f.kswapd_echo:\n",
+        "`under_pressure` holds the calm classes and passes the others",
+    ),
+    Mutant(
+        "evidence counted again after our change",
+        DECIDE,
+        "        since_t=gs.last_change_t,\n",
+        "        since_t=None,\n",
+        "evidence before our own change is counted again",
+    ),
+    Mutant(
+        "low water ignores reports",
+        DECIDE,
+        "    if f.available >= low or not f.reported_since_change:\n",
+        "    if f.available >= low:\n",
+        "low water acts on figures from before our change",
+    ),
+    Mutant(
+        "waiting ignores stable_s",
+        DECIDE,
+        "    if calm_s < p.stable_s:\n",
+        "    if False:\n",
+        "inflation without a calm period",
+    ),
+    Mutant(
+        "waiting ignores cooldown",
+        DECIDE,
+        "    if f.since_change is not None and f.since_change < p.cooldown_s:\n        blockers",
+        "    if False:\n        blockers",
+        "inflation inside the cooldown",
+    ),
+    Mutant(
+        "waiting ignores the rescue block",
+        DECIDE,
+        "    if gs.last_rescue_t is not None and now - gs.last_rescue_t < p.pressure_block_s:\n",
+        "    if False:\n",
+        "inflation right after a rescue",
+    ),
+    Mutant(
+        "cgroup-oom counted as calm for any kill",
+        CLASSIFY,
+        "        if stalls == 0 and lowest_available_kib >= low_water:\n",
+        "        if stalls == 0:\n",
+        "a kill without a stall is cgroup-oom even with the guest under low water",
+    ),
+    Mutant(
+        "running-out and cgroup-stall swapped",
+        CLASSIFY,
+        "        if available < headroom:\n",
+        "        if available >= headroom:\n",
+        "the headroom test of the stall rows inverted",
+    ),
+    Mutant(
+        "calm classes include light-pressure",
+        CLASSIFY,
+        "CALM_CLASSES = frozenset({PressureClass.NONE, PressureClass.CGROUP_OOM})",
+        "CALM_CLASSES = frozenset({PressureClass.NONE, PressureClass.CGROUP_OOM,"
+        " PressureClass.LIGHT_PRESSURE})",
+        "a guest in light pressure may be inflated",
+    ),
+    Mutant(
+        "stale statistics trusted",
+        CLASSIFY,
+        "    if age > stale_after_s(policy, history):\n",
+        "    if False:\n",
+        "stale statistics are classified as fresh",
+    ),
+    Mutant(
+        "floor ratio ignored",
+        POLICY,
+        "max(self.floor_mib * KIB_PER_MIB, int(self.floor_ratio * top))",
+        "self.floor_mib * KIB_PER_MIB",
+        "the floor is `floor_mib` only",
+    ),
+    Mutant(
+        "policy max ignored",
+        POLICY,
+        "            else min(domain_max_kib, self.max_mib * KIB_PER_MIB)\n",
+        "            else domain_max_kib\n",
+        "`max_mib` no longer caps the guest",
+    ),
+    Mutant(
+        "headroom ratio ignored",
+        POLICY,
+        "max(self.headroom_mib * KIB_PER_MIB, int(self.headroom_ratio * current_kib))",
+        "self.headroom_mib * KIB_PER_MIB",
+        "the headroom is `headroom_mib` only",
+    ),
+)
+
+ACCEPTED: dict[str, str] = {}
+"""Survivors that do not change behaviour, with why (none so far)."""
+
+
+class Result(NamedTuple):
+    mutant: Mutant
+    outcome: str  # killed / survived / error
+    detail: str
+    seconds: float
+
+
+def _snapshot(dest: Path) -> None:
+    """The repository's files as they are now (tracked and new, not ignored ones), once: edits
+    made while the check runs do not leak into later mutants."""
+    listed = subprocess.run(
+        ["git", "-C", str(ROOT), "ls-files", "-co", "--exclude-standard", "-z"],
+        capture_output=True, check=True,
+    ).stdout.decode().split("\0")
+    for rel in filter(None, listed):
+        src = ROOT / rel
+        if src.is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+
+
+def _apply(dest: Path, m: Mutant) -> None:
+    path = dest / m.path
+    text = path.read_text()
+    if not m.old:
+        return
+    count = text.count(m.old)
+    if count != 1:
+        raise ValueError(f"{m.name}: expected the text once in {m.path}, found it {count} times")
+    path.write_text(text.replace(m.old, m.new))
+
+
+def run_one(m: Mutant, python: str, snapshot: Path, tests: tuple[str, ...] = TESTS) -> Result:
+    start = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="ab-mutant-") as tmp:
+        dest = Path(tmp) / "tree"
+        shutil.copytree(snapshot, dest)
+        try:
+            _apply(dest, m)
+        except ValueError as err:
+            return Result(m, "error", str(err), 0.0)
+        env = dict(os.environ, PYTHONPATH=str(dest), PYTHONDONTWRITEBYTECODE="1")
+        probe = subprocess.run(
+            [python, "-c", "import autoballoon; print(autoballoon.__file__)"],
+            cwd=dest, env=env, capture_output=True, text=True, check=False,
+        )
+        if not probe.stdout.startswith(str(dest)):
+            return Result(m, "error", f"the copy is not imported: {probe.stdout.strip()}", 0.0)
+        cmd = [python, "-m", "pytest", "-m", "not lab", "-x", "-q", "-rf",
+               "-p", "no:cacheprovider", *tests]
+        try:
+            proc = subprocess.run(
+                cmd, cwd=dest, env=env, capture_output=True, text=True,
+                timeout=TIMEOUT_S, check=False,
+            )
+        except subprocess.TimeoutExpired:
+            return Result(m, "killed", f"timeout after {TIMEOUT_S:.0f} s", TIMEOUT_S)
+        elapsed = time.monotonic() - start
+        if proc.returncode == 0:
+            return Result(m, "survived", "", elapsed)
+        failed = re.findall(r"^(?:FAILED|ERROR) (.+?)(?: - .*)?$", proc.stdout, re.M)
+        if proc.returncode in (1,) and failed:
+            return Result(m, "killed", failed[0], elapsed)
+        tail = (proc.stdout + proc.stderr).strip().splitlines()[-3:]
+        return Result(m, "error", f"pytest exit {proc.returncode}: {' | '.join(tail)}", elapsed)
+
+
+def _commit() -> str:
+    out = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+        capture_output=True, text=True, check=False,
+    )
+    dirty = subprocess.run(
+        ["git", "-C", str(ROOT), "status", "--porcelain", "--", "autoballoon", "tests"],
+        capture_output=True, text=True, check=False,
+    )
+    return out.stdout.strip() + (" (with uncommitted changes)" if dirty.stdout.strip() else "")
+
+
+def render(results: list[Result], commit: str, when: str) -> str:
+    killed = sum(r.outcome == "killed" for r in results)
+    survived = [r for r in results if r.outcome == "survived"]
+    errors = [r for r in results if r.outcome == "error"]
+    lines = [
+        "# Mutation check of autoballoon/core",
+        "",
+        f"Run {when} on commit {commit} with `make check-mutants` (`tests/mutants.py`): each "
+        "mutant is one rule or clamp removed or inverted in a copy of the tree, then "
+        f"`pytest -m \"not lab\" -x {' '.join(TESTS)}` on the copy.",
+        "",
+        f"**{killed} killed, {len(survived)} survived, {len(errors)} errors** "
+        f"of {len(results)} mutants.",
+        "",
+        "| mutant | file | change | outcome | first failing test | s |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        m = r.mutant
+        lines.append(
+            f"| {m.name} | `{m.path.removeprefix('autoballoon/core/')}` | {m.what} | "
+            f"{r.outcome} | {r.detail.replace('|', '/')} | {r.seconds:.0f} |"
+        )
+    if survived:
+        lines += ["", "## Survivors", ""]
+        for r in survived:
+            why = ACCEPTED.get(r.mutant.name, "not explained: a test is missing")
+            lines.append(f"- {r.mutant.name}: {why}")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", type=Path, help="write the result as Markdown here")
+    ap.add_argument("--baseline", action="store_true", help="run the unchanged copy only")
+    ap.add_argument("-k", dest="only", help="only mutants whose name contains this")
+    ap.add_argument("--tests", nargs="+", default=list(TESTS), help="test paths to run")
+    args = ap.parse_args(argv)
+    baseline = Mutant("none (the tree as it is)", DECIDE, "", "", "nothing changed")
+    chosen = [m for m in MUTANTS if not args.only or args.only in m.name]
+    when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    commit = _commit()
+    results = []
+    with tempfile.TemporaryDirectory(prefix="ab-mutants-") as tmp:
+        snapshot = Path(tmp)
+        _snapshot(snapshot)
+        # The unchanged tree first: a mutant is only killed if the tests pass without it.
+        first = run_one(baseline, sys.executable, snapshot, tuple(args.tests))
+        ok = first.outcome == "survived"
+        print(f"unchanged tree: {'tests pass' if ok else 'FAILS ' + first.detail}", flush=True)
+        if not ok or args.baseline:
+            return 0 if ok else 2
+        for m in chosen:
+            r = run_one(m, sys.executable, snapshot, tuple(args.tests))
+            print(f"{r.outcome:8} {r.seconds:5.0f}s  {m.name}  {r.detail}", flush=True)
+            results.append(r)
+    text = render(results, commit, when)
+    if args.out:
+        args.out.write_text(text)
+    unexplained = [
+        r for r in results
+        if r.outcome == "error" or (r.outcome == "survived" and r.mutant.name not in ACCEPTED)
+    ]
+    return 1 if unexplained else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
