@@ -58,11 +58,12 @@ lint: venv-any
 
 # Without libvirt-python in the venv, the tests marked `libvirt` (tests/plumbing, tests/operator,
 # any test module that imports libvirt: tests/conftest.py) are deselected, and it says so.
+# matplotlib's font cache goes in the venv, not in $HOME.
 unit: venv-any
 	@if $(PY) -c 'import libvirt' 2>/dev/null; then marks="not lab"; else \
 		marks="not lab and not libvirt"; \
 		echo "libvirt-python is not installed: tests marked libvirt are deselected"; fi; \
-	echo "pytest -m \"$$marks\""; $(PY) -m pytest -m "$$marks" -q
+	echo "pytest -m \"$$marks\""; MPLCONFIGDIR=$(VENV)/.matplotlib $(PY) -m pytest -m "$$marks" -q
 
 lab-tests: setup
 	$(PY) -m pytest -m lab -q
