@@ -122,24 +122,28 @@ after_kib="$(inside /opt/autoballoon/venv/bin/python -c \
     'import libvirt; print(libvirt.open("test:///default").lookupByName("test").info()[2])')"
 say "release --all: rc 0, '$line'; a new process then reads $((after_kib / 1024)) MiB (test driver state is per process)"
 
-# A URI no driver serves: the daemon exits 4 (exits.LIBVIRT_REFUSED) before READY=1, the start
-# job fails, and RestartPreventExitStatus keeps the unit from restarting.
+# A URI libvirt refuses for good: "test://" (the test driver, no path), which the client
+# library rejects by itself. The daemon exits 4 (exits.LIBVIRT_REFUSED) before READY=1, the
+# start job fails, and RestartPreventExitStatus keeps the unit from restarting.
 inside cp -p /etc/autoballoon/autoballoon.toml /var/tmp/autoballoon.toml.good
-inside sed -i 's|^uri = .*|uri = "bogus:///x"|' /etc/autoballoon/autoballoon.toml
-since="$(inside date +%s)"
-rc=0; inside systemctl restart autoballoon 2>/dev/null || rc=$?
-[ "$rc" != 0 ] || die "systemctl restart with uri bogus:///x returned 0"
+bad_uri() {
+    inside sed -i "s|^uri = .*|uri = \"$1\"|" /etc/autoballoon/autoballoon.toml
+    since="$(inside date +%s)"
+    rc=0; inside systemctl restart autoballoon 2>/dev/null || rc=$?
+    [ "$rc" != 0 ] || die "systemctl restart with uri $1 returned 0"
+}
+bad_uri "test://"
 sleep 15  # three times RestartSec=5s: a restart would have happened by now
 result="$(show Result) $(show ExecMainStatus) $(show NRestarts) $(show ActiveState)"
-say "bogus uri: systemctl restart rc $rc; after 15 s Result ExecMainStatus NRestarts ActiveState = $result"
+say "uri test://: systemctl restart rc $rc; after 15 s Result ExecMainStatus NRestarts ActiveState = $result"
 [ "$result" = "exit-code 4 0 failed" ] || die "expected 'exit-code 4 0 failed', got '$result'"
 BAD_PID="$(show ExecMainPID)"
-# The daemon's own entries of that run (systemd's "Failed to start" is -p err too under -u).
+# The daemon's own entries of that run (under -u, systemd's "Failed to start" is -p err too).
 errs="$(inside journalctl _SYSTEMD_UNIT=autoballoon.service _PID="$BAD_PID" -p err -o cat --no-pager)"
-[ "$(grep -c . <<<"$errs")" = 1 ] && grep -q 'cannot connect to bogus:///x' <<<"$errs" \
-    || { echo "$errs" >&2; die "expected one error line naming bogus:///x"; }
-say "journal, the daemon's -p err: $errs"
-say "journalctl -u autoballoon -o cat -p err (since the restart):"
+[ "$(grep -c . <<<"$errs")" = 1 ] && grep -q '^ERROR refusing to start: cannot connect to test://' <<<"$errs" \
+    || { echo "$errs" >&2; die "expected one error line naming test://"; }
+say "journal, the daemon's own -p err entries: $errs"
+say "journalctl -u autoballoon -o cat -p err, since the restart:"
 inside journalctl -u autoballoon -o cat -p err --no-pager --since "@$since" | sed 's/^/    /'
 
 # Priorities: journald took each line's <N> prefix as PRIORITY and stripped it from MESSAGE.
@@ -169,6 +173,22 @@ prios_bad="$(inside journalctl _SYSTEMD_UNIT=autoballoon.service _PID="$BAD_PID"
     | python3 -c "$prio_check" INFO=6 ERROR=3)" || die "priorities of the refused daemon's entries"
 say "journal PRIORITY, running daemon (pid $RUN_PID): $prios_run"
 say "journal PRIORITY, refused daemon (pid $BAD_PID): $prios_bad"
+
+# "bogus:///x" names no driver of the client library, which hands such URIs to the libvirtd
+# socket, and the root has no libvirtd: libvirt cannot tell "no such driver" from "libvirtd not
+# running" there, so the daemon exits 75 (exits.LIBVIRT_UNREACHABLE, restarted) and the unit's
+# start limit (5 starts in 300 s) ends the restarts.
+inside systemctl reset-failed autoballoon
+bad_uri "bogus:///x"
+for _ in $(seq 1 60); do
+    [ "$(show ActiveState)" = failed ] && break
+    sleep 1
+done
+result="$(show Result) $(show ExecMainStatus) $(show NRestarts) $(show ActiveState)"
+say "uri bogus:///x (no libvirtd in the root): systemctl restart rc $rc; after $(( $(inside date +%s) - since )) s Result ExecMainStatus NRestarts ActiveState = $result"
+[[ "$result" =~ ^start-limit-hit\ 75\ [1-9][0-9]*\ failed$ ]] \
+    || die "expected 'start-limit-hit 75 N>0 failed', got '$result'"
+say "  its error line, once per start ($(inside journalctl _SYSTEMD_UNIT=autoballoon.service -p err -o cat --no-pager --since "@$since" | grep -c 'bogus:///x') in all): $(inside journalctl _SYSTEMD_UNIT=autoballoon.service -p err -o cat --no-pager --since "@$since" | tail -1)"
 
 inside cp -p /var/tmp/autoballoon.toml.good /etc/autoballoon/autoballoon.toml
 inside systemctl reset-failed autoballoon
