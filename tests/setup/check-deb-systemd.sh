@@ -186,8 +186,11 @@ for _ in $(seq 1 60); do
 done
 result="$(show Result) $(show ExecMainStatus) $(show NRestarts) $(show ActiveState)"
 say "uri bogus:///x (no libvirtd in the root): systemctl restart rc $rc; after $(( $(inside date +%s) - since )) s Result ExecMainStatus NRestarts ActiveState = $result"
-[[ "$result" =~ ^start-limit-hit\ 75\ [1-9][0-9]*\ failed$ ]] \
-    || die "expected 'start-limit-hit 75 N>0 failed', got '$result'"
+[[ "$result" =~ ^(exit-code|start-limit-hit)\ 75\ [1-9][0-9]*\ failed$ ]] \
+    || die "expected '(exit-code|start-limit-hit) 75 N>0 failed', got '$result'"
+limit="$(inside journalctl -u autoballoon -o cat --no-pager --since "@$since" | grep -m1 'Start request repeated too quickly' || true)"
+[ -n "$limit" ] || die "no 'Start request repeated too quickly' in the journal"
+say "  systemd: $limit"
 say "  its error line, once per start ($(inside journalctl _SYSTEMD_UNIT=autoballoon.service -p err -o cat --no-pager --since "@$since" | grep -c 'bogus:///x') in all): $(inside journalctl _SYSTEMD_UNIT=autoballoon.service -p err -o cat --no-pager --since "@$since" | tail -1)"
 
 inside cp -p /var/tmp/autoballoon.toml.good /etc/autoballoon/autoballoon.toml
