@@ -9,9 +9,15 @@
 # what fresh-debian left mounted). Needs systemd-nspawn (systemd-container) and nsenter.
 # Checks: install leaves the service disabled and stopped, the unit passes systemd-analyze
 # verify, it starts and runs on libvirt's built-in test driver (test:///default: no libvirtd
-# needed; its one guest "test" shows in the metrics under the label domain), a reinstall
-# restarts the running daemon and keeps an edited conffile, removal stops and disables it (and
-# runs `autoballoon release --all` when the version has it), purge leaves nothing.
+# needed; its one guest "test" shows in the metrics under the label domain): `systemctl start`
+# returns 0 once READY=1, active/running with the daemon's STATUS= line, `autoballoon status`
+# says running (rc 0); a reinstall restarts the running daemon and keeps an edited conffile;
+# after `systemctl stop`, status says stopped (rc 1) and `release --all` gives the guest back;
+# uri "test://" fails the start with exit 4, no restart and one error entry at priority 3
+# (journald's PRIORITY from the daemon's <N> prefixes, checked on every entry of two runs);
+# uri "bogus:///x" without libvirtd is exit 75, restarted until the start limit; removal stops
+# and disables it (and runs `autoballoon release --all` when the version has it), purge leaves
+# nothing.
 set -euo pipefail
 ROOT="$(readlink -f "${1:?usage: check-deb-systemd.sh ROOT DEB}")"
 DEB="$(readlink -f "${2:?usage: check-deb-systemd.sh ROOT DEB}")"
