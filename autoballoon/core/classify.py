@@ -295,12 +295,18 @@ def _classify_standard(r: Rates, window: Sequence[GuestSample], p: GuestPolicy) 
             f"{majflt:.0f} major faults/s with {available // 1024} MiB available",
         )
     # Without the OOM counter, a kill shows as used memory collapsing (its victim's memory is
-    # freed at once) on a guest that had come near the end of what it has.
+    # freed at once) on a guest that had come near the end of what it has. Not on a guest that
+    # has the counter and lacks it for a moment: that is a reboot (the balloon driver loading
+    # again), and a rebooted guest's used memory collapses too.
     before = window[:-1]
     peak = max(before, key=_used_kib)
     drop = _used_kib(peak) - _used_kib(newest)
     near = peak.available_kib or 0
-    if drop >= max(headroom, _used_kib(peak) // 4) and near < headroom:
+    if (
+        drop >= max(headroom, _used_kib(peak) // 4)
+        and near < headroom
+        and not any(s.has_extended for s in window)
+    ):
         return c(
             PressureClass.OOM,
             f"used memory fell by {drop // 1024} MiB at once, from {near // 1024} MiB "

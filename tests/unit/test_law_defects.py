@@ -422,3 +422,25 @@ def test_memory_given_back_by_an_operator_is_not_given_twice_nor_during_the_hold
     assert all(d.action is Action.HOLD for d in decisions[140 : 140 + hold_ticks - 1])
     assert [d for d in decisions[140 + hold_ticks :] if d.rule == "give-back"]
     assert state.guests["vm"].taken_for_host_kib == 0
+
+
+def test_a_reboot_of_a_guest_with_the_counters_is_no_oom() -> None:
+    """A guest with the 6.12 counters reboots: for a moment its reports lack them (the balloon
+    driver loading again), and its used memory has collapsed (everything it ran is gone). The
+    collapse rule is for guests without the counter; this is no OOM kill. (Seen on the lab:
+    tests/lab/test_faults.py's guest read `oom` after `dom.reset()`.)"""
+    policy = GuestPolicy()
+    history = [
+        # near the edge before the reboot: 300 of 320 MiB used
+        sample(1000.0 + 2 * i, actual_mib=320, max_mib=384, avail_mib=20) for i in range(5)
+    ]
+    history.append(
+        # rebooted: the counters not reported yet, 40 MiB used
+        sample(1010.0, actual_mib=320, max_mib=384, avail_mib=280, extended=False)
+    )
+    c = classify(history, policy, 1010.0)
+    assert c.klass is not PressureClass.OOM, c
+    # the same collapse on a guest that never had the counters reads as a kill
+    without = [replace(s, stats={k: v for k, v in s.stats.items() if not k.startswith(
+        ("stat-oom", "stat-alloc", "stat-async", "stat-direct"))}) for s in history]
+    assert classify(without, policy, 1010.0).klass is PressureClass.OOM
