@@ -1,7 +1,7 @@
 """The paired-twin instrument (``benchmarks.lab.pg``), end to end on real guests, briefly.
 
 Two small PostgreSQL twins boot, warm and run pgbench together; one is held at a fixed balloon
-size, the other is left alone. The figures themselves mean nothing in 30 s; what is checked is
+size, the other is left alone. The figures themselves mean nothing in 60 s; what is checked is
 that the instrument measures what it says: both twins over the same seconds, the treated one
 really at its size and giving memory back to the host, the untouched twin untouched, and every
 column of the report (TPS, p99, disk reads, memory PSI, OOM kills) read from the guests.
@@ -24,7 +24,7 @@ SIZE_MIB = 384
 
 def test_a_fixed_size_pair_measures_both_twins_over_the_same_seconds(
         lab_locked: None, tmp_path: Path) -> None:
-    raw = pg.run_pair(pg.size_arm(SIZE_MIB), 1, MEM_MIB, measure_s=30, short_mib=0,
+    raw = pg.run_pair(pg.size_arm(SIZE_MIB), 1, MEM_MIB, measure_s=60, short_mib=0,
                       warm_timeout_s=240)
     assert raw["treated"] == pg.TWINS[1] and raw["twin"] == pg.TWINS[0], "odd pairs treat b"
     s = pg_report.summarize(raw)
