@@ -39,6 +39,13 @@ class ConfigError(PolicyFileError):
         super().__init__(f"{where}: {problem}" + (f"; {fix}" if fix else ""))
 
 
+def metrics_url(address: str, port: int) -> str:
+    """The metrics endpoint's URL, as the log and the status file give it (an IPv6 address in
+    brackets)."""
+    host = f"[{address}]" if ":" in address else address
+    return f"http://{host}:{port}/metrics"
+
+
 def default_policy_dir() -> Path:
     """For the offline commands (check-policy, replay): ./policies when it holds a default.toml
     (a checkout), else the installed ``DEFAULT_POLICY_DIR``."""

@@ -39,6 +39,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from autoballoon import __version__
+from autoballoon.config import metrics_url
 from autoballoon.core.classify import Basis
 from autoballoon.core.decide import Action
 from autoballoon.core.samples import (
@@ -53,7 +54,7 @@ from autoballoon.core.samples import (
     STAT_SWAP_OUT,
 )
 from autoballoon.core.units import BYTES_PER_KIB
-from autoballoon.report import GuestRecord, Health, TickReport
+from autoballoon.report import GuestRecord, Health, TickReport, reclaimed_kib
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
@@ -214,7 +215,7 @@ class _SnapshotCollector(Collector):
                 "reclaimed_memory_bytes",
                 "Memory held back from controlled guests: sum over them of balloon maximum "
                 "minus current size.",
-                sum(max(g.max_kib - g.actual_kib, 0) for g in s.guests) * BYTES_PER_KIB,
+                reclaimed_kib(s.guests) * BYTES_PER_KIB,
             )
             guests = GaugeMetricFamily(
                 f"{PREFIX}_guests",
@@ -357,8 +358,7 @@ class MetricsSink:
                     err,
                 )
             else:
-                host = f"[{address}]" if ":" in address else address
-                self.url = f"http://{host}:{port}/metrics"
+                self.url = metrics_url(address, port)
                 log.info("metrics on %s", self.url)
 
     def on_tick(self, report: TickReport, health: Health) -> None:

@@ -28,11 +28,11 @@ from typing import Final, Literal
 from pydantic import AliasChoices, Field
 
 from autoballoon import __version__
-from autoballoon.config import DaemonConfig
+from autoballoon.config import DaemonConfig, metrics_url
 from autoballoon.core.classify import PressureClass
 from autoballoon.core.decide import NOTABLE_HOLDS, Action
 from autoballoon.core.samples import HostSample
-from autoballoon.report import GuestRecord, Health, ReportValue, TickReport
+from autoballoon.report import GuestRecord, Health, ReportValue, TickReport, reclaimed_kib
 
 log = logging.getLogger("autoballoon")
 
@@ -225,7 +225,7 @@ class StatusSink:
         """The sink the daemon runs with ``config`` publishes to."""
         metrics = None
         if config.metrics_port:
-            metrics = f"http://{config.metrics_address}:{config.metrics_port}/metrics"
+            metrics = metrics_url(config.metrics_address, config.metrics_port)
         return cls(
             config.status_file,
             uri=config.uri,
@@ -309,7 +309,7 @@ class StatusSink:
             last_good_tick_at=self._last_good,
             metrics_url=self.metrics_url,
             host=self._host,
-            reclaimed_kib=sum(max(g.max_kib - g.actual_kib, 0) for g in self._guests),
+            reclaimed_kib=reclaimed_kib(self._guests),
             guests=self._guests,
             skipped=self._skipped,
         )
