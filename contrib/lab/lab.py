@@ -25,6 +25,7 @@ import libvirt
 import libvirt_qemu
 
 from autoballoon.core.samples import EXTENDED_STATS
+from autoballoon.core.samples import U64_ABSENT as U64_ABSENT  # the lab's users import it here
 
 LAB_DIR = Path(__file__).resolve().parent
 CACHE_DIR = Path(os.environ.get("AB_LAB_CACHE", LAB_DIR / "cache"))
