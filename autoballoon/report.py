@@ -110,9 +110,7 @@ class GuestRecord(ReportValue):
         stats: StatsKind = "none"
         if sample.stats:
             stats = "extended" if sample.has_extended else "standard"
-        # Built from the core's typed values, so not validated again: validating 1,000 records a
-        # tick cost more than the core's own decisions (benchmarks/results/tick.md).
-        return cls.model_construct(
+        return cls(
             name=d.guest,
             uuid=sample.uuid,
             actual_kib=sample.actual_kib,
@@ -127,7 +125,7 @@ class GuestRecord(ReportValue):
             source=source,
             autodeflate=sample.autodeflate,
             free_page_reporting=sample.free_page_reporting,
-            decision=DecisionRecord.model_construct(
+            decision=DecisionRecord(
                 action=d.action,
                 target_kib=d.target_kib,
                 reason=d.reason,

@@ -330,10 +330,7 @@ class StatusSink:
                 )
         for name in set(self._last) - set(report.samples) - set(report.skipped):
             del self._last[name]
-        rows = (
-            GuestStatus.model_construct(**dict(r), last_action=self._last.get(r.name))
-            for r in report.guests
-        )
+        rows = (GuestStatus(**dict(r), last_action=self._last.get(r.name)) for r in report.guests)
         return tuple(sorted(rows, key=lambda g: g.name))
 
 
