@@ -8,7 +8,8 @@ after the other (interleaved, so that load on the machine hits all three alike):
 
 - the bulk read: ``getAllDomainStats(BALLOON | STATE, ACTIVE)``, what libvirt itself costs;
 - the core alone: ``decide.step`` on ``bench_core``'s realistic samples (every guest's counters
-  move every tick), its loop closed (balloons follow the targets);
+  move every tick), its loop closed (balloons follow the targets); and the same on the older,
+  calm input (``bench_core --calm``), to show how much that input flattered the core;
 - the whole ``Controller.tick``: the real adapter (``LibvirtHypervisor``, ``extended_stats =
   "off"``: the test driver has no QMP), observe, the core, the live actuator, and the daemon's
   sinks (log lines to a file, the status file, metrics without an endpoint).
@@ -179,8 +180,9 @@ def run(n: int, rounds: int, profile: cProfile.Profile | None = None) -> dict[st
         controller = Controller(config, hv, policies, sinks=sinks(tmp))
         stages = None if profile is not None else Stages(controller, hv)
         state, actual = EngineState(), {}
+        calm_state, calm_actual = EngineState(), {}
         host = HostSample(0, 256 << 20, 64 << 20)
-        bulk, core, tick, inject = [], [], [], []
+        bulk, core, calm, tick, inject = [], [], [], [], []
         warm = 3
         for i in range(warm + rounds):
             t0 = time.perf_counter()
@@ -191,6 +193,13 @@ def run(n: int, rounds: int, profile: cProfile.Profile | None = None) -> dict[st
             decisions, state = step(1000.0 + INTERVAL_S * i, host, samples, state, policies)
             t3 = time.perf_counter()
             actual = {d.guest: d.target_kib for d in decisions}
+            samples = tick_samples(guests, 1000.0 + INTERVAL_S * i, i, calm_actual, calm=True)
+            t6 = time.perf_counter()
+            decisions, calm_state = step(
+                1000.0 + INTERVAL_S * i, host, samples, calm_state, policies
+            )
+            t7 = time.perf_counter()
+            calm_actual = {d.guest: d.target_kib for d in decisions}
             before = hv.spent_s
             if profile is not None and i >= warm:
                 profile.enable()
@@ -206,6 +215,7 @@ def run(n: int, rounds: int, profile: cProfile.Profile | None = None) -> dict[st
             if i >= warm:
                 bulk.append(t1 - t0)
                 core.append(t3 - t2)
+                calm.append(t7 - t6)
                 inject.append(hv.spent_s - before)
                 tick.append(t5 - t4 - (hv.spent_s - before))
         status_bytes = (tmp / "status.json").stat().st_size
@@ -216,7 +226,7 @@ def run(n: int, rounds: int, profile: cProfile.Profile | None = None) -> dict[st
     conn.close()
     rss = vm_rss_kib()
     med = {k: statistics.median(v) for k, v in
-           (("bulk", bulk), ("core", core), ("tick", tick), ("inject", inject))}
+           (("bulk", bulk), ("core", core), ("calm", calm), ("tick", tick), ("inject", inject))}
     return med | {
         "guests": n, "rounds": rounds, "rss_kib": rss, "rss_domains_kib": rss_domains,
         "maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
@@ -235,10 +245,12 @@ def table(r: dict[str, Any]) -> str:
         f"| bulk read `getAllDomainStats(BALLOON\\|STATE, ACTIVE)` | {b * 1e3:.2f} | 1 |\n"
         f"| core alone (`decide.step`, counters moving) | {r['core'] * 1e3:.1f} | "
         f"{r['core'] / b:.1f} |\n"
+        f"| core alone on `bench_core --calm` input (calm guests' counters never move) | "
+        f"{r['calm'] * 1e3:.1f} | {r['calm'] / b:.1f} |\n"
         f"| whole `Controller.tick` (observe, core, act, sinks) | {r['tick'] * 1e3:.1f} | "
         f"{r['tick'] / b:.1f} |\n\n"
         f"{r['guests']} running domains, {r['rounds']} rounds (after 3 warm-up ones), each the "
-        "three timed in turn. Taken off the tick: the injection of the moving counters, "
+        "four timed in turn. Taken off the tick: the injection of the moving counters, "
         f"{r['inject'] * 1e3:.1f} ms median. Status file: {r['status_bytes'] / 1024:.0f} KiB. "
         f"Guests resized at the last tick: {r['acted_last']}.\n\n"
         f"RSS after the ticks: {r['rss_kib'] / 1024:.0f} MiB (peak {r['maxrss_kib'] / 1024:.0f} "
