@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import gc
 import logging
 import pstats
 import resource
@@ -112,6 +113,8 @@ class Stages:
     def __init__(self, controller: Controller, hv: Moving) -> None:
         self.spent: dict[str, list[float]] = {}
         self.tick: dict[str, float] = {}
+        self.gc_s = self._gc_started = 0.0
+        gc.callbacks.append(self.collecting)
         inner_read = hv.inner.read
         hv.inner.read = self.timed("read (adapter)", inner_read)  # type: ignore[method-assign]
         observe = controller.observer.observe
@@ -134,6 +137,13 @@ class Stages:
                 self.tick[name] = self.tick.get(name, 0.0) + time.perf_counter() - t0
 
         return wrapper
+
+    def collecting(self, phase: str, _info: dict[str, Any]) -> None:
+        """A ``gc.callbacks`` hook: the cyclic collector's time, wherever it falls."""
+        if phase == "start":
+            self._gc_started = time.perf_counter()
+        else:
+            self.gc_s += time.perf_counter() - self._gc_started
 
     def end_tick(self, keep: bool, injected_s: float) -> None:
         if keep:
@@ -201,6 +211,7 @@ def run(n: int, rounds: int, profile: cProfile.Profile | None = None) -> dict[st
             t7 = time.perf_counter()
             calm_actual = {d.guest: d.target_kib for d in decisions}
             before = hv.spent_s
+            gc_before = stages.gc_s if stages is not None else 0.0
             if profile is not None and i >= warm:
                 profile.enable()
             t4 = time.perf_counter()
@@ -211,6 +222,9 @@ def run(n: int, rounds: int, profile: cProfile.Profile | None = None) -> dict[st
             if report.error or len(report.decisions) != n:
                 raise SystemExit(f"tick {i}: {report.error or len(report.decisions)} guests")
             if stages is not None:
+                stages.tick["Python's cyclic GC during the tick (also in the stage it fell in)"] = (
+                    stages.gc_s - gc_before
+                )
                 stages.end_tick(i >= warm, hv.spent_s - before)
             if i >= warm:
                 bulk.append(t1 - t0)
@@ -223,6 +237,8 @@ def run(n: int, rounds: int, profile: cProfile.Profile | None = None) -> dict[st
         controller.finish()
         hv.close()
         daemon.step = step
+        if stages is not None:
+            gc.callbacks.remove(stages.collecting)
     conn.close()
     rss = vm_rss_kib()
     med = {k: statistics.median(v) for k, v in
