@@ -39,6 +39,13 @@ class ConfigError(PolicyFileError):
         super().__init__(f"{where}: {problem}" + (f"; {fix}" if fix else ""))
 
 
+def metrics_url(address: str, port: int) -> str:
+    """The metrics endpoint's URL, as the log and the status file give it (an IPv6 address in
+    brackets)."""
+    host = f"[{address}]" if ":" in address else address
+    return f"http://{host}:{port}/metrics"
+
+
 LOCAL_POLICY_DIR = Path("policies")
 POLICY_DIR_RULE = f"{DEFAULT_POLICY_DIR} when it holds a default.toml, else ./policies"
 

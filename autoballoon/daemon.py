@@ -461,7 +461,6 @@ def _run_locked(
 
     controller.reschedule = reschedule
     signal.signal(signal.SIGHUP, lambda *_: controller.request_reload())
-    logging.getLogger("apscheduler").setLevel(logging.ERROR)
     scheduler.add_listener(overrun, EVENT_JOB_MAX_INSTANCES)
     scheduler.add_job(
         controller.tick,

@@ -265,7 +265,6 @@ class LibvirtHypervisor:
         *,
         extended_stats: str = "qmp",
         stats_period_s: int = 1,
-        on_event: Callable[[str, str], None] | None = None,
         dry_run: bool = False,
         xml_refresh_s: float = 30.0,
         read_budget_s: float = 2.0,
@@ -295,7 +294,6 @@ class LibvirtHypervisor:
         self._reconnector: threading.Thread | None = None
         self._last_error: TransientError | None = None
         self._connect_inline = True  # at start and after close(); never after a loss
-        self.on_event = on_event
         self.reconnects = 0
         self.errors = 0
         self._conn: Any = None
@@ -450,8 +448,6 @@ class LibvirtHypervisor:
         if event in (libvirt.VIR_DOMAIN_EVENT_STOPPED, libvirt.VIR_DOMAIN_EVENT_UNDEFINED):
             self._info.pop(_instance(dom), None)
         log.info("guest %s %s", name, what)
-        if self.on_event:
-            self.on_event(name, what)
 
     def _log_retry(self, state: RetryCallState) -> None:
         err = state.outcome.exception() if state.outcome else None

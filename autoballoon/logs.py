@@ -94,8 +94,9 @@ def setup_logging(fmt: str = "human", level: str = "info", priority: str = "auto
     handler._autoballoon = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(level.upper())
-    # APScheduler logs every job run at INFO; that is noise at one tick per few seconds.
-    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    # APScheduler logs every job run at INFO, and a dropped tick at WARNING: the first is noise
+    # at one tick per few seconds, the second the daemon says itself (with a count).
+    logging.getLogger("apscheduler").setLevel(logging.ERROR)
 
 
 REPEAT_EVERY_S = 60.0

@@ -39,9 +39,11 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from autoballoon import __version__
+from autoballoon.config import metrics_url
 from autoballoon.core.classify import Basis
 from autoballoon.core.decide import Action
 from autoballoon.core.samples import (
+    RATE_STATS,
     STAT_ALLOC_STALLS,
     STAT_ASYNC_RECLAIMS,
     STAT_ASYNC_SCANS,
@@ -53,7 +55,7 @@ from autoballoon.core.samples import (
     STAT_SWAP_OUT,
 )
 from autoballoon.core.units import BYTES_PER_KIB
-from autoballoon.report import GuestRecord, Health, TickReport
+from autoballoon.report import GuestRecord, Health, TickReport, reclaimed_kib
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
@@ -67,43 +69,28 @@ TICK_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 """A healthy tick takes milliseconds; busy guest monitors hold one for a read budget (2 s) and
 each resize's, which the top buckets still resolve. An unreachable libvirt fails a tick at once."""
 
-# The guest's cumulative counters: (stat, metric name, help, extra labels).
-GUEST_COUNTERS: tuple[tuple[str, str, str, Mapping[str, str]], ...] = (
-    (STAT_OOM_KILLS, "guest_oom_kills", "OOM kills inside the guest (6.12 counter).", {}),
-    (
-        STAT_ALLOC_STALLS,
+_SCANNED = "Memory scanned by reclaim inside the guest (6.12 counter); kswapd is async."
+_RECLAIMED = "Memory reclaimed inside the guest (6.12 counter); kswapd is async."
+_EXPORTED: Mapping[str, tuple[str, str, Mapping[str, str]]] = {
+    STAT_OOM_KILLS: ("guest_oom_kills", "OOM kills inside the guest (6.12 counter).", {}),
+    STAT_ALLOC_STALLS: (
         "guest_alloc_stalls",
         "Allocation stalls inside the guest (6.12 counter).",
         {},
     ),
-    (
-        STAT_ASYNC_SCANS,
-        "guest_scanned_bytes",
-        "Memory scanned by reclaim inside the guest (6.12 counter); kswapd is async.",
-        {"reclaim": "async"},
-    ),
-    (
-        STAT_DIRECT_SCANS,
-        "guest_scanned_bytes",
-        "Memory scanned by reclaim inside the guest (6.12 counter); kswapd is async.",
-        {"reclaim": "direct"},
-    ),
-    (
-        STAT_ASYNC_RECLAIMS,
-        "guest_reclaimed_bytes",
-        "Memory reclaimed inside the guest (6.12 counter); kswapd is async.",
-        {"reclaim": "async"},
-    ),
-    (
-        STAT_DIRECT_RECLAIMS,
-        "guest_reclaimed_bytes",
-        "Memory reclaimed inside the guest (6.12 counter); kswapd is async.",
-        {"reclaim": "direct"},
-    ),
-    (STAT_SWAP_IN, "guest_swap_in_bytes", "Memory swapped in by the guest.", {}),
-    (STAT_SWAP_OUT, "guest_swap_out_bytes", "Memory swapped out by the guest.", {}),
-    (STAT_MAJOR_FAULTS, "guest_major_faults", "Major page faults in the guest.", {}),
+    STAT_ASYNC_SCANS: ("guest_scanned_bytes", _SCANNED, {"reclaim": "async"}),
+    STAT_DIRECT_SCANS: ("guest_scanned_bytes", _SCANNED, {"reclaim": "direct"}),
+    STAT_ASYNC_RECLAIMS: ("guest_reclaimed_bytes", _RECLAIMED, {"reclaim": "async"}),
+    STAT_DIRECT_RECLAIMS: ("guest_reclaimed_bytes", _RECLAIMED, {"reclaim": "direct"}),
+    STAT_SWAP_IN: ("guest_swap_in_bytes", "Memory swapped in by the guest.", {}),
+    STAT_SWAP_OUT: ("guest_swap_out_bytes", "Memory swapped out by the guest.", {}),
+    STAT_MAJOR_FAULTS: ("guest_major_faults", "Major page faults in the guest.", {}),
+}
+GUEST_COUNTERS: tuple[tuple[str, str, str, Mapping[str, str]], ...] = tuple(
+    (stat, *_EXPORTED[stat]) for stat in RATE_STATS
 )
+"""The guest's cumulative counters, in ``core.samples.RATE_STATS``'s order: (stat, metric name,
+help, extra labels). A counter added there and not here fails at import."""
 
 
 RESIZES = (Action.INFLATE, Action.DEFLATE)
@@ -214,7 +201,7 @@ class _SnapshotCollector(Collector):
                 "reclaimed_memory_bytes",
                 "Memory held back from controlled guests: sum over them of balloon maximum "
                 "minus current size.",
-                sum(max(g.max_kib - g.actual_kib, 0) for g in s.guests) * BYTES_PER_KIB,
+                reclaimed_kib(s.guests) * BYTES_PER_KIB,
             )
             guests = GaugeMetricFamily(
                 f"{PREFIX}_guests",
@@ -357,8 +344,7 @@ class MetricsSink:
                     err,
                 )
             else:
-                host = f"[{address}]" if ":" in address else address
-                self.url = f"http://{host}:{port}/metrics"
+                self.url = metrics_url(address, port)
                 log.info("metrics on %s", self.url)
 
     def on_tick(self, report: TickReport, health: Health) -> None:

@@ -21,9 +21,9 @@ import os
 import stat
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from autoballoon.core.policy import (
     AmbiguousPolicy,
@@ -37,6 +37,8 @@ from autoballoon.core.policy import (
 
 DEFAULT_FILE = "default.toml"
 MAX_POLICY_BYTES = 1024 * 1024
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class PolicyFileError(ValueError):
@@ -95,41 +97,42 @@ def _table(path: Path, doc: dict[str, Any], name: str) -> dict[str, Any]:
 
 def load_default(path: Path) -> tuple[GuestPolicy, HostPolicy]:
     doc = read_toml(path)
-    unknown = set(doc) - {"policy", "host"}
-    if "match" in unknown:
-        raise PolicyFileError(f"{path}: default.toml applies to every guest; remove [match]")
+    why = "default.toml applies to every guest; remove [match]"
+    _only_tables(path, doc, ("policy", "host"), "match", why)
+    return _valid(GuestPolicy, path, doc, "policy"), _valid(HostPolicy, path, doc, "host")
+
+
+def _only_tables(
+    path: Path, doc: dict[str, Any], expected: tuple[str, str], misplaced: str, why: str
+) -> None:
+    """Refuse a table the file may not have: ``misplaced`` (belongs elsewhere: ``why``), or
+    any other than ``expected``."""
+    unknown = set(doc) - set(expected)
+    if misplaced in unknown:
+        raise PolicyFileError(f"{path}: {why}")
     if unknown:
+        first, second = expected
         raise PolicyFileError(
-            f"{path}: unknown table(s) {sorted(unknown)}; expected [policy] and [host]"
+            f"{path}: unknown table(s) {sorted(unknown)}; expected [{first}] and [{second}]"
         )
+
+
+def _valid(model: type[M], path: Path, doc: dict[str, Any], name: str) -> M:
+    """Table ``name`` of the file as ``model``; its errors name the file and the field."""
     try:
-        policy = GuestPolicy.model_validate(_table(path, doc, "policy"))
+        return model.model_validate(_table(path, doc, name))
     except ValidationError as err:
-        raise PolicyFileError(_fmt_validation(path, "policy", err)) from err
-    try:
-        host = HostPolicy.model_validate(_table(path, doc, "host"))
-    except ValidationError as err:
-        raise PolicyFileError(_fmt_validation(path, "host", err)) from err
-    return policy, host
+        raise PolicyFileError(_fmt_validation(path, name, err)) from err
 
 
 def load_layer(path: Path, default: GuestPolicy) -> PolicyLayer:
     doc = read_toml(path)
-    unknown = set(doc) - {"policy", "match"}
-    if "host" in unknown:
-        raise PolicyFileError(f"{path}: [host] belongs in {DEFAULT_FILE} only")
-    if unknown:
-        raise PolicyFileError(
-            f"{path}: unknown table(s) {sorted(unknown)}; expected [match] and [policy]"
-        )
+    _only_tables(path, doc, ("match", "policy"), "host", f"[host] belongs in {DEFAULT_FILE} only")
     if "match" not in doc:
         raise PolicyFileError(
             f"{path}: a per-VM policy needs a [match] table with `names`, `uuids` or `flavors`"
         )
-    try:
-        match = Match.model_validate(_table(path, doc, "match"))
-    except ValidationError as err:
-        raise PolicyFileError(_fmt_validation(path, "match", err)) from err
+    match = _valid(Match, path, doc, "match")
     overrides = _table(path, doc, "policy")
     try:
         # Validate on top of the defaults now, so a bad override fails at load, not at a tick.

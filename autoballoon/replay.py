@@ -24,17 +24,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from autoballoon.core.classify import PRESSURE_CLASSES, PressureClass
+from autoballoon.core.classify import PRESSURE_CLASSES
 from autoballoon.core.decide import Action, Decision, EngineState, step
 from autoballoon.core.policy import PolicySet
 from autoballoon.core.samples import GuestSample
 from autoballoon.core.units import KIB_PER_MIB
-from autoballoon.report import TickReport
 from autoballoon.trace import RecordedRun, RecordedTick
 
 ACTIONS = tuple(str(a) for a in Action)
-DRY_RUN = "dry-run"
-"""The result a sink sees for a replayed change (the same word the dry-run actuator uses)."""
 _PRESSURE = frozenset(str(k) for k in PRESSURE_CLASSES)
 
 
@@ -121,28 +118,6 @@ def decision_record(d: Decision) -> dict[str, Any]:
         "reason": d.reason,
         "rule": d.rule,
     }
-
-
-def tick_report(
-    tick: RecordedTick, decisions: list[Decision], host_verdict: str | None = None
-) -> TickReport:
-    """A replayed tick as the report values every sink takes (a dry run: nothing applied).
-
-    So a replay can feed the daemon's own sinks (log, status file, metrics, a new trace); what
-    a trace does not record (stats source, RSS, skipped guests) stays empty.
-    """
-    return TickReport(
-        t=tick.t,
-        duration_s=0.0,
-        dry_run=True,
-        host=tick.host,
-        samples=tick.samples,
-        decisions=decisions,
-        results={d.guest: DRY_RUN for d in decisions if d.action is not Action.HOLD},
-        skipped={},
-        sources={},
-        host_verdict=host_verdict,
-    )
 
 
 class Replayer:
@@ -254,7 +229,3 @@ def replay(ticks: Iterable[RecordedTick], policies: PolicySet) -> dict[str, Any]
         r.feed(tick)
     return r.summary()
 
-
-def is_pressure(klass: str | PressureClass) -> bool:
-    """True for the classes that block inflation (and count as pressure in the summary)."""
-    return str(klass) in _PRESSURE

@@ -23,7 +23,7 @@ decisions taken live). ``TickReport`` is an observation with the decisions and t
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Literal, Protocol
@@ -102,6 +102,11 @@ class GuestRecord(ReportValue):
             f"stats_period_s itself; a dry run never writes to a guest)"
         )
 
+    @property
+    def reclaimed_kib(self) -> int:
+        """Memory held back from the guest: its balloon maximum minus its current size."""
+        return max(self.max_kib - self.actual_kib, 0)
+
     @classmethod
     def of(
         cls,
@@ -139,6 +144,12 @@ class GuestRecord(ReportValue):
                 result=result,
             ),
         )
+
+
+def reclaimed_kib(guests: Iterable[GuestRecord]) -> int:
+    """What the host holds back from these guests, summed (the status file's ``reclaimed_kib``,
+    the metric ``autoballoon_reclaimed_memory_bytes``)."""
+    return sum(g.reclaimed_kib for g in guests)
 
 
 @dataclass(frozen=True, slots=True)

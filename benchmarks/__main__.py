@@ -1,27 +1,28 @@
 """Run every benchmark and write benchmarks/results/*.md (+ lab.png).
 
-    python -m benchmarks [--quick] [--only core,replay,adapter,footprint,lab,pg,burst,density]
+    python -m benchmarks [--quick] [--only core,tick,replay,adapter,footprint,lab,pg,burst,density]
                          [--out DIR]
     make bench
 
-In order: core (CPU of classify + decide by guest count), replay (one hour of 100 synthetic
-guests through `autoballoon replay`), adapter (libvirt / QMP / setter cost per guest on the lab),
-footprint (the daemon's RSS and CPU while it manages lab guests, 5 minutes), lab (reclaimed memory
-versus harm, three scenarios x three modes on small guests, about 23 minutes), pg (warm
-PostgreSQL twins, one under an arm and one untouched over the same seconds: the A/A noise floor,
-the fixed-size frontier and six modes, 3 pairs each; host memory won versus pgbench's TPS, p99
-and disk reads; about 4 minutes a pair), burst (the spike scenario with and without
+In order: core (CPU of classify + decide by guest count), tick (a whole tick at 1,000 guests of
+libvirt's test driver against libvirt's own bulk read, and the daemon's RSS), replay (one hour of
+100 synthetic guests through `autoballoon replay`), adapter (libvirt / QMP / setter cost per guest
+on the lab), footprint (the daemon's RSS and CPU while it manages lab guests, 5 minutes), lab
+(reclaimed memory versus harm, three scenarios x three modes on small guests, about 23 minutes), pg
+(warm PostgreSQL twins, one under an arm and one untouched over the same seconds: the A/A noise
+floor, the fixed-size frontier and six modes, 3 pairs each; host memory won versus pgbench's TPS,
+p99 and disk reads; about 4 minutes a pair), burst (the spike scenario with and without
 deflate-on-OOM, the counters and the headroom, about 16 minutes), density (two warm PostgreSQL
-guests under one memory cgroup limit at an overcommit ratio, per mode, 3 runs each, about 6
-minutes a run). Several hours in all; the real-guest part alone is
-``--only pg,burst,density``, and each part runs in pieces on its own (see its --help).
-``--quick`` is a smoke run (about 10 minutes; burst and density have none and are skipped)
-whose numbers mean little.
+guests under one memory cgroup limit at an overcommit ratio, per mode, 3 runs each, about 6 minutes
+a run). Several hours in all; the real-guest part alone is ``--only pg,burst,density``, and each
+part runs in pieces on its own (see its --help). ``--quick`` is a smoke run (about 10 minutes;
+burst and density have none and are skipped) whose numbers mean little.
 
 Each benchmark runs as its own process. Every one of them holds the shared lab lock
 (``contrib.lab.lab_lock``: /tmp/ab-lab.lock, or AB_LAB_LOCK) while it runs: those with lab guests
-take it themselves, core and replay (CPU heavy, and measured) are wrapped here. Do not wrap this
-command in `flock` yourself: it would wait for itself (or set AB_LAB_LOCK_HELD=1 if you must).
+take it themselves, core, tick and replay (CPU heavy, and measured) are wrapped here. Do not
+wrap this command in `flock` yourself: it would wait for itself (or set AB_LAB_LOCK_HELD=1 if
+you must).
 """
 
 from __future__ import annotations
@@ -38,28 +39,54 @@ from pathlib import Path
 from benchmarks.common import REPO, RESULTS, header, say
 from contrib.lab import lab_lock
 
-ORDER = ("core", "replay", "adapter", "footprint", "lab", "pg", "burst", "density")
+ORDER = ("core", "tick", "replay", "adapter", "footprint", "lab", "pg", "burst", "density")
+
+
+def _run_table(module: str, args: list[str], title: str, intro: str) -> tuple[str, int]:
+    """Run a benchmark that writes a Markdown table (``--out FILE``) under the lab lock; the
+    result file's text (machine header, ``intro``, the table) and the exit code."""
+    with tempfile.TemporaryDirectory() as tmp, lab_lock(module.rsplit(".", 1)[-1]):
+        table = Path(tmp) / "table.md"
+        cmd = [sys.executable, "-m", module, "--out", str(table), *args]
+        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=False)
+        body = table.read_text() if table.exists() else proc.stdout
+    text = header(title) + f"\n`python -m {module}`: {intro}\n\n" + body
+    if proc.returncode:
+        text += f"\nexit code {proc.returncode}:\n```\n{proc.stderr[-2000:]}\n```\n"
+    return text, proc.returncode
 
 
 def run_core(out: Path, quick: bool) -> int:
-    with tempfile.TemporaryDirectory() as tmp, lab_lock("bench_core"):
-        table = Path(tmp) / "core.md"
-        cmd = [sys.executable, "-m", "benchmarks.bench_core", "--out", str(table)]
-        if quick:
-            cmd += ["--ticks", "5"]
-        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=False)
-        body = table.read_text() if table.exists() else proc.stdout
-    text = (
-        header("Core cost: classify + decide per tick")
-        + "\n`python -m benchmarks.bench_core`: synthetic guests (10 % of them under pressure) "
-        "through `autoballoon.core.decide.step`, proactive mode, CPU time per tick (median "
-        "after two warm-up ticks).\n\n" + body
+    text, code = _run_table(
+        "benchmarks.bench_core",
+        ["--ticks", "5"] if quick else [],
+        "Core cost: classify + decide per tick",
+        "synthetic guests (10 % of them under pressure, every guest's counters moving every "
+        "tick) through `autoballoon.core.decide.step`, proactive mode, CPU time per tick "
+        "(median after two warm-up ticks).",
     )
-    if proc.returncode:
-        text += f"\nexit code {proc.returncode}:\n```\n{proc.stderr[-2000:]}\n```\n"
     (out / "core.md").write_text(text)
     print(text)
-    return proc.returncode
+    return code
+
+
+def run_tick(out: Path, quick: bool) -> int:
+    text, code = _run_table(
+        "benchmarks.bench_tick",
+        ["--quick"] if quick else [],
+        "Cost of a whole tick at 1,000 guests, against libvirt's bulk read",
+        "libvirt's test driver in the benchmark's process with 1,000 running domains; per "
+        "round, libvirt's bulk read, the core alone on realistic samples (counters moving every "
+        "tick) and the daemon's whole `Controller.tick` (real adapter, live actuator, log, "
+        "status file and metrics sinks), timed in turn; medians, and ratios taken in the same "
+        "process.",
+    )
+    before = out / "tick-before.md"
+    if before.exists():
+        text += "\n## Before the cheaper tick (`tick-before.md`)\n\n" + before.read_text()
+    (out / "tick.md").write_text(text)
+    print(text)
+    return code
 
 
 def run_replay(out: Path, quick: bool) -> int:
@@ -147,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             if name == "core":
                 code = run_core(args.out, args.quick)
+            elif name == "tick":
+                code = run_tick(args.out, args.quick)
             elif name == "replay":
                 code = run_replay(args.out, args.quick)
             else:
@@ -161,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     total = time.monotonic() - started
     wait_log.unlink(missing_ok=True)
     waited = sum(r[3] for r in rows)
-    files = {"core": "core.md", "replay": "replay.md", "adapter": "adapter.md",
+    files = {"core": "core.md", "tick": "tick.md", "replay": "replay.md", "adapter": "adapter.md",
              "footprint": "footprint.md", "lab": "lab.md", "pg": "pg.md", "burst": "burst.md",
              "density": "density.md"}
     text = header("Benchmark runs") + (

@@ -28,6 +28,14 @@ def say(msg: str) -> None:
 
 
 
+def emit(text: str, out: Path | None) -> None:
+    """Print a benchmark's table, and write it to ``out`` when given."""
+    print(text)
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text)
+
+
 def machine() -> dict[str, str]:
     """nproc, CPU model, RAM, kernel, date and commit: the header of every result file."""
     model = "unknown CPU"

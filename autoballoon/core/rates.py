@@ -12,6 +12,7 @@ from typing import NamedTuple
 
 from autoballoon.core.samples import (
     CUMULATIVE_STATS,
+    RATE_STATS,
     STAT_ALLOC_STALLS,
     STAT_ASYNC_RECLAIMS,
     STAT_ASYNC_SCANS,
@@ -106,7 +107,7 @@ def compute_rates(old: GuestSample, new: GuestSample) -> Rates | None:
         span = new.t - old.t
     a, b = old.stats, new.stats
     d: dict[str, int] = {}
-    for name in _RATE_STATS:
+    for name in RATE_STATS:
         x, y = a.get(name), b.get(name)
         if x is not None and y is not None:
             d[name] = y - x if y > x else 0
@@ -129,16 +130,3 @@ def compute_rates(old: GuestSample, new: GuestSample) -> Rates | None:
         swap_out_mib_per_s=None if swout is None else swout * mib_per_s,
         major_faults_per_s=None if majflt is None else majflt * per_s,
     )
-
-
-_RATE_STATS = (
-    STAT_OOM_KILLS,
-    STAT_ALLOC_STALLS,
-    STAT_ASYNC_SCANS,
-    STAT_DIRECT_SCANS,
-    STAT_ASYNC_RECLAIMS,
-    STAT_DIRECT_RECLAIMS,
-    STAT_SWAP_IN,
-    STAT_SWAP_OUT,
-    STAT_MAJOR_FAULTS,
-)

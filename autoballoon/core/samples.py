@@ -65,6 +65,10 @@ EXTENDED_STATS = (
 )
 """The six counters Linux 6.12 added (virtio tags 10-15); all cumulative since guest boot."""
 
+RATE_STATS = (*EXTENDED_STATS, STAT_SWAP_IN, STAT_SWAP_OUT, STAT_MAJOR_FAULTS)
+"""The cumulative counters the controller reads as rates (``core.rates``) and the metrics export
+as the guest's own counters: the six 6.12 ones, swap in and out, major faults."""
+
 KNOWN_STATS = frozenset(STANDARD_STATS + EXTENDED_STATS)
 _EXTENDED_SET = frozenset(EXTENDED_STATS)
 

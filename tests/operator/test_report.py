@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import generate_latest
 
+from autoballoon.act import DryRunActuator
 from autoballoon.commands.status import EXIT_RUNNING, Verdict, render
 from autoballoon.core.classify import Basis, PressureClass
 from autoballoon.core.decide import Action, Decision
@@ -22,15 +23,31 @@ from autoballoon.core.policy import GuestPolicy, PolicySet
 from autoballoon.core.samples import HostSample
 from autoballoon.logs import JsonFormatter
 from autoballoon.metrics import MetricsSink
-from autoballoon.replay import Replayer, tick_report
+from autoballoon.replay import Replayer
 from autoballoon.report import Health, TickReport
 from autoballoon.sinks import LogSink, TraceSink
 from autoballoon.status import StatusDocument, StatusSink
-from autoballoon.trace import TraceReader, read_trace
+from autoballoon.trace import RecordedTick, TraceReader, read_trace
 from tests.factories import sample
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 RUNNING = Verdict("running", "replayed", EXIT_RUNNING)
+
+
+def tick_report(tick: RecordedTick, decisions: list[Decision]) -> TickReport:
+    """A replayed tick as the report values every sink takes (a dry run: nothing applied);
+    what a trace does not record (stats source, RSS, skipped guests) stays empty."""
+    return TickReport(
+        t=tick.t,
+        duration_s=0.0,
+        dry_run=True,
+        host=tick.host,
+        samples=tick.samples,
+        decisions=decisions,
+        results=DryRunActuator().apply(decisions),
+        skipped={},
+        sources={},
+    )
 
 
 def test_a_replayed_trace_feeds_the_daemons_sinks(

@@ -311,3 +311,12 @@ def test_directory_is_created_private_whatever_the_umask(tmp_path: Path) -> None
         os.umask(old)
     assert mode(tmp_path / "a") == 0o700
     assert mode(tmp_path / "a" / "status.json") == 0o600
+
+
+@pytest.mark.parametrize(
+    ("address", "url"),
+    [("127.0.0.1", "http://127.0.0.1:9177/metrics"), ("::1", "http://[::1]:9177/metrics")],
+)
+def test_the_status_file_brackets_an_ipv6_metrics_address(address: str, url: str) -> None:
+    config = DaemonConfig(metrics_address=address, metrics_port=9177)
+    assert StatusSink.for_config(config).metrics_url == url
