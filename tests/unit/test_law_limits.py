@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from autoballoon.core.classify import PressureClass, classify
 from autoballoon.core.decide import (
+    GIVE_BACK_BAND_RATIO,
     NEED_WINDOW_S,
     Action,
     Decision,
@@ -16,6 +17,7 @@ from autoballoon.core.decide import (
 from autoballoon.core.policy import GuestPolicy, HostPolicy, PolicySet
 from autoballoon.core.samples import HostSample
 from tests.factories import sample
+from tests.unit.test_law_defects import on_demand_host
 from tests.unit.test_on_demand import ON_DEMAND, RESERVE_KIB, TOTAL_KIB, VM
 from tests.unit.test_self_deflate import settled
 
@@ -70,9 +72,11 @@ def test_a_peak_need_older_than_the_window_no_longer_limits_spare() -> None:
 # --- the echo ------------------------------------------------------------------------------------
 
 
-def test_reclaim_long_after_our_last_inflation_is_rescued_not_an_echo() -> None:
-    # We inflate while 600 MiB is used; then the guest uses 100 MiB and the recent peak stops
-    # further takes with plenty available. Minutes later it reclaims hard: that is its own.
+def _long_after_our_inflation(dscan_per_s: float) -> tuple[list[Decision], list[Decision]]:
+    """We inflate while 600 MiB is used; then the guest uses 100 MiB and the recent peak stops
+    further takes with plenty available. Minutes after our last inflation, it stalls (4/s) with
+    ``dscan_per_s`` MiB/s scanned directly, all of it reclaimed. Returns the decisions before
+    and after the stalls start."""
     actual, used, state = 1024, 600, EngineState()
     stalls = scanned = 0.0
     decisions: list[Decision] = []
@@ -80,9 +84,9 @@ def test_reclaim_long_after_our_last_inflation_is_rescued_not_an_echo() -> None:
         now = 1000.0 + 5 * i
         if i >= 40:
             used = 100
-        if i >= 100:  # 4 stalls/s, 4 MiB/s scanned directly, all of it reclaimed
+        if i >= 100:
             stalls += 20
-            scanned += 20
+            scanned += 5 * dscan_per_s
         s = sample(
             now,
             actual_mib=actual,
@@ -97,11 +101,23 @@ def test_reclaim_long_after_our_last_inflation_is_rescued_not_an_echo() -> None:
             actual = d.target_kib // MIB
     moves = [(i, d.action) for i, d in enumerate(decisions[:100]) if d.action is not Action.HOLD]
     assert moves and moves[-1][1] is Action.INFLATE and moves[-1][0] < 80  # premise
-    after = decisions[100:]
+    return decisions[:100], decisions[100:]
+
+
+def test_reclaim_long_after_our_last_inflation_is_rescued_not_an_echo() -> None:
+    _, after = _long_after_our_inflation(dscan_per_s=4.0)
     assert any(d.klass is PressureClass.GLOBAL_RECLAIM for d in after)  # premise
     assert any(d.action is Action.DEFLATE and d.rule == "rescue" for d in after), (
         "reclaim minutes after our last inflation was held as its echo"
     )
+
+
+def test_stalls_far_above_the_headroom_long_after_our_inflation_hold() -> None:
+    # cgroup-stall on a guest we inflated is rescued only near its headroom: with over 600 MiB
+    # available our take did not bring it near the edge, and more memory would not help.
+    _, after = _long_after_our_inflation(dscan_per_s=0.0)
+    assert any(d.klass is PressureClass.CGROUP_STALL for d in after)  # premise
+    assert all(d.action is Action.HOLD for d in after), [d.reason for d in after]
 
 
 # --- rates between reports -----------------------------------------------------------------------
@@ -178,3 +194,39 @@ def test_a_new_shortage_is_not_capped_by_what_the_last_one_got() -> None:
     _, state = _shortage(vm, 40, -1024, state)  # 80 s above the reserve
     decisions, _ = _shortage(vm, 20, 300, state, t0=1080.0)
     assert any(d.rule == "take-on-demand" for d in decisions), [d.rule for d in decisions]
+
+
+def test_give_back_keeps_the_band_above_the_reserve() -> None:
+    # 512 MiB above the reserve plus what was taken: giving back stops where the host keeps
+    # GIVE_BACK_BAND_RATIO of its total (1.2 GiB of 24 GiB) above it, not at the reserve.
+    decisions, host_avail = on_demand_host(above_after_mib=512)
+    assert [d for d in decisions[300:] if d.rule == "give-back"], "some given back"  # premise
+    band = int(GIVE_BACK_BAND_RATIO * TOTAL_KIB)
+    assert min(host_avail[301:]) >= RESERVE_KIB + band - MIB
+
+
+def test_give_back_is_a_step_per_cooldown_at_most() -> None:
+    decisions, _ = on_demand_host(above_after_mib=3072)
+    back = [d.t for d in decisions if d.rule == "give-back"]
+    assert len(back) > 2  # premise
+    gaps = [b - a for a, b in zip(back, back[1:], strict=False)]
+    assert min(gaps) >= GuestPolicy().cooldown_s, gaps
+
+
+def test_a_guest_not_asked_because_the_shortfall_is_covered_says_so() -> None:
+    # Two guests with spare memory, a host 100 MiB short: the first one asked covers it, and
+    # the other is left alone as "host-covered" (nothing was given and taken again yet).
+    vms = [
+        VM(f"vm{i}", used_mib=200, max_mib=4096, actual_kib=4096 * MIB, rss_kib=4096 * MIB)
+        for i in range(2)
+    ]
+    state = EngineState()
+    for i in range(30):
+        now = 1000.0 + 2 * i
+        host = HostSample(now, TOTAL_KIB, RESERVE_KIB - 100 * MIB)
+        decisions, state = step(now, host, {vm.name: vm.read(now) for vm in vms}, state,
+                                ON_DEMAND)
+        if any(d.rule == "take-on-demand" for d in decisions):
+            break
+    rules = sorted(d.rule for d in decisions)
+    assert rules == ["host-covered", "take-on-demand"], rules
