@@ -537,15 +537,22 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "no-counters oom off",
         CLASSIFY,
-        "    if drop >= max(headroom, _used_kib(peak) // 4) and near < headroom:\n",
-        "    if False:\n",
+        "        drop >= max(headroom, _used_kib(peak) // 4)\n        and near < headroom\n",
+        "        False\n        and near < headroom\n",
         "a collapse of used memory is not read as a kill",
+    ),
+    Mutant(
+        "no-counters oom on a guest with the counters",
+        CLASSIFY,
+        "        and not any(s.has_extended for s in window)\n",
+        "",
+        "a rebooting guest that has the counters reads its used memory's collapse as a kill",
     ),
     Mutant(
         "no-counters oom from any height",
         CLASSIFY,
-        "    if drop >= max(headroom, _used_kib(peak) // 4) and near < headroom:\n",
-        "    if drop >= max(headroom, _used_kib(peak) // 4):\n",
+        "        drop >= max(headroom, _used_kib(peak) // 4)\n        and near < headroom\n",
+        "        drop >= max(headroom, _used_kib(peak) // 4)\n        and True\n",
         "a collapse of used memory is a kill even far above the headroom",
     ),
     Mutant(
