@@ -68,20 +68,21 @@ def test_the_noise_floor_is_the_widest_aa_departure() -> None:
     assert floor["pairs"] == 3
 
 
-def test_the_knee_is_the_last_size_meeting_both_targets_from_the_top() -> None:
+def test_the_knee_is_the_smallest_size_meeting_both_targets() -> None:
     runs = [pair("none", 0, 1.0), pair("none", 1, 1.0)]
     for size, ratio, p99 in ((896, 1.0, 1.0), (768, 0.97, 1.1), (640, 0.90, 1.1),
-                             (512, 0.99, 1.0)):  # 512 meets again, but 640 broke the run
+                             (512, 0.99, 1.0), (448, 0.80, 1.0)):
         runs += [pair(f"size-{size}", i, ratio, p99, back_mib=1024 - size, size=size)
                  for i in (0, 1)]
     arms = pg_report.by_arm([pg_report.summarize(r) for r in runs])
     pts = pg_report.frontier_points(arms)
-    assert [p[0] for p in pts] == [1024, 896, 768, 640, 512]
+    assert [p[0] for p in pts] == [1024, 896, 768, 640, 512, 448]
     k = pg_report.knee(pts)
-    assert k is not None and k[0] == 768
+    assert k is not None and k[0] == 512
+    assert pg_report.misses_above(pts, k) == [640], "a larger size that missed is named"
 
 
-def test_a_p99_miss_ends_the_frontier_too() -> None:
+def test_a_p99_miss_is_no_knee() -> None:
     runs = [pair("none", 0, 1.0), pair("size-896", 0, 1.0, 1.3, 128, 896)]
     arms = pg_report.by_arm([pg_report.summarize(r) for r in runs])
     k = pg_report.knee(pg_report.frontier_points(arms))
