@@ -225,27 +225,35 @@ def lab_table(results: Path = RESULTS) -> str:
     return "\n".join(lines)
 
 
+KNEE_COLUMN = "of the knee's memory"
+
+
 def pg_table(results: Path = RESULTS) -> str:
-    """The real-guest reclaim-versus-harm table: a row per mode of results/pg.md."""
+    """The real-guest table: the twins' noise floor, the frontier's knee, a row per mode of
+    results/pg.md (medians over pairs, each a ratio to an untouched twin)."""
     text, f = read(results, "pg.md")
     machine = find(r"Machine: ([^\n]+?)\. Date: (\S+)", text, f)
-    rows = table_with(text, "targets", f)
+    floor = find(r"\*\*(Noise floor[^*]+)\*\*", text, f)
+    knee = find(r"The yardstick is the fixed-size frontier's knee \(`frontier.md`\): ([^\n]+)",
+                text, f)
+    rows = table_with(text, "verdict", f)
     lines = [
-        f"Machine: {machine.group(1)}; {machine.group(2)}. One warm 1 GiB PostgreSQL guest per "
-        f"mode, `pgbench -c 4`, steady phase (`{f}`, `results/pg.png`):",
+        f"Machine: {machine.group(1)}; {machine.group(2)}. Two identical warm 1 GiB PostgreSQL "
+        f"guests per pair, `pgbench -c 4` in both over the same seconds, one under the mode, "
+        f"one untouched (`{f}`, `results/frontier.md`, `results/frontier.png`). "
+        f"{floor.group(1)} The knee of the fixed-size frontier: {knee.group(1)}",
         "",
-        "| mode | host got back (guest-RAM RSS) | held back (balloon) | TPS (steady) "
-        "| vs no controller: TPS, p99 | OOM kills | targets |",
-        "|---|---:|---:|---:|---:|---:|---|",
+        "| mode | pairs | host got back MiB | of cache + free | TPS ratio to twin "
+        "| p99 ratio to twin | OOM kills | of the knee's memory | verdict |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
-        got = r["host got back: guest-RAM RSS start -> end (MiB)"].split(":")[0]
-        share = r["of cache + free at start"].split(" of ")[0]
         lines.append(
-            f"| {r['mode']} | {got} MiB ({share} of cache + free) "
-            f"| {r['held back (balloon) MiB']} MiB | {r['TPS steady (all)'].split(' ')[0]} "
-            f"| {r['vs none: TPS, p99']} | {r['OOM kills']} | {r['targets']} |"
+            f"| {r['arm']} | {r['pairs']} | {r['host got back MiB']} | {r['of cache + free']} "
+            f"| {r['TPS ratio']} | {r['p99 ratio']} | {r['OOM kills']} "
+            f"| {r[KNEE_COLUMN]} | {r['verdict']} |"
         )
+    lines += ["", "Cells: median [min, max] over pairs."]
     return "\n".join(lines)
 
 
