@@ -37,7 +37,7 @@ intervals (PGREPORT: transactions, p50/p99 latency), its own counters once a sec
 OOM kills, memory PSI totals). From the daemon's JSON log: each class change and resize.
 
 Raw data of every pair is kept, gzipped, in benchmarks/results/raw/pg/ (committed, small);
-``--render-only`` rebuilds pg.md, frontier.md, frontier.png and pg.png from it. About 5
+``--render-only`` rebuilds pg.md, frontier.md and frontier.png from it. About 5
 minutes per pair.
 """
 
@@ -256,7 +256,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         description="Warm PostgreSQL twins: one guest under an arm (a mode, or a fixed balloon "
         "size), its identical twin under nothing, the same pgbench load over the same seconds. "
-        "Writes benchmarks/results/pg.md, frontier.md, frontier.png and pg.png; raw data in "
+        "Writes benchmarks/results/pg.md, frontier.md and frontier.png; raw data in "
         "benchmarks/results/raw/pg/.",
         epilog="modes: " + "; ".join(f"{m.name}: {m.what}" for m in MODES)
         + ". About 5 minutes per pair; pairs alternate which twin is treated.",
