@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -220,6 +221,29 @@ def _returned(s: Mapping[str, Any]) -> float:
     return float(s["returned_mib"])
 
 
+@dataclass(frozen=True)
+class Analysis:
+    """What every output reads: the pairs summarised, by arm, the A/A floor, the frontier and
+    its knee."""
+
+    sums: list[dict[str, Any]]
+    arms: dict[str, list[Mapping[str, Any]]]
+    floor: dict[str, float] | None
+    pts: list[tuple[int, list[Mapping[str, Any]]]]
+    knee: tuple[int, Sequence[Mapping[str, Any]]] | None
+
+    @property
+    def knee_mib(self) -> float | None:
+        return statistics.median(_returned(s) for s in self.knee[1]) if self.knee else None
+
+
+def analyse(runs: Sequence[Mapping[str, Any]]) -> Analysis:
+    sums = [summarize(r) for r in runs]
+    arms = by_arm(sums)
+    pts = frontier_points(arms)
+    return Analysis(sums, arms, noise_floor(arms), pts, knee(pts))
+
+
 def _row(arm: str, pairs: Sequence[Mapping[str, Any]], floor: Mapping[str, float] | None,
          knee_mib: float | None) -> str:
     ret = spread(pairs, _returned)
@@ -305,12 +329,8 @@ def provenance(sums: Sequence[Mapping[str, Any]]) -> str:
 
 
 def render_pg(runs: Sequence[Mapping[str, Any]]) -> str:
-    sums = [summarize(r) for r in runs]
-    arms = by_arm(sums)
-    floor = noise_floor(arms)
-    pts = frontier_points(arms)
-    k = knee(pts)
-    knee_mib = statistics.median(_returned(s) for s in k[1]) if k else None
+    a_ = analyse(runs)
+    sums, arms, floor, k, knee_mib = a_.sums, a_.arms, a_.floor, a_.knee, a_.knee_mib
     mode_arms = [a for a in arms if not a.startswith("size-")]
     lines = [
         header("Warm PostgreSQL twins: host memory won versus harm, mode by mode",
@@ -367,13 +387,9 @@ def pairs_table(sums: Sequence[Mapping[str, Any]]) -> str:
 
 
 def render_frontier(runs: Sequence[Mapping[str, Any]]) -> str:
-    sums = [summarize(r) for r in runs]
-    arms = by_arm(sums)
-    floor = noise_floor(arms)
-    pts = frontier_points(arms)
-    k = knee(pts)
+    a_ = analyse(runs)
+    sums, floor, pts, k, knee_mib = a_.sums, a_.floor, a_.pts, a_.knee, a_.knee_mib
     misses = misses_above(pts, k)
-    knee_mib = statistics.median(_returned(s) for s in k[1]) if k else None
     lines = [
         header("The fixed-size frontier: host memory back against harm, no controller",
                newest(runs)),
@@ -424,11 +440,8 @@ def plot(runs: Sequence[Mapping[str, Any]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    sums = [summarize(r) for r in runs]
-    arms = by_arm(sums)
-    floor = noise_floor(arms)
-    pts = frontier_points(arms)
-    k = knee(pts)
+    a_ = analyse(runs)
+    arms, floor, pts, k = a_.arms, a_.floor, a_.pts, a_.knee
     panels: list[tuple[str, Getter, float | None]] = [
         ("TPS ratio to the twin", lambda s: s["tps_ratio"], TPS_TARGET),
         ("p99 ratio to the twin", lambda s: s["p99_ratio"], P99_TARGET),
