@@ -8,6 +8,7 @@ the same seconds; every verdict is read against the A/A pairs' spread (the noise
 
 from __future__ import annotations
 
+import itertools
 import statistics
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -23,6 +24,9 @@ TPS_TARGET = 0.95
 """The knee and the harm target: TPS at least this share of the twin's..."""
 P99_TARGET = 1.20
 """...and p99 latency at most this multiple of the twin's."""
+STILL_TAKING_S = 30.0
+"""A controller that inflated within this many seconds of the end was still taking memory: what
+it got back is where the phase stopped it, not where it would have settled."""
 
 
 def settle_s(measure_s: float) -> float:
@@ -97,6 +101,7 @@ def summarize(r: Mapping[str, Any]) -> dict[str, Any]:
     tr = guest_summary(r["guests"][r["treated"]], t0, t1, ts)
     tw = guest_summary(r["guests"][r["twin"]], t0, t1, ts)
     actions = [e for e in r["events"] if e.get("action") in ("inflate", "deflate")]
+    takes = [e for e in actions if e["action"] == "inflate" and e.get("result") == "applied"]
     return {
         "arm": r["arm"], "pair": r["pair"], "treated_name": r["treated"],
         "size_mib": r.get("size_mib"), "mem_mib": r["mem_mib"],
@@ -110,6 +115,9 @@ def summarize(r: Mapping[str, Any]) -> dict[str, Any]:
         "held_back_mib": r["mem_mib"] - tr["balloon_end_mib"],
         "inflations": sum(1 for e in actions if e["action"] == "inflate"),
         "deflations": sum(1 for e in actions if e["action"] == "deflate"),
+        "still_taking": bool(takes) and t1 - takes[-1]["ts"] <= STILL_TAKING_S,
+        "take_steps_mib": [(e["from_kib"] - e["to_kib"]) / 1024 for e in takes],
+        "take_gaps_s": [b["ts"] - a["ts"] for a, b in itertools.pairwise(takes)],
         "classes": sorted({str(e["class"]) for e in r["events"] if "class" in e}),
         "oom_kills": tr["oom_kills"] + tw["oom_kills"],
         "lost": int(not tr["alive"]) + int(not tw["alive"]),
@@ -244,6 +252,20 @@ def analyse(runs: Sequence[Mapping[str, Any]]) -> Analysis:
     return Analysis(sums, arms, noise_floor(arms), pts, knee(pts))
 
 
+def pace(pairs: Sequence[Mapping[str, Any]]) -> str:
+    """How a controller arm took memory: its step and the time between steps, and in how many
+    pairs it was still taking at the end (then the phase, not the law, set what it got back)."""
+    steps = [x for s in pairs for x in s.get("take_steps_mib", [])]
+    gaps = [x for s in pairs for x in s.get("take_gaps_s", [])]
+    if not steps:
+        return ""
+    still = sum(1 for s in pairs if s.get("still_taking"))
+    return (f"; steps of {statistics.median(steps):.0f} MiB (median)"
+            + (f" every {statistics.median(gaps):.0f} s" if gaps else "")
+            + f"; still taking at the end (an inflation in its last {STILL_TAKING_S:.0f} s) in "
+            f"{still} of {len(pairs)} pairs")
+
+
 def _row(arm: str, pairs: Sequence[Mapping[str, Any]], floor: Mapping[str, float] | None,
          knee_mib: float | None) -> str:
     ret = spread(pairs, _returned)
@@ -355,7 +377,7 @@ def render_pg(runs: Sequence[Mapping[str, Any]]) -> str:
         *[f"- `{a}`: {next(r['what'] for r in runs if r['arm'] == a)}"
           + (f"; classes seen: {', '.join(sorted({c for s in arms[a] for c in s['classes']}))}"
              f"; inflations {sum(s['inflations'] for s in arms[a])}, deflations "
-             f"{sum(s['deflations'] for s in arms[a])} over all pairs"
+             f"{sum(s['deflations'] for s in arms[a])} over all pairs{pace(arms[a])}"
              if any(s['classes'] for s in arms[a]) else "")
           for a in mode_arms],
         "",

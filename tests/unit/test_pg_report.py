@@ -121,3 +121,23 @@ def test_render_places_modes_against_the_knee(tmp_path: Any) -> None:
     row = next(x for x in pg_md.splitlines() if x.startswith("| `proactive` |"))
     assert "| 50 % |" in row  # 190 of the knee's 380 MiB
     assert "| 640 | 2 | 380 [380, 380] |" in (tmp_path / "frontier.md").read_text()
+
+
+def _take(ts: float, from_mib: int, to_mib: int) -> dict[str, Any]:
+    return {"action": "inflate", "result": "applied", "ts": ts, "class": "none",
+            "from_kib": from_mib * 1024, "to_kib": to_mib * 1024}
+
+
+def test_a_controller_still_inflating_near_the_end_is_named_as_stopped_by_the_phase() -> None:
+    going = pair("proactive", 0, 1.0, back_mib=200)
+    going["events"] = [_take(T0 + 20 * i, 1024 - 50 * i, 974 - 50 * i) for i in range(1, 8)]
+    settled = pair("proactive", 1, 1.0, back_mib=200)
+    settled["events"] = [_take(T0 + 10, 1024, 924), _take(T0 + 40, 924, 824)]
+    sums = [pg_report.summarize(r) for r in (going, settled)]
+    assert [s["still_taking"] for s in sums] == [True, False]
+    assert sums[0]["take_steps_mib"] == [50.0] * 7
+    assert sums[0]["take_gaps_s"] == [20.0] * 6
+    line = pg_report.pace(sums)
+    assert "steps of 50 MiB (median) every 20 s" in line
+    assert "in 1 of 2 pairs" in line
+    assert pg_report.pace([pg_report.summarize(pair("size-512", 0, 1.0, size=512))]) == ""
