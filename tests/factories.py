@@ -26,6 +26,7 @@ def sample(
     actual_mib: int = 1024,
     max_mib: int = 1024,
     avail_mib: int = 600,
+    free_mib: int | None = None,
     oom: int = 0,
     stalls: int = 0,
     ascan_mib: float = 0,
@@ -39,7 +40,7 @@ def sample(
 ) -> GuestSample:
     stats = {
         STAT_AVAILABLE_MEMORY: avail_mib * BYTES_PER_MIB,
-        STAT_FREE_MEMORY: avail_mib * BYTES_PER_MIB // 2,
+        STAT_FREE_MEMORY: (avail_mib // 2 if free_mib is None else free_mib) * BYTES_PER_MIB,
         STAT_TOTAL_MEMORY: actual_mib * BYTES_PER_MIB,
         STAT_MAJOR_FAULTS: majflt,
         STAT_SWAP_IN: int(swap_in_mib * BYTES_PER_MIB),

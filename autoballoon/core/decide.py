@@ -60,6 +60,10 @@ Hold under pressure:
 
 Take slowly:
 
+- ``startup``: a guest with a startup size (``startup_mib``/``startup_ratio``) that we have not
+  resized yet, first seen calm, is brought down to it at once, taking only memory that is free
+  in it beyond the headroom: a guest booting (its page cache not filled yet) goes to its
+  startup size and grows from there on demand; a warm one keeps what it uses.
 - ``waiting``: a guest is an inflation candidate only in a calm class (``none``, ``cgroup-oom``)
   held for ``stable_s``,
   outside the cooldown after any change, outside ``pressure_block_s`` after a rescue, outside an
@@ -496,6 +500,25 @@ def under_pressure(f: Facts) -> Proposal | None:
     return Hold(f"{f.c.klass}: {f.c.reason}; {why}")
 
 
+def startup(f: Facts) -> Proposal | None:
+    start = f.p.startup_kib(f.sample.max_kib)
+    free = f.sample.free_kib
+    if (start is None or free is None or f.cur <= start
+            or f.gs.last_change_t is not None
+            or f.external or f.p.mode == "observe"):
+        return None
+    # Free memory only, beyond the headroom: a guest already using its memory keeps it.
+    target = max(start, f.cur - free + f.p.headroom_kib(f.cur))
+    if f.cur - target < f.tol:
+        return None
+    return Change(
+        target,
+        f"{f.c.klass}: first seen with {_mib(free)} MiB free: brought to its startup size "
+        f"{_mib(start)} MiB" + ("" if target == start else
+                                f" as far as its free memory allows ({_mib(target)} MiB)"),
+    )
+
+
 def waiting(f: Facts) -> Proposal | None:
     p, now, gs = f.p, f.now, f.gs
     blockers = []
@@ -576,6 +599,7 @@ RULES: tuple[Rule, ...] = (
     unknown,
     low_water,
     under_pressure,
+    startup,
     waiting,
     observe_mode,
     above_max,

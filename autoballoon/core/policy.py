@@ -57,6 +57,14 @@ class GuestPolicy(_Frozen):
     max_mib: int | None = Field(default=None, ge=16)
     """Never give the guest more than this (capped by the domain's own maximum). None: the
     domain's maximum."""
+    startup_mib: int | None = Field(default=None, ge=16)
+    """Bring a guest to this size when it is first seen, before it has filled its memory with
+    page cache; it grows from there on demand (rescues, low water). Only memory that is free
+    in the guest, beyond the headroom, is taken for it, so a guest already using its memory
+    (a warm one, when the daemon starts) keeps it. None: no startup size. The larger of this
+    and startup_ratio applies."""
+    startup_ratio: float | None = Field(default=None, gt=0.0, le=1.0)
+    """The startup size as a fraction of the guest's maximum."""
 
     # --- when a guest can afford to give -----------------------------------------------------
     headroom_mib: int = Field(default=64, ge=0)
@@ -125,6 +133,17 @@ class GuestPolicy(_Frozen):
         self._dead_band_stays_open()
         if self.max_mib is not None and self.max_mib < self.floor_mib:
             raise ValueError(f"max_mib ({self.max_mib}) is below floor_mib ({self.floor_mib})")
+        if self.startup_mib is not None and self.startup_mib < self.floor_mib:
+            raise ValueError(
+                f"startup_mib ({self.startup_mib}) is below floor_mib ({self.floor_mib}): a "
+                "guest never goes under its floor; raise startup_mib or lower floor_mib"
+            )
+        if self.startup_ratio is not None and self.startup_ratio < self.floor_ratio:
+            raise ValueError(
+                f"startup_ratio ({self.startup_ratio}) is below floor_ratio "
+                f"({self.floor_ratio}): a guest never goes under its floor; raise startup_ratio "
+                "or lower floor_ratio"
+            )
         return self
 
     def _dead_band_stays_open(self) -> None:
@@ -175,6 +194,14 @@ class GuestPolicy(_Frozen):
     def floor_kib(self, domain_max_kib: int) -> int:
         top = self.max_kib(domain_max_kib)
         return min(max(self.floor_mib * KIB_PER_MIB, int(self.floor_ratio * top)), top)
+
+    def startup_kib(self, domain_max_kib: int) -> int | None:
+        """The startup size (the larger of _mib and _ratio) within [floor, max]; None: none."""
+        if self.startup_mib is None and self.startup_ratio is None:
+            return None
+        top = self.max_kib(domain_max_kib)
+        want = max((self.startup_mib or 0) * KIB_PER_MIB, int((self.startup_ratio or 0) * top))
+        return min(max(want, self.floor_kib(domain_max_kib)), top)
 
     def headroom_kib(self, current_kib: int) -> int:
         return max(self.headroom_mib * KIB_PER_MIB, int(self.headroom_ratio * current_kib))

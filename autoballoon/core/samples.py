@@ -174,6 +174,14 @@ class GuestSample:
         return min(raw // 1024, self.actual_kib)
 
 
+    @property
+    def free_kib(self) -> int | None:
+        """Memory the guest has not used at all (MemFree; page cache is not free), capped at
+        the balloon's current size; None when it reports none."""
+        raw = self.stats.get(STAT_FREE_MEMORY)
+        return None if raw is None else min(raw // 1024, self.actual_kib)
+
+
 def wall_time(sample: GuestSample, now: float) -> float:
     """``now`` (the core's monotonic clock) on the host's wall clock, QEMU's ``last_update``'s.
 
