@@ -33,7 +33,12 @@ seconds after both guests said their warm-up was done. Modes:
   run`` as a child process) with the shipped default policy (on-demand) and
   ``host_memory_cgroup`` set to the partition: the memory it protects is the cgroup's;
 - ``proactive``: the same with the aggressive preset (proactive mode: takes what guests can
-  spare whatever the host's state, in larger and quicker steps).
+  spare whatever the host's state, in larger and quicker steps);
+- ``startup``: ``autoballoon`` with ``startup_ratio = 0.5`` in the default policy: each guest is
+  brought to half its maximum when first seen, before its page cache fills, and grows from there
+  on demand.
+
+In the modes with the daemon it starts before the guests boot, as it runs on a host.
 
 A run "holds" when no guest is lost (its domain still running, no OOM kill in the cgroup), the
 guests' OOM killers killed nothing, and in the measured phase pgbench's TPS (both guests) is
@@ -74,9 +79,9 @@ from contrib.lab import (
     Lab,
     daemon_command,
     ensure_partition,
+    field_policy_dir,
     guest_ram_rss_kib,
     lab_lock,
-    preset_policy_dir,
     qemu_pid,
     qemu_rss_kib,
     start_daemon,
@@ -98,6 +103,8 @@ class Mode:
     what: str
     preset: str = "default"
     """The daemon's policy: a shipped preset (policies/presets/), or "default"."""
+    fields: tuple[tuple[str, object], ...] = ()
+    """Policy fields set over the preset's."""
 
 
 MODES: dict[str, Mode] = {
@@ -109,6 +116,9 @@ MODES: dict[str, Mode] = {
     "proactive": Mode(True, True, True, "limit, FPR + deflate-on-OOM + autoballoon with the "
                       "aggressive preset (proactive mode, 10 % steps, stable 10 s, cooldown 6 s) "
                       "and host_memory_cgroup", "aggressive"),
+    "startup": Mode(True, True, True, "limit, FPR + deflate-on-OOM + autoballoon on-demand "
+                    "(the shipped default policy) with `startup_ratio = 0.5` and "
+                    "host_memory_cgroup", fields=(("startup_ratio", 0.5),)),
 }
 
 
@@ -214,19 +224,19 @@ def run(mode: str, ratio: float, warm_s: int, measure_s: float, overhead_mib: in
             oom0 = cg_oom_kills(memdir)
             set_limit(memdir, limit)
             others = other_domains(lab.conn)
+            if m.daemon:  # running before the guests boot, as on a host
+                policies = field_policy_dir(Path(tmp), m.preset, **dict(m.fields))
+                cmd = daemon_command(f"{GUEST_PREFIX}d*", policies, log_format="json",
+                                     status_file=Path(tmp) / "status.json",
+                                     extra=["--host-memory-cgroup", str(memdir)])
+                daemon = start_daemon(cmd, stderr=log_path.open("w"),
+                                      stdout=subprocess.DEVNULL)
             t_boot = time.time()
             guests = lab.up(specs, timeout=300)
             boot_s = time.time() - t_boot
             pids = {g.name: qemu_pid(g.name) for g in guests}
             say(f"{mode} x{ratio}: {len(guests)} guests up after {boot_s:.0f} s, limit "
                 f"{limit} MiB; warming over {warm_s} s")
-            if m.daemon:
-                policies = preset_policy_dir(Path(tmp), m.preset)
-                cmd = daemon_command(f"{GUEST_PREFIX}d*", policies, log_format="json",
-                                     status_file=Path(tmp) / "status.json",
-                                     extra=["--host-memory-cgroup", str(memdir)])
-                daemon = start_daemon(cmd, stderr=log_path.open("w"),
-                                      stdout=subprocess.DEVNULL)
 
             def tick() -> None:
                 s = take_sample(guests, pids, memdir)

@@ -24,6 +24,7 @@ from contrib.lab.lab import (
 )
 from contrib.lab.lock import lab_lock
 from contrib.lab.policies import (
+    field_policy_dir,
     host_mem_available_kib,
     mode_policy_dir,
     preset_policies,
@@ -47,6 +48,7 @@ __all__ = [
     "guest_ram_rss_kib",
     "host_mem_available_kib",
     "lab_lock",
+    "field_policy_dir",
     "mode_policy_dir",
     "parse_report",
     "preset_policies",

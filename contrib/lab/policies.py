@@ -29,7 +29,7 @@ def _policy_dir(parent: Path, text: str) -> Path:
     """A policy directory under ``parent`` whose default.toml is ``text`` (mode 0644, as the
     daemon's strict checks want)."""
     policies = parent / "policies"
-    policies.mkdir(mode=0o755, exist_ok=True)
+    policies.mkdir(mode=0o755, parents=True, exist_ok=True)
     default = policies / "default.toml"
     default.write_text(text)
     default.chmod(0o644)
@@ -55,31 +55,34 @@ def host_mem_available_kib(meminfo: Path = Path("/proc/meminfo")) -> int:
     raise ValueError(f"{meminfo}: no MemAvailable line")
 
 
+def field_policy_dir(parent: Path, preset: str = "default", **fields: object) -> Path:
+    """A policy directory whose default.toml is a shipped policy with some fields set (each
+    replacing its ``field = ...`` line, or its commented ``# field = (unset)`` one): what an
+    operator who changed only those fields runs. The daemon's loader must read them back."""
+    source = preset_path(preset)
+    text = source.read_text()
+    for name, value in fields.items():
+        toml = f'"{value}"' if isinstance(value, str) else str(value)
+        text, n = re.subn(rf"(?m)^(# )?{name}\s*=.*$", f"{name} = {toml}", text)
+        if n != 1:
+            raise ValueError(f"{source}: expected one `{name} =` line, found {n}")
+    policies = _policy_dir(parent, text)
+    policy, host = load_default(policies / "default.toml")  # the daemon must accept it
+    for name, value in fields.items():
+        got = getattr(policy if name in GuestPolicy.model_fields else host, name)
+        if got != value:
+            raise ValueError(f"{name} = {value!r} did not land ({got!r})")
+    return policies
+
+
 def reserve_policy_dir(parent: Path, reserve_mib: int, preset: str = "default") -> Path:
     """A policy directory whose default.toml is a shipped policy with ``[host] reserve_mib``
     set: with a reserve above the host's MemAvailable, `on-demand` sees a host shortfall of
     exactly the difference, without taking memory away from anyone else on the host."""
-    source = preset_path(preset)
-    text, n = re.subn(r"(?m)^reserve_mib\s*=.*$", f"reserve_mib = {int(reserve_mib)}",
-                      source.read_text())
-    if n != 1:
-        raise ValueError(f"{source}: expected one `reserve_mib =` line, found {n}")
-    policies = _policy_dir(parent, text)
-    _, host = load_default(policies / "default.toml")  # the daemon must accept it
-    if host.reserve_mib != int(reserve_mib):
-        raise ValueError(f"reserve_mib {reserve_mib} did not land in [host]")
-    return policies
+    return field_policy_dir(parent, preset, reserve_mib=int(reserve_mib))
 
 
 def mode_policy_dir(parent: Path, mode: str, preset: str = "default") -> Path:
     """A policy directory whose default.toml is a shipped policy with ``[policy] mode`` set:
     what an operator who changed only the mode runs."""
-    source = preset_path(preset)
-    text, n = re.subn(r'(?m)^mode\s*=.*$', f'mode = "{mode}"', source.read_text())
-    if n != 1:
-        raise ValueError(f"{source}: expected one `mode =` line, found {n}")
-    policies = _policy_dir(parent, text)
-    policy, _ = load_default(policies / "default.toml")  # the daemon must accept it
-    if policy.mode != mode:
-        raise ValueError(f"mode {mode!r} did not land in [policy]")
-    return policies
+    return field_policy_dir(parent, preset, mode=mode)
