@@ -50,7 +50,7 @@ from autoballoon.core.policy import GuestPolicy, PolicySet
 from autoballoon.core.samples import HostSample
 from autoballoon.daemon import Controller
 from autoballoon.hypervisor import Reading
-from autoballoon.libvirt_adapter import LibvirtHypervisor
+from autoballoon.libvirt_backend import LibvirtHypervisor
 from autoballoon.logs import make_formatter
 from autoballoon.metrics import MetricsSink
 from autoballoon.report import Sink

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from autoballoon.config import DaemonConfig
 from autoballoon.core.policy import PolicySet
-from autoballoon.libvirt_adapter import LibvirtHypervisor
+from autoballoon.libvirt_backend import LibvirtHypervisor
 from autoballoon.metrics import MetricsSink
 from autoballoon.report import Sink
 from autoballoon.sinks import LogSink, TraceSink

@@ -48,7 +48,7 @@ from typing import Any
 from autoballoon.config import DaemonConfig
 from autoballoon.core.classify import CALM_CLASSES, PRESSURE_CLASSES
 from autoballoon.daemon import Controller
-from autoballoon.libvirt_adapter import LibvirtHypervisor
+from autoballoon.libvirt_backend import LibvirtHypervisor
 from benchmarks.common import say
 from benchmarks.lab.runner import ConsolePoller, compact_tick
 from contrib.lab import GuestSpec, Lab, lab_lock, preset_policies

@@ -12,7 +12,7 @@ from autoballoon.config import DaemonConfig
 from autoballoon.core.decide import Action, Decision
 from autoballoon.core.policy import PolicySet
 from autoballoon.daemon import Controller, TickReport
-from autoballoon.libvirt_adapter import LibvirtHypervisor
+from autoballoon.libvirt_backend import LibvirtHypervisor
 
 REPO = Path(__file__).resolve().parents[2]
 INTERVAL_S = 2.0

@@ -35,7 +35,7 @@ from autoballoon.core.policy import GuestPolicy, PolicySet
 from autoballoon.core.units import KIB_PER_MIB
 from autoballoon.daemon import Controller
 from autoballoon.hostlock import HostLock, LockHeld
-from autoballoon.libvirt_adapter import LibvirtHypervisor
+from autoballoon.libvirt_backend import LibvirtHypervisor
 from autoballoon.logs import PriorityFormatter, Repeating, make_formatter
 from autoballoon.policyfiles import load_policy_dir
 from autoballoon.sdnotify import notify, watchdog_s

@@ -23,7 +23,7 @@ from autoballoon.config import DaemonConfig
 from autoballoon.core.policy import GuestPolicy, PolicySet
 from autoballoon.daemon import Controller
 from autoballoon.hypervisor import GuestError
-from autoballoon.libvirt_adapter import LibvirtHypervisor
+from autoballoon.libvirt_backend import LibvirtHypervisor
 from autoballoon.metrics import MetricsSink
 from autoballoon.sinks import LogSink
 from autoballoon.status import StatusSink
@@ -192,7 +192,7 @@ def test_series_of_a_guest_that_went_away_are_removed(
     ctl, hv, url = daemon
     ctl.tick()
     assert 'domain="test"' in scrape(url)
-    hv._connect().lookupByName("test").destroy()  # the test driver's state is per connection
+    hv.connection.live().lookupByName("test").destroy()  # the test driver's state is per connection
     ctl.tick()
     text = scrape(url)
     assert 'domain="test"' not in text

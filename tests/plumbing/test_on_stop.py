@@ -18,7 +18,7 @@ from autoballoon.config import DaemonConfig
 from autoballoon.core.policy import GuestPolicy, Match, PolicyLayer, PolicySet
 from autoballoon.core.units import KIB_PER_MIB
 from autoballoon.daemon import Controller
-from autoballoon.libvirt_adapter import LibvirtHypervisor
+from autoballoon.libvirt_backend import LibvirtHypervisor
 from autoballoon.observe import GuestScope
 
 URI = "test:///default"

@@ -15,7 +15,7 @@ import pytest
 from autoballoon.config import DaemonConfig
 from autoballoon.daemon import run_daemon
 from autoballoon.hypervisor import Reading
-from autoballoon.libvirt_adapter import LibvirtHypervisor
+from autoballoon.libvirt_backend import LibvirtHypervisor
 
 
 class SlowHypervisor(LibvirtHypervisor):

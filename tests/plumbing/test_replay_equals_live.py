@@ -23,7 +23,7 @@ from autoballoon.cli import main
 from autoballoon.config import DaemonConfig
 from autoballoon.core.policy import GuestPolicy, Match, PolicyLayer, PolicySet
 from autoballoon.daemon import Controller
-from autoballoon.libvirt_adapter import LibvirtHypervisor
+from autoballoon.libvirt_backend import LibvirtHypervisor
 from autoballoon.report import TickReport
 from autoballoon.sinks import TraceSink
 
