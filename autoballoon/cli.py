@@ -1,10 +1,10 @@
 """The `autoballoon` command line: a thin dispatcher over ``autoballoon.commands``.
 
-Each sub-command lives in its own module exposing ``register(subparsers)``, which adds its parser
-and sets ``func`` (args -> exit code). Nothing here knows what a command does. The modules are
-imported here by name (not looked up at run time), so the import contracts see this top layer;
-each keeps its heavy imports (libvirt, APScheduler, prometheus-client) inside the function that
-needs them, so one command does not load another's.
+Each sub-command lives in its own module (``commands/NAME_command.py``) exposing
+``register(subparsers)``, which adds its parser and sets ``func`` (args -> exit code). Nothing here
+knows what a command does. The modules are imported here by name (not looked up at run time), so the
+import contracts see this top layer; each keeps its heavy imports (libvirt, APScheduler,
+prometheus-client) inside the function that needs them, so one command does not load another's.
 """
 
 from __future__ import annotations
@@ -13,9 +13,15 @@ import argparse
 import sys
 
 from autoballoon import __version__
-from autoballoon.commands import check_policy, release, replay, run, status
+from autoballoon.commands import (
+    check_policy_command,
+    release_command,
+    replay_command,
+    run_command,
+    status_command,
+)
 
-COMMANDS = (run, check_policy, replay, status, release)
+COMMANDS = (run_command, check_policy_command, replay_command, status_command, release_command)
 """In the order ``autoballoon --help`` lists them."""
 
 DESCRIPTION = """\

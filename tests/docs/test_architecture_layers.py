@@ -66,6 +66,16 @@ def test_every_module_is_under_a_contract() -> None:
     assert not outside, f"modules under no import-linter contract: {outside}"
 
 
+def test_no_two_modules_share_a_file_name() -> None:
+    """A file name says which module it is (``status.py`` the status file, the command that
+    reads it ``commands/status_command.py``), packages' ``__init__.py`` aside."""
+    seen: dict[str, list[str]] = {}
+    for path in PACKAGE.rglob("*.py"):
+        if path.name != "__init__.py":
+            seen.setdefault(path.name, []).append(str(path.relative_to(REPO)))
+    assert not {name: paths for name, paths in seen.items() if len(paths) > 1}
+
+
 def test_the_check_sees_every_module() -> None:
     assert "autoballoon.core.decide" in modules()
     assert "autoballoon.libvirt_backend" in modules()

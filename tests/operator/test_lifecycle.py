@@ -28,8 +28,8 @@ import pytest
 
 from autoballoon import exits
 from autoballoon.cli import main
-from autoballoon.commands.run import add_config_flags
-from autoballoon.commands.status import EXIT_FAILING, assess
+from autoballoon.commands.run_command import add_config_flags
+from autoballoon.commands.status_command import EXIT_FAILING, assess
 from autoballoon.config import DaemonConfig
 from autoballoon.core.policy import GuestPolicy, PolicySet
 from autoballoon.core.units import KIB_PER_MIB

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from autoballoon.commands.status import (
+from autoballoon.commands.status_command import (
     EXIT_NOT_RUNNING,
     EXIT_RUNNING,
     EXIT_STALE,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from autoballoon.commands.status import EXIT_RUNNING, Verdict, render
+from autoballoon.commands.status_command import EXIT_RUNNING, Verdict, render
 from autoballoon.core.decide import Action, Decision, EngineState, step
 from autoballoon.core.policy import GuestPolicy, PolicySet
 from autoballoon.core.samples import GuestSample, HostSample

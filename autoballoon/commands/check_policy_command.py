@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from autoballoon import exits
-from autoballoon.commands.release import read_balloons
+from autoballoon.commands.release_command import read_balloons
 from autoballoon.config import DEFAULT_CONFIG, POLICY_DIR_RULE, default_policy_dir, load_config
 from autoballoon.core.policy import PolicySet
 from autoballoon.core.samples import DomainTags
