@@ -1,7 +1,7 @@
 """The hypervisor as the rest of autoballoon sees it: a small interface and an error taxonomy.
 
 Sits at the edge between observe/act and the one package that imports libvirt
-(``autoballoon.libvirt_backend``). Nothing here imports libvirt, so the daemon, the observer and
+(``autoballoon.backends.libvirt``). Nothing here imports libvirt, so the daemon, the observer and
 the actuator can be read (and tested) without it.
 
 Errors come in four kinds, mapped once in the backend:

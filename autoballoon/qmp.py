@@ -1,7 +1,7 @@
 """The QEMU and domain-XML text, in one place: QMP commands and replies, the domain XML's balloon
 (``parse_balloon``) and policy metadata (``tags_from_xml``), libvirt's balloon field names.
 
-Below observe and beside the backends: ``autoballoon.libvirt_backend`` sends these commands
+Below observe and beside the backends: ``autoballoon.backends.libvirt`` sends these commands
 through ``qemuMonitorCommand``; a backend that talks to QEMU's monitor socket directly would send
 the same text. Nothing here imports libvirt or does I/O: text in, values out. Statistics leave in
 QEMU's guest-stats names and units (bytes for amounts), whichever route they came by.

@@ -66,7 +66,7 @@ OVERRUN_SCRIPT = textwrap.dedent(
     """
     import json, sys, threading, time
     import autoballoon.daemon as daemon
-    import autoballoon.libvirt_backend.facade as adapter
+    import autoballoon.backends.libvirt.facade as adapter
 
     DELAY = float(sys.argv[1])
     state = {"running": 0, "max_running": 0, "reads": 0}
@@ -134,7 +134,7 @@ def measure(names: Sequence[str], conn: Any, reps: int) -> dict[str, Any]:
     import libvirt
     import libvirt_qemu
 
-    from autoballoon.libvirt_backend import LibvirtHypervisor
+    from autoballoon.backends.libvirt import LibvirtHypervisor
     from autoballoon.observe import GuestScope
     from autoballoon.qmp import guest_stats_command, parse_balloon
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from autoballoon.backends.libvirt import LibvirtHypervisor
 from autoballoon.config import DaemonConfig
 from autoballoon.core.policy import PolicySet
-from autoballoon.libvirt_backend import LibvirtHypervisor
 from autoballoon.metrics import MetricsSink
 from autoballoon.report import Sink
 from autoballoon.sinks import LogSink, TraceSink

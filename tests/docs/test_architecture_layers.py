@@ -78,5 +78,5 @@ def test_no_two_modules_share_a_file_name() -> None:
 
 def test_the_check_sees_every_module() -> None:
     assert "autoballoon.core.decide" in modules()
-    assert "autoballoon.libvirt_backend" in modules()
+    assert "autoballoon.backends.libvirt" in modules()
     assert not under("autoballoon.daemonic", {"autoballoon.daemon"})

@@ -18,12 +18,12 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from autoballoon import __version__
+from autoballoon.backends.libvirt import LibvirtHypervisor
 from autoballoon.commands.wiring import build_sinks
 from autoballoon.config import DaemonConfig
 from autoballoon.core.policy import GuestPolicy, PolicySet
 from autoballoon.daemon import Controller
 from autoballoon.hypervisor import GuestError
-from autoballoon.libvirt_backend import LibvirtHypervisor
 from autoballoon.metrics import MetricsSink
 from autoballoon.sinks import LogSink
 from autoballoon.status import StatusSink

@@ -20,11 +20,11 @@ from typing import Any
 import libvirt
 import pytest
 
+from autoballoon.backends.libvirt import LibvirtHypervisor, map_error
 from autoballoon.commands.wiring import build_hypervisor, build_sinks
 from autoballoon.config import DaemonConfig
 from autoballoon.daemon import run_daemon
 from autoballoon.hypervisor import DomainGone, GuestError, PermanentError, TransientError
-from autoballoon.libvirt_backend import LibvirtHypervisor, map_error
 from autoballoon.observe import GuestScope, Observer
 from autoballoon.qmp import parse_balloon
 

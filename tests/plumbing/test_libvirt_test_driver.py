@@ -13,13 +13,13 @@ from pathlib import Path
 import libvirt
 import pytest
 
+from autoballoon.backends.libvirt import LibvirtHypervisor, map_error
 from autoballoon.config import DaemonConfig
 from autoballoon.core.classify import PressureClass
 from autoballoon.core.decide import Action
 from autoballoon.core.policy import GuestPolicy, HostPolicy, PolicySet
 from autoballoon.daemon import Controller
 from autoballoon.hypervisor import DomainGone, GuestError, TransientError
-from autoballoon.libvirt_backend import LibvirtHypervisor, map_error
 from autoballoon.observe import GuestScope
 from autoballoon.qmp import parse_balloon
 

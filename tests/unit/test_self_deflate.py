@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from autoballoon.backends.libvirt import LibvirtHypervisor
 from autoballoon.commands.status_command import EXIT_RUNNING, Verdict, render
 from autoballoon.core.decide import Action, Decision, EngineState, step
 from autoballoon.core.policy import GuestPolicy, PolicySet
 from autoballoon.core.samples import GuestSample, HostSample
-from autoballoon.libvirt_backend import LibvirtHypervisor
 from autoballoon.logs import JsonFormatter
 from autoballoon.observe import GuestScope
 from autoballoon.qmp import Balloon, parse_balloon

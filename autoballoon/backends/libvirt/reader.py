@@ -28,10 +28,10 @@ from typing import Any
 import libvirt
 import libvirt_qemu
 
+from autoballoon.backends.libvirt.connection import Connection, Settings
+from autoballoon.backends.libvirt.errors import map_error
 from autoballoon.core.samples import NO_TAGS, DomainTags
 from autoballoon.hypervisor import DomainGone, PermanentError, RawGuest, Reading, TransientError
-from autoballoon.libvirt_backend.connection import Connection, Settings
-from autoballoon.libvirt_backend.errors import map_error
 from autoballoon.qmp import (
     guest_stats_command,
     parse_balloon,

@@ -19,8 +19,8 @@ from typing import Any
 import libvirt
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_exponential
 
+from autoballoon.backends.libvirt.errors import map_error, refused_for_good
 from autoballoon.hypervisor import CannotConnect, GuestError, HypervisorError, TransientError
-from autoballoon.libvirt_backend.errors import map_error, refused_for_good
 from autoballoon.logs import Repeating
 
 log = logging.getLogger(__name__)

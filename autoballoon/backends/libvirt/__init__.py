@@ -11,7 +11,7 @@ uses QEMU's names and bytes for statistics and KiB for sizes. The QMP and domain
 is sent, how the balloon and metadata are parsed) is ``autoballoon.qmp``'s.
 """
 
-from autoballoon.libvirt_backend.errors import map_error
-from autoballoon.libvirt_backend.facade import LibvirtHypervisor
+from autoballoon.backends.libvirt.errors import map_error
+from autoballoon.backends.libvirt.facade import LibvirtHypervisor
 
 __all__ = ["LibvirtHypervisor", "map_error"]

@@ -14,9 +14,9 @@ from typing import Any, Generic, TypeVar
 
 import libvirt
 
+from autoballoon.backends.libvirt.connection import Connection, Settings
+from autoballoon.backends.libvirt.reader import Reader, instance
 from autoballoon.hypervisor import GuestError, PermanentError, RawGuest, Reading
-from autoballoon.libvirt_backend.connection import Connection, Settings
-from autoballoon.libvirt_backend.reader import Reader, instance
 
 T = TypeVar("T")
 
