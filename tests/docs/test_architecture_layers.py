@@ -80,3 +80,21 @@ def test_the_check_sees_every_module() -> None:
     assert "autoballoon.core.decide" in modules()
     assert "autoballoon.backends.libvirt" in modules()
     assert not under("autoballoon.daemonic", {"autoballoon.daemon"})
+
+
+NOT_YET = {"autoballoon/backends/qmp_socket.py", "backends/qmp.py"}
+"""Files the worked examples name as ones to write (or not to)."""
+
+
+def test_every_python_file_the_doc_names_exists() -> None:
+    """A path is from the repository or from autoballoon/; a bare name is a file somewhere in
+    autoballoon/ or tests/."""
+    named = set(re.findall(r"`([\w/]+\.py)`", DOC.read_text())) - NOT_YET
+    names = {p.name for d in (PACKAGE, REPO / "tests") for p in d.rglob("*.py")}
+
+    def exists(path: str) -> bool:
+        if "/" not in path:
+            return path in names
+        return (REPO / path).is_file() or (PACKAGE / path).is_file()
+
+    assert not sorted(p for p in named if not exists(p))
