@@ -23,7 +23,8 @@ from autoballoon.backends.libvirt.errors import map_error, refused_for_good
 from autoballoon.hypervisor import CannotConnect, GuestError, HypervisorError, TransientError
 from autoballoon.logs import Repeating
 
-log = logging.getLogger(__name__)
+# The logger name the JSON log lines have always carried ("logger"), kept for log filters.
+log = logging.getLogger("autoballoon.libvirt_adapter")
 
 _EVENT_NAMES = {
     libvirt.VIR_DOMAIN_EVENT_DEFINED: "defined",

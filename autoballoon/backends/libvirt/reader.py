@@ -40,7 +40,8 @@ from autoballoon.qmp import (
     tags_from_xml,
 )
 
-log = logging.getLogger(__name__)
+# The logger name the JSON log lines have always carried ("logger"), kept for log filters.
+log = logging.getLogger("autoballoon.libvirt_adapter")
 
 Instance = tuple[str, int]
 """One running instance of a domain: (UUID, ID); see ``instance``."""
