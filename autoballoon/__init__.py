@@ -2,7 +2,7 @@
 
 The pipeline, one tick at a time:
 
-    observe  (autoballoon.observe, autoballoon.libvirt_adapter: host + guest samples)
+    observe  (autoballoon.observe, autoballoon.backends.libvirt: host + guest samples)
       -> classify  (autoballoon.core.classify: pure, the seed's pressure matrix)
       -> decide    (autoballoon.core.decide: pure, hysteresis and safety rules)
       -> act       (autoballoon.act: live setter, or dry-run that only reports)

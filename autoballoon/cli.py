@@ -1,18 +1,28 @@
 """The `autoballoon` command line: a thin dispatcher over ``autoballoon.commands``.
 
-Each sub-command lives in its own module exposing ``register(subparsers)``, which adds its parser
-and sets ``func`` (args -> exit code). Nothing here knows what a command does.
+Each sub-command lives in its own module (``commands/NAME_command.py``) exposing
+``register(subparsers)``, which adds its parser and sets ``func`` (args -> exit code). Nothing here
+knows what a command does. The modules are imported here by name (not looked up at run time), so the
+import contracts see this top layer; each keeps its heavy imports (libvirt, APScheduler,
+prometheus-client) inside the function that needs them, so one command does not load another's.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 
 from autoballoon import __version__
+from autoballoon.commands import (
+    check_policy_command,
+    release_command,
+    replay_command,
+    run_command,
+    status_command,
+)
 
-COMMANDS = ("run", "check_policy", "replay", "status", "release")
+COMMANDS = (run_command, check_policy_command, replay_command, status_command, release_command)
+"""In the order ``autoballoon --help`` lists them."""
 
 DESCRIPTION = """\
 autoballoon sizes each libvirt guest's virtio balloon from the guest's own memory-pressure
@@ -32,14 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"autoballoon {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"autoballoon.commands.{name}")
-        except ModuleNotFoundError as err:
-            if err.name != f"autoballoon.commands.{name}":
-                raise
-            continue
-        module.register(sub)
+    for command in COMMANDS:
+        command.register(sub)
     return parser
 
 

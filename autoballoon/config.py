@@ -1,8 +1,8 @@
 """Daemon configuration: a typed, frozen model loaded from TOML, every field also a CLI flag.
 
 Sits beside policyfiles: policies say how guests are sized, this says how the daemon runs. Each
-setting is written once, here: its type, default and docstring are the TOML key, the `run`
-flag (``commands/run.py`` generates the flags from this model) and its help; whether a reload
+setting is written once, here: its type, default and docstring are the TOML key, the `run` flag
+(``commands/run_command.py`` generates the flags from this model) and its help; whether a reload
 applies it is ``LIVE``. Errors are a ``ConfigError`` naming the file, the field and the fix.
 """
 

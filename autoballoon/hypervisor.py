@@ -1,13 +1,13 @@
 """The hypervisor as the rest of autoballoon sees it: a small interface and an error taxonomy.
 
-Sits at the edge between observe/act and the one module that imports libvirt
-(``autoballoon.libvirt_adapter``). Nothing here imports libvirt, so the daemon, the observer and
+Sits at the edge between observe/act and the one package that imports libvirt
+(``autoballoon.backends.libvirt``). Nothing here imports libvirt, so the daemon, the observer and
 the actuator can be read (and tested) without it.
 
-Errors come in four kinds, mapped once in the adapter:
+Errors come in four kinds, mapped once in the backend:
 
 - ``TransientError``: the connection itself is lost (an RPC or remote error, a dead keepalive) or
-  the daemon is restarting. Only this kind is retried, with backoff, at the adapter edge; a tick
+  the daemon is restarting. Only this kind is retried, with backoff, at the backend edge; a tick
   that cannot read the host makes no decision: never one on stale data.
 - ``DomainGone``: the guest stopped or was undefined between listing and acting. Dropped quietly.
 - ``GuestError``: one guest's trouble (its QEMU monitor does not answer, an operation failed).

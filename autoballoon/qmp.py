@@ -1,9 +1,10 @@
-"""QEMU's side of the balloon: the QMP commands, their replies, the live XML's balloon facts.
+"""The QEMU and domain-XML text, in one place: QMP commands and replies, the domain XML's balloon
+(``parse_balloon``) and policy metadata (``tags_from_xml``), libvirt's balloon field names.
 
-Below observe and beside the backends: ``autoballoon.libvirt_adapter`` sends these commands through
-``qemuMonitorCommand``; a backend that talks to QEMU's monitor socket directly would send the same
-text. Nothing here imports libvirt or does I/O: text in, values out. Statistics leave in QEMU's
-guest-stats names and units (bytes for amounts), whichever route they came by.
+Below observe and beside the backends: ``autoballoon.backends.libvirt`` sends these commands
+through ``qemuMonitorCommand``; a backend that talks to QEMU's monitor socket directly would send
+the same text. Nothing here imports libvirt or does I/O: text in, values out. Statistics leave in
+QEMU's guest-stats names and units (bytes for amounts), whichever route they came by.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from autoballoon.core.samples import NO_TAGS, DomainTags
@@ -40,22 +42,45 @@ def stats_from_libvirt_fields(fields: Mapping[str, Any]) -> dict[str, object]:
     }
 
 
-def balloon_info_from_xml(xml: str) -> tuple[str | None, int | None]:
-    """(QOM path of the balloon, stats period in s or None) from a domain's live XML.
+@dataclass(frozen=True, slots=True)
+class Balloon:
+    """A domain's balloon device as its XML describes it (``<devices><memballoon>``)."""
 
-    The path is "" for a balloon without an alias (QMP unusable, libvirt still reads it) and
-    None for no balloon at all.
+    alias: str
+    """The device's alias (``<alias name='balloon0'/>``, live XML only); "" without one."""
+    stats_period_s: int | None
+    """``<stats period='N'/>`` in seconds; None when absent or not a number."""
+    autodeflate: bool = False
+    """Deflate-on-OOM (``autodeflate='on'``); absent or "off" read as off."""
+    free_page_reporting: bool = False
+    """Free page reporting (``freePageReporting='on'``); absent or "off" read as off."""
+
+    @property
+    def qom_path(self) -> str:
+        """The device's QOM path for QMP; "" without an alias (QMP unusable, libvirt still
+        reads the balloon)."""
+        return f"/machine/peripheral/{self.alias}" if self.alias else ""
+
+
+def parse_balloon(xml: str) -> Balloon | None:
+    """The balloon device of a domain's XML; None when it has none (or ``model='none'``).
+
+    The one place the domain XML's ``<memballoon>`` is read (its alias, statistics period,
+    ``autodeflate`` and ``freePageReporting``). XML that does not parse raises
+    ``xml.etree.ElementTree.ParseError``.
     """
-    root = ET.fromstring(xml)
-    balloon = root.find("./devices/memballoon")
+    balloon = ET.fromstring(xml).find("./devices/memballoon")
     if balloon is None or balloon.get("model") in (None, "none"):
-        return None, None
+        return None
     alias = balloon.find("./alias")
-    name = alias.get("name") if alias is not None else None
     stats = balloon.find("./stats")
     period = stats.get("period") if stats is not None else None
-    path = f"/machine/peripheral/{name}" if name else ""
-    return path, int(period) if period and period.isdigit() else None
+    return Balloon(
+        alias=(alias.get("name") or "") if alias is not None else "",
+        stats_period_s=int(period) if period and period.isdigit() else None,
+        autodeflate=balloon.get("autodeflate") == "on",
+        free_page_reporting=balloon.get("freePageReporting") == "on",
+    )
 
 
 TAINT_NOTE = """\

@@ -66,7 +66,7 @@ OVERRUN_SCRIPT = textwrap.dedent(
     """
     import json, sys, threading, time
     import autoballoon.daemon as daemon
-    import autoballoon.libvirt_adapter as adapter
+    import autoballoon.backends.libvirt.facade as adapter
 
     DELAY = float(sys.argv[1])
     state = {"running": 0, "max_running": 0, "reads": 0}
@@ -134,9 +134,9 @@ def measure(names: Sequence[str], conn: Any, reps: int) -> dict[str, Any]:
     import libvirt
     import libvirt_qemu
 
-    from autoballoon.libvirt_adapter import LibvirtHypervisor
+    from autoballoon.backends.libvirt import LibvirtHypervisor
     from autoballoon.observe import GuestScope
-    from autoballoon.qmp import balloon_info_from_xml, guest_stats_command
+    from autoballoon.qmp import guest_stats_command, parse_balloon
 
     doms = [conn.lookupByName(n) for n in names]
     flags = libvirt.VIR_DOMAIN_STATS_BALLOON | libvirt.VIR_DOMAIN_STATS_STATE
@@ -154,9 +154,9 @@ def measure(names: Sequence[str], conn: Any, reps: int) -> dict[str, Any]:
 
     cmds = []
     for d in doms:
-        path, _ = balloon_info_from_xml(d.XMLDesc(0))
-        assert path, f"{d.name()}: no balloon alias"
-        cmds.append(guest_stats_command(path))
+        balloon = parse_balloon(d.XMLDesc(0))
+        assert balloon and balloon.qom_path, f"{d.name()}: no balloon alias"
+        cmds.append(guest_stats_command(balloon.qom_path))
     qmp_times: list[float] = []
     for _ in range(reps):
         for d, cmd in zip(doms, cmds, strict=True):

@@ -44,13 +44,13 @@ from typing import Any
 import libvirt
 
 from autoballoon import daemon
+from autoballoon.backends.libvirt import LibvirtHypervisor
 from autoballoon.config import DaemonConfig
 from autoballoon.core.decide import EngineState, step
 from autoballoon.core.policy import GuestPolicy, PolicySet
 from autoballoon.core.samples import HostSample
 from autoballoon.daemon import Controller
 from autoballoon.hypervisor import Reading
-from autoballoon.libvirt_adapter import LibvirtHypervisor
 from autoballoon.logs import make_formatter
 from autoballoon.metrics import MetricsSink
 from autoballoon.report import Sink

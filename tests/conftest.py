@@ -23,7 +23,7 @@ import pytest
 TESTS = Path(__file__).resolve().parent
 LIBVIRT_DIRS = ("plumbing", "operator", "lab")
 NEEDS_LIBVIRT = re.compile(
-    r"^\s*(import libvirt|from libvirt|from autoballoon\.libvirt_adapter|"
+    r"^\s*(import libvirt|from libvirt|from autoballoon\.backends|"
     r"from autoballoon\.commands\.wiring|from contrib\.lab|from benchmarks\.(common|lab))"
     r"|(qemu|test):///",
     re.M,

@@ -1,18 +1,18 @@
 """The real parts the `run` command gives the daemon: the libvirt backend and the sinks.
 
-Top layer, beside the commands: the loop (``autoballoon.daemon``) is handed a hypervisor and a
-list of sinks and knows neither how they are built nor which ones there are. Kept apart from
-``commands/run.py`` so that the other commands start without importing libvirt, APScheduler or
-prometheus-client.
+Top layer, beside the commands: the loop (``autoballoon.daemon``) is handed a hypervisor and a list
+of sinks and knows neither how they are built nor which ones there are. Kept apart from
+``commands/run_command.py`` so that the other commands start without importing libvirt, APScheduler
+or prometheus-client.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from autoballoon.backends.libvirt import LibvirtHypervisor
 from autoballoon.config import DaemonConfig
 from autoballoon.core.policy import PolicySet
-from autoballoon.libvirt_adapter import LibvirtHypervisor
 from autoballoon.metrics import MetricsSink
 from autoballoon.report import Sink
 from autoballoon.sinks import LogSink, TraceSink

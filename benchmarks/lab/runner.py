@@ -13,10 +13,10 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from autoballoon.backends.libvirt import LibvirtHypervisor
 from autoballoon.config import DaemonConfig
 from autoballoon.core.policy import PolicySet
 from autoballoon.daemon import Controller
-from autoballoon.libvirt_adapter import LibvirtHypervisor
 from autoballoon.report import TickReport
 from benchmarks.common import down_fresh, other_domains, say
 from benchmarks.lab.scenarios import Scenario

@@ -45,10 +45,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from autoballoon.backends.libvirt import LibvirtHypervisor
 from autoballoon.config import DaemonConfig
 from autoballoon.core.classify import CALM_CLASSES, PRESSURE_CLASSES
 from autoballoon.daemon import Controller
-from autoballoon.libvirt_adapter import LibvirtHypervisor
 from benchmarks.common import say
 from benchmarks.lab.runner import ConsolePoller, compact_tick
 from contrib.lab import GuestSpec, Lab, lab_lock, preset_policies

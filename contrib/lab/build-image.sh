@@ -4,8 +4,8 @@
 #   initrd.img   busybox-static, /init (init.sh), /bin/memload (memload.c, static),
 #                virtio_balloon.ko, loop.ko and zram.ko with its dependencies
 #                (zsmalloc, lz4_compress, lz4hc_compress), decompressed
-# Rebuilt only when an input changes (init.sh, memload.c, this script, kernel
-# package version). Needs: apt (for the kernel), busybox-static, cpio, gcc,
+# Rebuilt only when an input changes (init.sh, memload.c, this script, modules.sh,
+# kernel package version). Needs: apt (for the kernel), busybox-static, cpio, gcc,
 # libc6-dev, xz-utils (setup-host.sh installs them). Prints the image dir.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -13,6 +13,8 @@ CACHE="${AB_LAB_CACHE:-$HERE/cache}"
 KDIR="$CACHE/kernel"
 say() { printf 'lab-image: %s\n' "$*" >&2; }
 die() { printf 'lab-image: ERROR: %s\n' "$*" >&2; exit 1; }
+# shellcheck source=contrib/lab/modules.sh
+. "$HERE/modules.sh"
 mkdir -p "$KDIR"
 
 # Other distributions: AB_LAB_KERNEL_ROOT=/ (or an unpacked kernel package) with
@@ -48,7 +50,7 @@ fi
 [ -n "$KROOT_OVERRIDE" ] || KVER_PKG="$(apt-cache policy "$KPKG" 2>/dev/null | sed -n 's/^ *Candidate: //p')"
 [ -n "${KVER_PKG:-}" ] && [ "$KVER_PKG" != "(none)" ] || KVER_PKG="$(cat "$KDIR/version" 2>/dev/null || echo unknown)"
 
-KEY="$( { sha256sum "$HERE/init.sh" "$HERE/memload.c" "$HERE/build-image.sh" | awk '{print $1}'; echo "$KPKG $KVER_PKG"; } | sha256sum | cut -c1-16)"
+KEY="$( { sha256sum "$HERE/init.sh" "$HERE/memload.c" "$HERE/build-image.sh" "$HERE/modules.sh" | awk '{print $1}'; echo "$KPKG $KVER_PKG"; } | sha256sum | cut -c1-16)"
 if [ -f "$CACHE/image.key" ] && [ "$(cat "$CACHE/image.key")" = "$KEY" ] \
    && [ -s "$CACHE/vmlinuz" ] && [ -s "$CACHE/initrd.img" ]; then
     say "image up to date ($KPKG, key $KEY)"
@@ -87,15 +89,7 @@ file_is_static "$R/bin/busybox" || die "/bin/busybox is not static: install busy
 install -m 0755 "$HERE/init.sh" "$R/init"
 gcc -static -O2 -Wall -Wextra -o "$R/bin/memload" "$HERE/memload.c"
 strip "$R/bin/memload" 2>/dev/null || true
-for m in virtio_balloon loop zsmalloc lz4_compress lz4hc_compress zram; do
-    ko="$(find "$KSRC/lib/modules/$KREL" -name "$m.ko*" | head -1)"
-    [ -n "$ko" ] || die "module $m not found in $KPKG"
-    case "$ko" in
-        *.xz) xz -dc "$ko" >"$R/lib/modules/$m.ko" ;;
-        *.zst) zstd -dcq "$ko" >"$R/lib/modules/$m.ko" ;;
-        *) cp "$ko" "$R/lib/modules/$m.ko" ;;
-    esac
-done
+unpack_modules "$KSRC" "$KREL" "$R" virtio_balloon loop zsmalloc lz4_compress lz4hc_compress zram
 (cd "$R" && find . | cpio -o -H newc --quiet | gzip -1) >"$CACHE/initrd.img.tmp"
 mv "$CACHE/initrd.img.tmp" "$CACHE/initrd.img"
 if [ -f "$KSRC/boot/vmlinuz-$KREL" ]; then

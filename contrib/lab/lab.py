@@ -26,6 +26,7 @@ import libvirt_qemu
 
 from autoballoon.core.samples import EXTENDED_STATS
 from autoballoon.core.samples import U64_ABSENT as U64_ABSENT  # the lab's users import it here
+from autoballoon.qmp import parse_balloon
 
 LAB_DIR = Path(__file__).resolve().parent
 CACHE_DIR = Path(os.environ.get("AB_LAB_CACHE", LAB_DIR / "cache"))
@@ -447,11 +448,10 @@ class Guest:
     # -- what the host sees through libvirt
     def balloon_alias(self) -> str:
         if self._alias is None:
-            root = ET.fromstring(self.dom.XMLDesc(0))
-            alias = root.find("./devices/memballoon/alias")
-            if alias is None or not alias.get("name"):
+            balloon = parse_balloon(self.dom.XMLDesc(0))
+            if balloon is None or not balloon.alias:
                 raise LabError(f"{self.name}: no memballoon alias in live XML (not running?)")
-            self._alias = alias.get("name")
+            self._alias = balloon.alias
         return str(self._alias)
 
     def qmp(self, execute: str, **arguments: Any) -> Any:
@@ -490,9 +490,8 @@ class Guest:
 
     def stats_period_s(self) -> int | None:
         """The stats period in the live XML (``<memballoon><stats period=.../>``), None if unset."""
-        stats = ET.fromstring(self.dom.XMLDesc(0)).find("./devices/memballoon/stats")
-        period = None if stats is None else stats.get("period")
-        return None if period is None else int(period)
+        balloon = parse_balloon(self.dom.XMLDesc(0))
+        return None if balloon is None else balloon.stats_period_s
 
     def is_running(self) -> bool:
         state, _ = self.dom.state()

@@ -8,11 +8,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from autoballoon.backends.libvirt import LibvirtHypervisor
 from autoballoon.config import DaemonConfig
 from autoballoon.core.decide import Action, Decision
 from autoballoon.core.policy import PolicySet
 from autoballoon.daemon import Controller, TickReport
-from autoballoon.libvirt_adapter import LibvirtHypervisor
 
 REPO = Path(__file__).resolve().parents[2]
 INTERVAL_S = 2.0

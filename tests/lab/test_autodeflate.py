@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from autoballoon.qmp import parse_balloon
 from contrib.lab import GuestSpec, daemon_command, preset_policy_dir, run_daemon
 from tests.lab.conftest import LabUp
 from tests.lab.daemon_helpers import INTERVAL_S
@@ -40,7 +41,8 @@ def test_a_guest_that_deflated_itself_is_not_inflated_back(
 ) -> None:
     t_boot = time.time()
     (guest,) = lab_up([SPEC])
-    assert "autodeflate='on'" in guest.dom.XMLDesc(0).replace('"', "'")
+    balloon = parse_balloon(guest.dom.XMLDesc(0))
+    assert balloon is not None and balloon.autodeflate
     oom_before = int(guest.console_reports()[-1]["oom_kill"])
     cmd = daemon_command(
         NAME,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from autoballoon.commands.status import EXIT_RUNNING, Verdict, render
+from autoballoon.commands.status_command import EXIT_RUNNING, Verdict, render
 from autoballoon.core.samples import HostSample
 from autoballoon.logs import JsonFormatter
 from autoballoon.report import Health, TickReport

@@ -27,15 +27,15 @@ import libvirt
 import pytest
 
 from autoballoon import exits
+from autoballoon.backends.libvirt import LibvirtHypervisor
 from autoballoon.cli import main
-from autoballoon.commands.run import add_config_flags
-from autoballoon.commands.status import EXIT_FAILING, assess
+from autoballoon.commands.run_command import add_config_flags
+from autoballoon.commands.status_command import EXIT_FAILING, assess
 from autoballoon.config import DaemonConfig
 from autoballoon.core.policy import GuestPolicy, PolicySet
 from autoballoon.core.units import KIB_PER_MIB
 from autoballoon.daemon import Controller
 from autoballoon.hostlock import HostLock, LockHeld
-from autoballoon.libvirt_adapter import LibvirtHypervisor
 from autoballoon.logs import PriorityFormatter, Repeating, make_formatter
 from autoballoon.policyfiles import load_policy_dir
 from autoballoon.sdnotify import notify, watchdog_s

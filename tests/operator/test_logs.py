@@ -85,7 +85,7 @@ def test_dry_run_json_says_would(tmp_path: Path) -> None:
 
 
 def test_a_dry_run_explains_each_guest_and_a_missing_stats_period(tmp_path: Path) -> None:
-    from autoballoon.commands.status import assess, read_status, render
+    from autoballoon.commands.status_command import assess, read_status, render
 
     lines = run_once(tmp_path, "--dry-run")
     holds = [x for x in lines if "[dry-run] guest test: hold" in x]

@@ -18,12 +18,12 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from autoballoon import __version__
+from autoballoon.backends.libvirt import LibvirtHypervisor
 from autoballoon.commands.wiring import build_sinks
 from autoballoon.config import DaemonConfig
 from autoballoon.core.policy import GuestPolicy, PolicySet
 from autoballoon.daemon import Controller
 from autoballoon.hypervisor import GuestError
-from autoballoon.libvirt_adapter import LibvirtHypervisor
 from autoballoon.metrics import MetricsSink
 from autoballoon.sinks import LogSink
 from autoballoon.status import StatusSink
@@ -192,7 +192,7 @@ def test_series_of_a_guest_that_went_away_are_removed(
     ctl, hv, url = daemon
     ctl.tick()
     assert 'domain="test"' in scrape(url)
-    hv._connect().lookupByName("test").destroy()  # the test driver's state is per connection
+    hv.connection.live().lookupByName("test").destroy()  # the test driver's state is per connection
     ctl.tick()
     text = scrape(url)
     assert 'domain="test"' not in text

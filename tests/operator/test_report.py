@@ -16,7 +16,7 @@ import pytest
 from prometheus_client import generate_latest
 
 from autoballoon.act import DryRunActuator
-from autoballoon.commands.status import EXIT_RUNNING, Verdict, render
+from autoballoon.commands.status_command import EXIT_RUNNING, Verdict, render
 from autoballoon.core.classify import Basis, PressureClass
 from autoballoon.core.decide import Action, Decision
 from autoballoon.core.policy import GuestPolicy, PolicySet

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from autoballoon.commands.status import (
+from autoballoon.backends.libvirt import LibvirtHypervisor
+from autoballoon.commands.status_command import (
     EXIT_NOT_RUNNING,
     EXIT_RUNNING,
     EXIT_STALE,
@@ -32,7 +33,6 @@ from autoballoon.config import DaemonConfig
 from autoballoon.core.policy import GuestPolicy, PolicySet
 from autoballoon.core.units import KIB_PER_MIB
 from autoballoon.daemon import Controller
-from autoballoon.libvirt_adapter import LibvirtHypervisor
 from autoballoon.status import FORMAT, StatusDocument, StatusSink, write_atomic
 
 from .helpers import URI, autoballoon, start_daemon, stop_daemon, wait_for

@@ -20,13 +20,13 @@ from typing import Any
 import libvirt
 import pytest
 
+from autoballoon.backends.libvirt import LibvirtHypervisor, map_error
 from autoballoon.commands.wiring import build_hypervisor, build_sinks
 from autoballoon.config import DaemonConfig
 from autoballoon.daemon import run_daemon
 from autoballoon.hypervisor import DomainGone, GuestError, PermanentError, TransientError
-from autoballoon.libvirt_adapter import LibvirtHypervisor, map_error
 from autoballoon.observe import GuestScope, Observer
-from autoballoon.qmp import balloon_info_from_xml
+from autoballoon.qmp import parse_balloon
 
 URI = "test:///default"
 ALL = GuestScope()
@@ -218,11 +218,18 @@ def test_error_taxonomy(code: int, domain: int, kind: type[Exception]) -> None:
     assert type(map_error(libvirt_error(code, domain, "msg"))) is kind
 
 
+def period_of(xml: str) -> int | None:
+    """The statistics period of a domain XML's balloon (which it has)."""
+    balloon = parse_balloon(xml)
+    assert balloon is not None
+    return balloon.stats_period_s
+
+
 def stats_period_in_xml(name: str) -> int | None:
     """The live XML's <memballoon><stats period=...>, read on a connection of its own."""
     conn = libvirt.open(URI)
     try:
-        return balloon_info_from_xml(conn.lookupByName(name).XMLDesc(0))[1]
+        return period_of(conn.lookupByName(name).XMLDesc(0))
     finally:
         conn.close()
 
@@ -271,7 +278,7 @@ def test_run_dry_run_leaves_the_guests_stats_period_alone(tmp_path: Path) -> Non
         hypervisor = build_hypervisor(config, dry_run=True)
         sinks = partial(build_sinks, config, record=None)
         assert run_daemon(config, hypervisor, sinks, dry_run=True, once=True) == 0
-        assert balloon_info_from_xml(watcher.lookupByName("test").XMLDesc(0))[1] is None
+        assert period_of(watcher.lookupByName("test").XMLDesc(0)) is None
     finally:
         for s, handler in signals.items():
             signal.signal(s, handler)
@@ -282,7 +289,7 @@ def test_guest_restarted_while_events_were_missed_gets_its_stats_period_again(
     faults: dict[str, Fault], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     hv = LibvirtHypervisor(URI, extended_stats="off", stats_period_s=3)
-    monkeypatch.setattr(hv, "_on_lifecycle", lambda *_args: None)  # every event missed
+    monkeypatch.setattr(hv.connection, "_on_lifecycle", lambda *_args: None)  # every event missed
     watcher = libvirt.open(URI)
     try:
         hv.read(ALL)
@@ -342,8 +349,10 @@ def test_reconnect_after_a_close_event_releases_the_old_connection(
     hv = LibvirtHypervisor(URI, extended_stats="off")
     try:
         hv.read(ALL)
-        old = hv._conn
-        hv._on_close(old, libvirt.VIR_CONNECT_CLOSE_REASON_EOF, None)  # as libvirt's thread does
+        connection = hv.connection
+        old = connection._conn
+        # as libvirt's thread does
+        connection._on_close(old, libvirt.VIR_CONNECT_CLOSE_REASON_EOF, None)
         with pytest.raises(TransientError):  # fails fast; reconnects in the background
             hv.read(ALL)
         wait_for(lambda: hv.reconnects == 1, "the background reconnection")
@@ -449,7 +458,8 @@ def test_ticks_fail_fast_while_libvirt_hangs_and_reconnect_between_ticks(
     try:
         hv.read(ALL)
         monkeypatch.setattr(libvirt, "open", lambda uri=None: hung(real_open, uri))
-        hv._on_close(hv._conn, libvirt.VIR_CONNECT_CLOSE_REASON_EOF, None)  # libvirtd went away
+        connection = hv.connection  # libvirtd went away:
+        connection._on_close(connection._conn, libvirt.VIR_CONNECT_CLOSE_REASON_EOF, None)
         for _tick in range(3):  # libvirtd accepts but does not answer: open() hangs
             with pytest.raises(TransientError, match="reconnecting in the background"):
                 guarded(lambda: hv.read(ALL), "a read while libvirt hangs")

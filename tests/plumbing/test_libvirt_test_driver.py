@@ -13,15 +13,15 @@ from pathlib import Path
 import libvirt
 import pytest
 
+from autoballoon.backends.libvirt import LibvirtHypervisor, map_error
 from autoballoon.config import DaemonConfig
 from autoballoon.core.classify import PressureClass
 from autoballoon.core.decide import Action
 from autoballoon.core.policy import GuestPolicy, HostPolicy, PolicySet
 from autoballoon.daemon import Controller
 from autoballoon.hypervisor import DomainGone, GuestError, TransientError
-from autoballoon.libvirt_adapter import LibvirtHypervisor, map_error
 from autoballoon.observe import GuestScope
-from autoballoon.qmp import balloon_info_from_xml
+from autoballoon.qmp import parse_balloon
 
 URI = "test:///default"
 ALL = GuestScope()
@@ -97,10 +97,10 @@ def test_error_taxonomy() -> None:
 def test_balloon_alias_from_live_xml() -> None:
     xml = """<domain><devices><memballoon model='virtio'><stats period='1'/>
              <alias name='balloon0'/></memballoon></devices></domain>"""
-    assert balloon_info_from_xml(xml) == ("/machine/peripheral/balloon0", 1)
-    assert balloon_info_from_xml(
-        "<domain><devices><memballoon model='none'/></devices></domain>"
-    ) == (None, None)
+    balloon = parse_balloon(xml)
+    assert balloon is not None
+    assert (balloon.qom_path, balloon.stats_period_s) == ("/machine/peripheral/balloon0", 1)
+    assert parse_balloon("<domain><devices><memballoon model='none'/></devices></domain>") is None
 
 
 def controller(hv: LibvirtHypervisor, dry_run: bool, tmp_path: Path) -> Controller:

@@ -14,11 +14,11 @@ from pathlib import Path
 import libvirt
 import pytest
 
+from autoballoon.backends.libvirt import LibvirtHypervisor
 from autoballoon.config import DaemonConfig
 from autoballoon.core.policy import GuestPolicy, Match, PolicyLayer, PolicySet
 from autoballoon.core.units import KIB_PER_MIB
 from autoballoon.daemon import Controller
-from autoballoon.libvirt_adapter import LibvirtHypervisor
 from autoballoon.observe import GuestScope
 
 URI = "test:///default"

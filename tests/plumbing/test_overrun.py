@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from autoballoon.backends.libvirt import LibvirtHypervisor
 from autoballoon.config import DaemonConfig
 from autoballoon.daemon import run_daemon
 from autoballoon.hypervisor import Reading
-from autoballoon.libvirt_adapter import LibvirtHypervisor
 
 
 class SlowHypervisor(LibvirtHypervisor):

@@ -11,8 +11,9 @@ import json
 import pytest
 
 from autoballoon.qmp import (
-    balloon_info_from_xml,
+    Balloon,
     guest_stats_command,
+    parse_balloon,
     parse_guest_stats_reply,
     stats_from_libvirt_fields,
 )
@@ -69,5 +70,7 @@ def test_libvirt_names_become_qemus_and_kib_become_bytes() -> None:
 
 def test_balloon_without_alias_or_period() -> None:
     xml = "<domain><devices><memballoon model='virtio'/></devices></domain>"
-    assert balloon_info_from_xml(xml) == ("", None)
-    assert balloon_info_from_xml("<domain><devices/></domain>") == (None, None)
+    assert parse_balloon(xml) == Balloon("", None)
+    assert Balloon("", None).qom_path == ""
+    assert Balloon("balloon0", 5).qom_path == "/machine/peripheral/balloon0"
+    assert parse_balloon("<domain><devices/></domain>") is None

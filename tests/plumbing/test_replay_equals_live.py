@@ -19,11 +19,11 @@ from typing import Any
 import libvirt
 import pytest
 
+from autoballoon.backends.libvirt import LibvirtHypervisor
 from autoballoon.cli import main
 from autoballoon.config import DaemonConfig
 from autoballoon.core.policy import GuestPolicy, Match, PolicyLayer, PolicySet
 from autoballoon.daemon import Controller
-from autoballoon.libvirt_adapter import LibvirtHypervisor
 from autoballoon.report import TickReport
 from autoballoon.sinks import TraceSink
 

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from autoballoon.cli import main
-from autoballoon.commands.replay import Progress
+from autoballoon.commands.replay_command import Progress
 from autoballoon.core.classify import Basis, PressureClass
 from autoballoon.core.decide import Action, Decision, EngineState, step
 from autoballoon.core.policy import GuestPolicy, PolicySet

@@ -11,13 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from autoballoon.commands.status import EXIT_RUNNING, Verdict, render
+from autoballoon.backends.libvirt import LibvirtHypervisor
+from autoballoon.commands.status_command import EXIT_RUNNING, Verdict, render
 from autoballoon.core.decide import Action, Decision, EngineState, step
 from autoballoon.core.policy import GuestPolicy, PolicySet
 from autoballoon.core.samples import GuestSample, HostSample
-from autoballoon.libvirt_adapter import LibvirtHypervisor, balloon_options_from_xml
 from autoballoon.logs import JsonFormatter
 from autoballoon.observe import GuestScope
+from autoballoon.qmp import Balloon, parse_balloon
 from autoballoon.report import Health, TickReport
 from autoballoon.sinks import LogSink
 from autoballoon.status import StatusDocument, StatusSink
@@ -167,22 +168,21 @@ BALLOON_XML = (
 
 def test_balloon_options_are_read_from_the_domain_xml() -> None:
     on = BALLOON_XML.format(name="a", attrs=" autodeflate='on' freePageReporting='on'")
-    assert balloon_options_from_xml(on) == (True, True)
+    assert parse_balloon(on) == Balloon("", 1, autodeflate=True, free_page_reporting=True)
     off = BALLOON_XML.format(name="a", attrs=" autodeflate='off'")
-    assert balloon_options_from_xml(off) == (False, False)
-    assert balloon_options_from_xml("<domain><devices/></domain>") == (False, False)
-    assert balloon_options_from_xml("not xml") == (False, False)
+    assert parse_balloon(off) == Balloon("", 1, autodeflate=False, free_page_reporting=False)
+    assert parse_balloon("<domain><devices/></domain>") is None
 
 
 def test_the_adapter_carries_the_flags_cached_per_running_instance() -> None:
     hv = LibvirtHypervisor("test:///default")  # per-connection state: our domains only
     try:
-        conn = hv._connect()
+        conn = hv.connection.live()
         xml = BALLOON_XML.format(name="ad", attrs=" autodeflate='on'")
         conn.createXML(xml, 0)
         (g,) = [x for x in hv.read(GuestScope()).guests if x.name == "ad"]
         assert g.autodeflate and not g.free_page_reporting
-        (info,) = [i for (uuid, _id), i in hv._info.items() if i.autodeflate]
+        (info,) = [i for (uuid, _id), i in hv.reader.info.items() if i.autodeflate]
         read_at = info.xml_read_at
         hv.read(GuestScope())
         assert info.xml_read_at == read_at  # not re-read every tick

@@ -24,6 +24,8 @@ IMAGE_SIZE=4G
 SCALE=20
 say() { printf 'lab-pg-image: %s\n' "$*" >&2; }
 die() { printf 'lab-pg-image: ERROR: %s\n' "$*" >&2; exit 1; }
+# shellcheck source=contrib/lab/modules.sh
+. "$LAB/modules.sh"
 [ "$(id -u)" -eq 0 ] || die "must run as root (debootstrap, chroot)"
 mkdir -p "$OUT"
 
@@ -33,7 +35,7 @@ KREL="$(cat "$CACHE/kernel-release")"
 KSRC="${AB_LAB_KERNEL_ROOT:-$CACHE/kernel/root}"
 
 BASE_KEY="$( { echo "$SUITE $PACKAGES"; sed -n '/^# --- base: begin/,/^# --- base: end/p' "${BASH_SOURCE[0]}"; } | sha256sum | cut -c1-16)"
-KEY="$( { echo "$BASE_KEY $KREL $SCALE $IMAGE_SIZE"; cat "${BASH_SOURCE[0]}" "$HERE/stage1.sh" "$HERE/init.sh" "$HERE/pgreport.awk"; } | sha256sum | cut -c1-16)"
+KEY="$( { echo "$BASE_KEY $KREL $SCALE $IMAGE_SIZE"; cat "${BASH_SOURCE[0]}" "$HERE/stage1.sh" "$HERE/init.sh" "$HERE/pgreport.awk" "$LAB/modules.sh"; } | sha256sum | cut -c1-16)"
 if [ -f "$OUT/image.key" ] && [ "$(cat "$OUT/image.key")" = "$KEY" ] \
    && [ -s "$OUT/rootfs.raw" ] && [ -s "$OUT/initrd.img" ]; then
     say "image up to date (key $KEY)"
@@ -150,15 +152,7 @@ I="$WORK/initrd"
 mkdir -p "$I/bin" "$I/lib/modules"
 cp /bin/busybox "$I/bin/busybox"
 install -m 0755 "$HERE/stage1.sh" "$I/init"
-for m in virtio_blk virtio_balloon; do
-    ko="$(find "$KSRC/lib/modules/$KREL" -name "$m.ko*" | head -1)"
-    [ -n "$ko" ] || die "module $m not found for $KREL"
-    case "$ko" in
-        *.xz) xz -dc "$ko" >"$I/lib/modules/$m.ko" ;;
-        *.zst) zstd -dcq "$ko" >"$I/lib/modules/$m.ko" ;;
-        *) cp "$ko" "$I/lib/modules/$m.ko" ;;
-    esac
-done
+unpack_modules "$KSRC" "$KREL" "$I" virtio_blk virtio_balloon
 (cd "$I" && find . | cpio -o -H newc --quiet | gzip -1) >"$WORK/initrd.img"
 
 mv "$WORK/rootfs.raw" "$OUT/rootfs.raw"

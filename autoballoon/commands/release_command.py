@@ -25,7 +25,7 @@ from autoballoon.policyfiles import PolicyFileError, load_policy_dir
 from autoballoon.release import apply_release, plan_release
 
 if TYPE_CHECKING:  # libvirt is imported only when a command talks to it
-    from autoballoon.libvirt_adapter import LibvirtHypervisor
+    from autoballoon.backends.libvirt import LibvirtHypervisor
 
 HELP = """\
 Give guests back their memory: set each named guest (or, with --all, every running guest) to
@@ -65,7 +65,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def run(args: argparse.Namespace) -> int:
-    from autoballoon.libvirt_adapter import LibvirtHypervisor  # libvirt only when needed
+    from autoballoon.backends.libvirt import LibvirtHypervisor  # libvirt only when needed
 
     if bool(args.guests) == bool(args.all):
         print("error: name the guests to release, or --all (not both)", file=sys.stderr)

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from autoballoon import exits
-from autoballoon.commands.release import read_balloons
+from autoballoon.commands.release_command import read_balloons
 from autoballoon.config import DEFAULT_CONFIG, POLICY_DIR_RULE, default_policy_dir, load_config
 from autoballoon.core.policy import PolicySet
 from autoballoon.core.samples import DomainTags
@@ -111,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
 def check_live(args: argparse.Namespace, pset: PolicySet) -> int:
     """The policies against the running guests of ``args.uri``: each guest's policy or why
     the daemon would leave it alone, then the taint extended_stats = "qmp" causes."""
-    from autoballoon.libvirt_adapter import LibvirtHypervisor  # libvirt only when needed
+    from autoballoon.backends.libvirt import LibvirtHypervisor  # libvirt only when needed
 
     config_path = args.config or (DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None)
     try:
