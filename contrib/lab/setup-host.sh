@@ -96,9 +96,10 @@ fi
 # --- 3. bookworm packages --------------------------------------------------------
 # python3-venv: `make venv`; python3-dev, gcc, pkg-config, libvirt-dev: libvirt-python
 # compiles against Python.h and libvirt's headers; busybox-static, cpio, libc6-dev (static
-# libc), xz-utils, gzip: the guest image.
+# libc), xz-utils, gzip: the guest image; groff-base: the test that renders the man page
+# `make deb` builds (a minimal Debian has no groff, and the test would skip).
 PKGS=(libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients libvirt-dev pkg-config
-      python3-venv python3-dev busybox-static cpio gcc libc6-dev xz-utils gzip)
+      python3-venv python3-dev busybox-static cpio gcc libc6-dev xz-utils gzip groff-base)
 MISSING=()
 for p in "${PKGS[@]}"; do is_installed "$p" || MISSING+=("$p"); done
 if [ "${#MISSING[@]}" -gt 0 ]; then
