@@ -185,7 +185,10 @@ def harm_verdict(pairs: Sequence[Mapping[str, Any]], floor: Mapping[str, float] 
         elif meets_all and fl <= tol:
             out.append(f"{name} within {tol:.0%} in every pair")
         elif not beyond_noise:
-            out.append(f"{name} harm not detectable (inside the ±{fl:.0%} floor)")
+            worse = [x for x in xs if (x < 1 - fl if better == "ge" else x > 1 + fl)]
+            out.append(f"{name} harm not detectable (median inside the ±{fl:.0%} floor)" + (
+                f", but {len(worse)} of {len(xs)} pairs beyond it (worst "
+                f"{min(worse) if better == 'ge' else max(worse):.2f})" if worse else ""))
         elif meets_med:
             out.append(f"{name} {med - 1:+.0%}: beyond the floor, within target")
         else:
@@ -375,6 +378,8 @@ def render_pg(runs: Sequence[Mapping[str, Any]]) -> str:
         "What each arm is:",
         "",
         *[f"- `{a}`: {next(r['what'] for r in runs if r['arm'] == a)}"
+          + "".join(sorted({f" (the host held {r['short_mib']} MiB short of its reserve)"
+                            for r in runs if r["arm"] == a and r.get("short_mib")}))
           + (f"; classes seen: {', '.join(sorted({c for s in arms[a] for c in s['classes']}))}"
              f"; inflations {sum(s['inflations'] for s in arms[a])}, deflations "
              f"{sum(s['deflations'] for s in arms[a])} over all pairs{pace(arms[a])}"

@@ -91,7 +91,10 @@ def test_a_p99_miss_is_no_knee() -> None:
 
 @pytest.mark.parametrize(("floor_tps", "ratios", "expected"), [
     (0.03, (0.97, 0.98, 0.96), "TPS within 5% in every pair"),
-    (0.10, (0.97, 0.98, 0.96), "TPS harm not detectable (inside the ±10% floor)"),
+    (0.10, (0.97, 0.98, 0.96), "TPS harm not detectable (median inside the ±10% floor)"),
+    (0.07, (1.26, 0.99, 0.75),
+     "TPS harm not detectable (median inside the ±7% floor), but 1 of 3 pairs beyond it "
+     "(worst 0.75)"),
     (0.03, (0.93, 0.94, 0.96), "TPS -6%: HARM beyond the ±3% floor"),
     (0.03, (0.96, 0.95, 0.99), "TPS within 5% in every pair"),
     (0.01, (0.96, 0.97, 0.93), "TPS -4%: beyond the floor, within target"),
