@@ -293,17 +293,18 @@ def _guest_metrics(
 def _tallies(previous: Mapping[str, GuestTally], report: TickReport) -> dict[str, GuestTally]:
     """This tick's changes added to the per-guest counters; guests no longer seen are dropped
     (a guest that comes back starts from 0, which ``rate()`` reads as a counter reset)."""
-    seen = {d.guest for d in report.decisions} | set(report.skipped)
+    seen = {g.name for g in report.guests} | set(report.skipped)
     out = {name: t for name, t in previous.items() if name in seen}
-    for d in report.decisions:
+    for g in report.guests:
+        d = g.decision
         if d.action not in RESIZES:
             continue
-        t = out.get(d.guest, GuestTally())
-        if report.results.get(d.guest) in ("applied", "dry-run"):
+        t = out.get(g.name, GuestTally())
+        if d.failed:  # refused: libvirt's error is the result
+            out[g.name] = GuestTally(t.resizes, t.failures + 1)
+        else:
             resizes = {**t.resizes, d.action: t.resizes.get(d.action, 0) + 1}
-            out[d.guest] = GuestTally(resizes, t.failures)
-        else:  # refused: libvirt's error is the result
-            out[d.guest] = GuestTally(t.resizes, t.failures + 1)
+            out[g.name] = GuestTally(resizes, t.failures)
     return out
 
 
@@ -365,7 +366,6 @@ class MetricsSink:
             # counters of our own are kept for the guests' return.
             self.snapshot = replace(loop, connected=False, tallies=previous.tallies)
             return
-        usable = {g.name for g in report.guests if g.basis is not Basis.NONE}
         self.snapshot = replace(
             loop,
             connected=True,
@@ -375,12 +375,13 @@ class MetricsSink:
             psi_full_ratio=None if h.psi_full_avg10 is None else h.psi_full_avg10 / 100,
             guests=report.guests,
             counters={
-                name: {
-                    stat: report.samples[name].stats[stat]
+                g.name: {
+                    stat: g.sample.stats[stat]
                     for stat, *_ in GUEST_COUNTERS
-                    if stat in report.samples[name].stats
+                    if stat in g.sample.stats
                 }
-                for name in usable
+                for g in report.guests
+                if g.basis is not Basis.NONE
             },
             tallies=_tallies(previous.tallies, report),
             skipped=len(report.skipped),

@@ -85,7 +85,7 @@ class LogSink:
             self._holds.pop(r.name, None)
             result = d.result or ""
             verb = f"would {d.action}" if report.dry_run else str(d.action)
-            failed = "" if result in ("applied", "dry-run") else f" FAILED ({result})"
+            failed = f" FAILED ({result})" if d.failed else ""
             if d.action is Action.HOLD:
                 verb, failed = "hold", ""
             log.info(
@@ -101,16 +101,17 @@ class LogSink:
                 failed,
                 extra={"fields": _action_fields(r, result, report.dry_run)},
             )
-        for name, source in report.sources.items():
-            if self._sources.get(name) != source:
-                if source != "qmp":
+        for r in report.guests:
+            if r.source is not None and self._sources.get(r.name) != r.source:
+                if r.source != "qmp":
                     log.info(
                         "guest %s: no 6.12 pressure counters; controlled from standard "
                         "balloon statistics",
-                        name,
+                        r.name,
                     )
-                self._sources[name] = source
-        for name in set(self._classes) - set(report.samples) - set(report.skipped):
+                self._sources[r.name] = r.source
+        seen = {r.name for r in report.guests}
+        for name in set(self._classes) - seen - set(report.skipped):
             if report.error is None:
                 self._classes.pop(name, None)
                 self._sources.pop(name, None)
@@ -182,12 +183,13 @@ class TraceSink:
             log.warning("clock went back %.1f s: tick not recorded", self._last_t - report.t)
             return
         self._last_t = report.t
+        samples = {r.name: r.sample for r in report.guests}
         decisions = {r.name: r.decision for r in report.guests}
         changed = None
         if report.policies is not None and report.policies != self._policies:
             changed = self._policies = report.policies
         self.writer.write_tick(
-            report.t, report.host, report.samples, decisions, changed, now=report.host.t
+            report.t, report.host, samples, decisions, changed, now=report.host.t
         )
 
     def close(self) -> None:

@@ -328,7 +328,7 @@ class StatusSink:
                     rule=d.rule,
                     result=d.result,
                 )
-        for name in set(self._last) - set(report.samples) - set(report.skipped):
+        for name in set(self._last) - {r.name for r in report.guests} - set(report.skipped):
             del self._last[name]
         # The record's fields from its __dict__: dict(record) goes through pydantic's __iter__,
         # 7 times slower, 15 ms a tick at 1,000 guests (benchmarks/results/tick.md).
