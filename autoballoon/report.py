@@ -38,7 +38,7 @@ from typing import Any, Literal, NamedTuple, Protocol
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, PrivateAttr
 
 from autoballoon.core.classify import Basis, PressureClass
-from autoballoon.core.decide import Action, Decision
+from autoballoon.core.decide import NOTABLE_HOLDS, Action, Decision
 from autoballoon.core.policy import PolicySet
 from autoballoon.core.samples import GuestSample, HostSample
 
@@ -111,6 +111,12 @@ class DecisionRecord(ReportValue):
         """A change decided and not made: the hypervisor refused it, or the guest was gone."""
         return self.result is not None and self.result not in (APPLIED, DRY_RUN)
 
+    @property
+    def notable(self) -> bool:
+        """A change, or a hold that reports what the guest did to its balloon
+        (``NOTABLE_HOLDS``): the log and the status file show these as changes."""
+        return self.action is not Action.HOLD or self.rule in NOTABLE_HOLDS
+
 
 class GuestRecord(ReportValue):
     """One guest at one tick: sizes (KiB), class, the statistics behind it, the decision."""
@@ -160,6 +166,20 @@ class GuestRecord(ReportValue):
         if self._engine is None:
             raise ValueError(f"guest {self.name}: this record was not assembled from a decision")
         return self._engine
+
+    def change(self, t: float) -> Change:
+        """This row's decision as a change of size at ``t`` (see ``Change``)."""
+        d = self.decision
+        return Change(
+            t=t,
+            action=d.action,
+            from_kib=self.actual_kib,
+            to_kib=d.target_kib,
+            klass=self.klass,
+            reason=d.reason,
+            rule=d.rule,
+            result=d.result,
+        )
 
     def stats_hint(self) -> str | None:
         """What to do about a guest that sends no statistics (the log and `status` say it)."""
@@ -224,6 +244,23 @@ def assemble_rows(
         if r.sample.name != row.name:
             raise ValueError(f"decision for {row.name} where {r.sample.name} was read")
     return rows
+
+
+class Change(ReportValue):
+    """A guest's decision as a change of size, ``from_kib`` -> ``to_kib``: the status file's
+    ``last_action`` and the fields of a log line about a decision (docs/operations.md), which
+    spell the row's ``actual_kib`` and ``target_kib`` so. Built by ``GuestRecord.change``."""
+
+    t: float
+    action: Action
+    from_kib: int
+    to_kib: int
+    klass: PressureClass = Field(
+        validation_alias=AliasChoices("class", "klass"), serialization_alias="class"
+    )
+    reason: str
+    rule: str = ""
+    result: str | None = None
 
 
 def reclaimed_kib(guests: Iterable[GuestRecord]) -> int:

@@ -13,7 +13,7 @@ import re
 import socket
 from pathlib import Path
 
-from autoballoon.core.decide import NOTABLE_HOLDS, Action
+from autoballoon.core.decide import Action
 from autoballoon.core.policy import PolicySet
 from autoballoon.core.units import KIB_PER_MIB
 from autoballoon.report import GuestRecord, Health, TickReport
@@ -23,19 +23,11 @@ log = logging.getLogger("autoballoon")
 
 
 def _action_fields(r: GuestRecord, result: str, dry_run: bool) -> dict[str, object]:
-    """A decision's JSON log fields (docs/operations.md, the log format)."""
-    d = r.decision
-    return {
-        "guest": r.name,
-        "action": str(d.action),
-        "class": str(r.klass),
-        "from_kib": r.actual_kib,
-        "to_kib": d.target_kib,
-        "reason": d.reason,
-        "rule": d.rule,
-        "result": result,
-        "dry_run": dry_run,
-    }
+    """A decision's JSON log fields (docs/operations.md, the log format): the row's change
+    (``GuestRecord.change``) with the guest, the result as a string and the dry-run flag."""
+    fields: dict[str, object] = r.change(0.0).to_json()
+    del fields["t"]
+    return fields | {"guest": r.name, "result": result, "dry_run": dry_run}
 
 
 class LogSink:
@@ -78,7 +70,7 @@ class LogSink:
                         },
                     )
                 self._classes[r.name] = r.klass
-            if d.action is Action.HOLD and d.rule not in NOTABLE_HOLDS:
+            if not d.notable:
                 if report.dry_run:
                     self._log_hold(r)
                 continue

@@ -25,14 +25,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Final, Literal
 
-from pydantic import AliasChoices, Field
-
 from autoballoon import __version__
 from autoballoon.config import DaemonConfig, metrics_url
-from autoballoon.core.classify import PressureClass
-from autoballoon.core.decide import NOTABLE_HOLDS, Action
 from autoballoon.core.samples import HostSample
-from autoballoon.report import GuestRecord, Health, ReportValue, TickReport, reclaimed_kib
+from autoballoon.report import Change, GuestRecord, Health, ReportValue, TickReport, reclaimed_kib
 
 log = logging.getLogger("autoballoon")
 
@@ -40,20 +36,9 @@ FORMAT: Final = 1
 """Version of the file's layout; bumped when a field changes meaning (adding one does not)."""
 
 
-class LastAction(ReportValue):
-    """A guest's latest change, whichever tick made it (a hold only when it reports what the
-    guest did: ``NOTABLE_HOLDS``, from_kib = to_kib = the size it deflated itself to)."""
-
-    t: float
-    action: Action
-    from_kib: int
-    to_kib: int
-    klass: PressureClass = Field(
-        validation_alias=AliasChoices("class", "klass"), serialization_alias="class"
-    )
-    reason: str
-    rule: str = ""
-    result: str | None = None
+LastAction = Change
+"""A guest's latest change, whichever tick made it (a hold only when it reports what the guest
+did: ``DecisionRecord.notable``, from_kib = to_kib = the size it deflated itself to)."""
 
 
 class GuestStatus(GuestRecord):
@@ -316,18 +301,8 @@ class StatusSink:
 
     def _guest_rows(self, report: TickReport) -> tuple[GuestStatus, ...]:
         for r in report.guests:
-            d = r.decision
-            if d.action is not Action.HOLD or d.rule in NOTABLE_HOLDS:
-                self._last[r.name] = LastAction(
-                    t=report.t,
-                    action=d.action,
-                    from_kib=r.actual_kib,
-                    to_kib=d.target_kib,
-                    klass=r.klass,
-                    reason=d.reason,
-                    rule=d.rule,
-                    result=d.result,
-                )
+            if r.decision.notable:
+                self._last[r.name] = r.change(report.t)
         for name in set(self._last) - {r.name for r in report.guests} - set(report.skipped):
             del self._last[name]
         # The record's fields from its __dict__: dict(record) goes through pydantic's __iter__,
