@@ -13,7 +13,7 @@ from typing import Protocol
 from autoballoon.core.decide import Action, Decision
 from autoballoon.hypervisor import DomainGone, Hypervisor, HypervisorError
 from autoballoon.logs import Repeating
-from autoballoon.report import APPLIED, DONE, DRY_RUN, HELD, WOULD, Outcome
+from autoballoon.report import APPLIED, DONE, DRY_RUN, HELD, Outcome, dry_run
 
 log = logging.getLogger(__name__)
 
@@ -58,4 +58,4 @@ class DryRunActuator:
     """Calls no setter: the decisions are reported as what would have been done."""
 
     def apply(self, decisions: Sequence[Decision]) -> list[Outcome]:
-        return [HELD if d.action is Action.HOLD else WOULD for d in decisions]
+        return dry_run(decisions)

@@ -83,6 +83,12 @@ DONE = Outcome("applied")
 WOULD = Outcome("dry-run")
 
 
+def dry_run(decisions: Sequence[Decision]) -> list[Outcome]:
+    """The outcomes when nothing is applied (a dry run, a replay): every change would be made,
+    holds are held."""
+    return [HELD if d.action is Action.HOLD else WOULD for d in decisions]
+
+
 class ReportValue(BaseModel):
     """Base of the typed report records: frozen; JSON keys are the field names (or aliases)."""
 
