@@ -126,8 +126,7 @@ class Snapshot:
     psi_some_ratio: float | None = None
     psi_full_ratio: float | None = None
     guests: tuple[GuestRecord, ...] = ()
-    counters: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
-    """Per guest whose statistics were usable: its cumulative counters (``GUEST_COUNTERS``)."""
+    """The last good tick's rows; a row's counters (``GUEST_COUNTERS``) are its sample's."""
     tallies: Mapping[str, GuestTally] = field(default_factory=dict)
     skipped: int | None = None
 
@@ -211,12 +210,11 @@ class _SnapshotCollector(Collector):
             guests.add_metric(["controlled"], len(s.guests))
             guests.add_metric(["skipped"], s.skipped or 0)
             yield guests
-        yield from _guest_metrics(s.guests, s.counters, s.tallies)
+        yield from _guest_metrics(s.guests, s.tallies)
 
 
 def _guest_metrics(
     guests: Iterable[GuestRecord],
-    guest_counters: Mapping[str, Mapping[str, int]],
     tallies: Mapping[str, GuestTally],
 ) -> Iterable[Metric]:
     def gauge(name: str, doc: str, labels: tuple[str, ...] = ()) -> GaugeMetricFamily:
@@ -271,12 +269,12 @@ def _guest_metrics(
         for action in RESIZES:
             resizes.add_metric([name, str(action)], tally.resizes.get(action, 0))
         failures.add_metric([name], tally.failures)
-        if name not in guest_counters:
+        if g.basis is Basis.NONE:
             continue  # statistics stale or missing: nothing the guest said is current
         if g.available_kib is not None:
             available.add_metric([name], g.available_kib * BYTES_PER_KIB)
         extended.add_metric([name], 1.0 if g.stats == "extended" else 0.0)
-        own = guest_counters[name]
+        own = g.sample.stats
         for stat, metric, doc, extra in GUEST_COUNTERS:
             if stat not in own:
                 continue
@@ -374,15 +372,6 @@ class MetricsSink:
             psi_some_ratio=None if h.psi_some_avg10 is None else h.psi_some_avg10 / 100,
             psi_full_ratio=None if h.psi_full_avg10 is None else h.psi_full_avg10 / 100,
             guests=report.guests,
-            counters={
-                g.name: {
-                    stat: g.sample.stats[stat]
-                    for stat, *_ in GUEST_COUNTERS
-                    if stat in g.sample.stats
-                }
-                for g in report.guests
-                if g.basis is not Basis.NONE
-            },
             tallies=_tallies(previous.tallies, report),
             skipped=len(report.skipped),
         )

@@ -175,14 +175,10 @@ class TraceSink:
             log.warning("clock went back %.1f s: tick not recorded", self._last_t - report.t)
             return
         self._last_t = report.t
-        samples = {r.name: r.sample for r in report.guests}
-        decisions = {r.name: r.decision for r in report.guests}
         changed = None
         if report.policies is not None and report.policies != self._policies:
             changed = self._policies = report.policies
-        self.writer.write_tick(
-            report.t, report.host, samples, decisions, changed, now=report.host.t
-        )
+        self.writer.write_rows(report.t, report.host, report.guests, changed, now=report.host.t)
 
     def close(self) -> None:
         self.writer.close()
