@@ -48,7 +48,7 @@ from autoballoon.logs import Repeating, setup_logging
 from autoballoon.observe import GuestScope, Observer
 from autoballoon.policyfiles import PolicyFileError, load_policy_dir
 from autoballoon.release import apply_release, plan_release
-from autoballoon.report import Health, Sink, TickReport
+from autoballoon.report import Health, Sink, TickReport, assemble_rows
 from autoballoon.sdnotify import NotifySink, notify, watchdog_s
 
 log = logging.getLogger("autoballoon")
@@ -122,37 +122,23 @@ class Controller:
             self.repeating.happened(
                 "observe", logging.ERROR, f"{what} ({err}): tick skipped, no decision made"
             )
-            failed = TickReport(
-                t,
-                time.monotonic() - started,
-                self.dry_run,
-                None,
-                {},
-                [],
-                {},
-                {},
-                {},
-                error=str(err),
-            )
+            failed = TickReport(t, time.monotonic() - started, self.dry_run, None, error=str(err))
             return self._publish(failed)
         self.repeating.ended("observe", "host and guests readable again: ticks resumed")
         decisions, self.state = step(
             now, obs.host, obs.samples, self.state, self.policies, open_loop=self.dry_run
         )
-        results = self.actuator.apply(decisions)
+        outcomes = self.actuator.apply(decisions)
+        duration_s = time.monotonic() - started
         self._log_skips(obs.skipped)
         self.ticks += 1
         report = TickReport(
             t,
-            time.monotonic() - started,
+            duration_s,
             self.dry_run,
             obs.host,
-            obs.samples,
-            decisions,
-            results,
+            assemble_rows(obs.guests, decisions, outcomes),
             obs.skipped,
-            obs.sources,
-            obs.rss_kib,
             self.state.host_verdict,
             policies=self.policies,
         )

@@ -126,8 +126,7 @@ class Snapshot:
     psi_some_ratio: float | None = None
     psi_full_ratio: float | None = None
     guests: tuple[GuestRecord, ...] = ()
-    counters: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
-    """Per guest whose statistics were usable: its cumulative counters (``GUEST_COUNTERS``)."""
+    """The last good tick's rows; a row's counters (``GUEST_COUNTERS``) are its sample's."""
     tallies: Mapping[str, GuestTally] = field(default_factory=dict)
     skipped: int | None = None
 
@@ -211,12 +210,11 @@ class _SnapshotCollector(Collector):
             guests.add_metric(["controlled"], len(s.guests))
             guests.add_metric(["skipped"], s.skipped or 0)
             yield guests
-        yield from _guest_metrics(s.guests, s.counters, s.tallies)
+        yield from _guest_metrics(s.guests, s.tallies)
 
 
 def _guest_metrics(
     guests: Iterable[GuestRecord],
-    guest_counters: Mapping[str, Mapping[str, int]],
     tallies: Mapping[str, GuestTally],
 ) -> Iterable[Metric]:
     def gauge(name: str, doc: str, labels: tuple[str, ...] = ()) -> GaugeMetricFamily:
@@ -271,12 +269,12 @@ def _guest_metrics(
         for action in RESIZES:
             resizes.add_metric([name, str(action)], tally.resizes.get(action, 0))
         failures.add_metric([name], tally.failures)
-        if name not in guest_counters:
+        if g.basis is Basis.NONE:
             continue  # statistics stale or missing: nothing the guest said is current
         if g.available_kib is not None:
             available.add_metric([name], g.available_kib * BYTES_PER_KIB)
         extended.add_metric([name], 1.0 if g.stats == "extended" else 0.0)
-        own = guest_counters[name]
+        own = g.sample.stats
         for stat, metric, doc, extra in GUEST_COUNTERS:
             if stat not in own:
                 continue
@@ -293,17 +291,18 @@ def _guest_metrics(
 def _tallies(previous: Mapping[str, GuestTally], report: TickReport) -> dict[str, GuestTally]:
     """This tick's changes added to the per-guest counters; guests no longer seen are dropped
     (a guest that comes back starts from 0, which ``rate()`` reads as a counter reset)."""
-    seen = {d.guest for d in report.decisions} | set(report.skipped)
+    seen = {g.name for g in report.guests} | set(report.skipped)
     out = {name: t for name, t in previous.items() if name in seen}
-    for d in report.decisions:
+    for g in report.guests:
+        d = g.decision
         if d.action not in RESIZES:
             continue
-        t = out.get(d.guest, GuestTally())
-        if report.results.get(d.guest) in ("applied", "dry-run"):
+        t = out.get(g.name, GuestTally())
+        if d.failed:  # refused: libvirt's error is the result
+            out[g.name] = GuestTally(t.resizes, t.failures + 1)
+        else:
             resizes = {**t.resizes, d.action: t.resizes.get(d.action, 0) + 1}
-            out[d.guest] = GuestTally(resizes, t.failures)
-        else:  # refused: libvirt's error is the result
-            out[d.guest] = GuestTally(t.resizes, t.failures + 1)
+            out[g.name] = GuestTally(resizes, t.failures)
     return out
 
 
@@ -365,7 +364,6 @@ class MetricsSink:
             # counters of our own are kept for the guests' return.
             self.snapshot = replace(loop, connected=False, tallies=previous.tallies)
             return
-        usable = {g.name for g in report.guests if g.basis is not Basis.NONE}
         self.snapshot = replace(
             loop,
             connected=True,
@@ -374,14 +372,6 @@ class MetricsSink:
             psi_some_ratio=None if h.psi_some_avg10 is None else h.psi_some_avg10 / 100,
             psi_full_ratio=None if h.psi_full_avg10 is None else h.psi_full_avg10 / 100,
             guests=report.guests,
-            counters={
-                name: {
-                    stat: report.samples[name].stats[stat]
-                    for stat, *_ in GUEST_COUNTERS
-                    if stat in report.samples[name].stats
-                }
-                for name in usable
-            },
             tallies=_tallies(previous.tallies, report),
             skipped=len(report.skipped),
         )

@@ -25,6 +25,7 @@ from autoballoon.core.samples import GuestSample, HostSample, sanitize_guest_sta
 from autoballoon.hostcgroup import HostCgroupError, cgroup_host, read_cgroup_memory
 from autoballoon.hypervisor import Hypervisor, Reading
 from autoballoon.procfs import parse_meminfo, parse_psi
+from autoballoon.report import GuestReading
 
 log = logging.getLogger(__name__)
 
@@ -69,16 +70,18 @@ class Observation:
 
     Not the same as the reading (raw, untrusted values as the backend returned them) nor as a
     ``trace.RecordedTick`` (only the engine's inputs, as a trace keeps them): besides the host's
-    and the guests' sanitised samples, it says which guests were skipped and why, how each
-    guest's statistics were read and the QEMU process's RSS, which the report needs.
+    sample, one ``GuestReading`` per guest (its sanitised sample and how its statistics were
+    read), in the order read, and which guests were skipped and why.
     """
 
     host: HostSample
-    samples: dict[str, GuestSample]
+    guests: list[GuestReading]
     skipped: dict[str, str]
-    sources: dict[str, str]
-    """Per guest: "qmp" (6.12 counters read through QEMU) or "libvirt" (standard stats only)."""
-    rss_kib: dict[str, int]
+
+    @property
+    def samples(self) -> dict[str, GuestSample]:
+        """The guests' samples by name, in the order read: the core's input."""
+        return {r.sample.name: r.sample for r in self.guests}
 
 
 @dataclass
@@ -122,9 +125,7 @@ class Observer:
         """
         reading: Reading = self.hypervisor.read(self.scope)
         host = self.read_host(t)
-        samples: dict[str, GuestSample] = {}
-        sources: dict[str, str] = {}
-        rss: dict[str, int] = {}
+        guests: list[GuestReading] = []
         for g in reading.guests:
             stats, problems = sanitize_guest_stats(g.stats)
             for problem in problems:
@@ -133,7 +134,7 @@ class Observer:
                     self._reported.add(key)
                     log.warning("guest %s reports garbage, ignored: %s", g.name, problem)
             last_update = max(g.last_update, 0)
-            samples[g.name] = GuestSample(
+            sample = GuestSample(
                 name=g.name,
                 uuid=g.uuid,
                 t=t,
@@ -148,7 +149,5 @@ class Observer:
                 free_page_reporting=g.free_page_reporting,
                 tags=g.tags,
             )
-            sources[g.name] = g.source
-            if g.rss_kib is not None:
-                rss[g.name] = g.rss_kib
-        return Observation(host, samples, dict(reading.skipped), sources, rss)
+            guests.append(GuestReading(sample, g.source))
+        return Observation(host, guests, dict(reading.skipped))

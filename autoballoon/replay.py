@@ -27,8 +27,8 @@ from typing import Any
 from autoballoon.core.classify import PRESSURE_CLASSES
 from autoballoon.core.decide import Action, Decision, EngineState, step
 from autoballoon.core.policy import PolicySet
-from autoballoon.core.samples import GuestSample
 from autoballoon.core.units import KIB_PER_MIB
+from autoballoon.report import GuestReading, GuestRecord, assemble_rows, dry_run
 from autoballoon.trace import RecordedRun, RecordedTick
 
 ACTIONS = tuple(str(a) for a in Action)
@@ -86,9 +86,7 @@ class GuestReport:
         }
 
 
-def reclaimable_kib(
-    sample: GuestSample, d: Decision, headroom_mib: int, headroom_ratio: float
-) -> int:
+def reclaimable_kib(row: GuestRecord, headroom_mib: int, headroom_ratio: float) -> int:
     """How far below its maximum the guest could have been at this tick and kept its headroom.
 
     The guest uses ``actual - available``; the smallest balloon that leaves it the policy's
@@ -96,14 +94,14 @@ def reclaimable_kib(
     headroom_mib`` and ``used / (1 - headroom_ratio)``, and never below the floor. Unknown when
     the guest reports no available memory: counted as 0.
     """
-    if d.available_kib is None:
+    if row.available_kib is None:
         return 0
-    used = max(sample.actual_kib - d.available_kib, 0)
+    used = max(row.actual_kib - row.available_kib, 0)
     smallest = used + headroom_mib * KIB_PER_MIB
     if headroom_ratio > 0:
         smallest = max(smallest, math.ceil(used / (1 - headroom_ratio)))
-    smallest = max(smallest, d.floor_kib)
-    return max(sample.max_kib - smallest, 0)
+    smallest = max(smallest, row.floor_kib)
+    return max(row.max_kib - smallest, 0)
 
 
 def decision_record(d: Decision) -> dict[str, Any]:
@@ -165,22 +163,26 @@ class Replayer:
         decisions, self.state = step(
             tick.clock, tick.host, tick.samples, self.state, self.policies, self.open_loop
         )
+        readings = [GuestReading(s) for s in tick.samples.values()]
+        rows = assemble_rows(readings, decisions, dry_run(decisions))
         if tick.clock != tick.t:
             decisions = [d._replace(t=tick.t) for d in decisions]
         self.ticks += 1
         if self.first_t is None:
             self.first_t = tick.t
         self.last_t = tick.t
+        for row in sorted(rows, key=lambda g: g.name):
+            self._account(row, tick.t)
         decisions.sort(key=lambda d: d.guest)
-        for d in decisions:
-            self._account(tick.samples[d.guest], d)
         return decisions
 
-    def _account(self, sample: GuestSample, d: Decision) -> None:
-        r = self.reports.get(d.guest)
+    def _account(self, row: GuestRecord, t: float) -> None:
+        """One row into its guest's running totals (``t``: the tick's wall clock)."""
+        r = self.reports.get(row.name)
         if r is None:
-            r = self.reports[d.guest] = GuestReport()
-        klass = str(d.klass)
+            r = self.reports[row.name] = GuestReport()
+        d = row.decision
+        klass = str(row.klass)
         action = str(d.action)
         r.ticks += 1
         r.classes[klass] = r.classes.get(klass, 0) + 1
@@ -191,24 +193,24 @@ class Replayer:
                 r.direction_changes += 1
             r.last_direction = direction
             r.standing_target_kib = d.target_kib
-        target = sample.actual_kib if r.standing_target_kib is None else r.standing_target_kib
-        r.reclaimed_kib_sum += max(sample.max_kib - target, 0)
-        if klass in _PRESSURE and target < sample.max_kib:
+        target = row.actual_kib if r.standing_target_kib is None else r.standing_target_kib
+        r.reclaimed_kib_sum += max(row.max_kib - target, 0)
+        if klass in _PRESSURE and target < row.max_kib:
             r.pressure_ticks_inflated += 1
         try:
-            p = self.policies.resolve_cached(d.guest, sample.uuid, sample.tags)
+            p = self.policies.resolve_cached(row.name, row.uuid, row.sample.tags)
         except ValueError:
             pass  # the engine left the guest alone; nothing is reclaimable under no policy
         else:
-            r.reclaimable_kib_sum += reclaimable_kib(sample, d, p.headroom_mib, p.headroom_ratio)
+            r.reclaimable_kib_sum += reclaimable_kib(row, p.headroom_mib, p.headroom_ratio)
         if self.series is not None:
-            s = self.series.get(d.guest)
+            s = self.series.get(row.name)
             if s is None:
-                s = self.series[d.guest] = GuestSeries()
-            s.actual_kib.add(d.t, sample.actual_kib)
-            s.target_kib.add(d.t, target)
-            s.klass.add(d.t, klass)
-            s.end_t = d.t
+                s = self.series[row.name] = GuestSeries()
+            s.actual_kib.add(t, row.actual_kib)
+            s.target_kib.add(t, target)
+            s.klass.add(t, klass)
+            s.end_t = t
 
     def summary(self) -> dict[str, Any]:
         """The whole replay's figures, per guest (sorted by name)."""

@@ -60,7 +60,7 @@ def status_line(report: TickReport, health: Health) -> str:
     mode = "dry-run, " if report.dry_run else ""
     skipped = f", {len(report.skipped)} not controlled" if report.skipped else ""
     return (
-        f"{mode}{len(report.samples)} guest(s) managed{skipped}; last tick {when} ok "
+        f"{mode}{len(report.guests)} guest(s) managed{skipped}; last tick {when} ok "
         f"({health.ticks} ticks)"
     )
 

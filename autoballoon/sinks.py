@@ -13,7 +13,7 @@ import re
 import socket
 from pathlib import Path
 
-from autoballoon.core.decide import NOTABLE_HOLDS, Action
+from autoballoon.core.decide import Action
 from autoballoon.core.policy import PolicySet
 from autoballoon.core.units import KIB_PER_MIB
 from autoballoon.report import GuestRecord, Health, TickReport
@@ -23,19 +23,11 @@ log = logging.getLogger("autoballoon")
 
 
 def _action_fields(r: GuestRecord, result: str, dry_run: bool) -> dict[str, object]:
-    """A decision's JSON log fields (docs/operations.md, the log format)."""
-    d = r.decision
-    return {
-        "guest": r.name,
-        "action": str(d.action),
-        "class": str(r.klass),
-        "from_kib": r.actual_kib,
-        "to_kib": d.target_kib,
-        "reason": d.reason,
-        "rule": d.rule,
-        "result": result,
-        "dry_run": dry_run,
-    }
+    """A decision's JSON log fields (docs/operations.md, the log format): the row's change
+    (``GuestRecord.change``) with the guest, the result as a string and the dry-run flag."""
+    fields: dict[str, object] = r.change(0.0).to_json()
+    del fields["t"]
+    return fields | {"guest": r.name, "result": result, "dry_run": dry_run}
 
 
 class LogSink:
@@ -78,14 +70,14 @@ class LogSink:
                         },
                     )
                 self._classes[r.name] = r.klass
-            if d.action is Action.HOLD and d.rule not in NOTABLE_HOLDS:
+            if not d.notable:
                 if report.dry_run:
                     self._log_hold(r)
                 continue
             self._holds.pop(r.name, None)
             result = d.result or ""
             verb = f"would {d.action}" if report.dry_run else str(d.action)
-            failed = "" if result in ("applied", "dry-run") else f" FAILED ({result})"
+            failed = f" FAILED ({result})" if d.failed else ""
             if d.action is Action.HOLD:
                 verb, failed = "hold", ""
             log.info(
@@ -101,16 +93,17 @@ class LogSink:
                 failed,
                 extra={"fields": _action_fields(r, result, report.dry_run)},
             )
-        for name, source in report.sources.items():
-            if self._sources.get(name) != source:
-                if source != "qmp":
+        for r in report.guests:
+            if r.source is not None and self._sources.get(r.name) != r.source:
+                if r.source != "qmp":
                     log.info(
                         "guest %s: no 6.12 pressure counters; controlled from standard "
                         "balloon statistics",
-                        name,
+                        r.name,
                     )
-                self._sources[name] = source
-        for name in set(self._classes) - set(report.samples) - set(report.skipped):
+                self._sources[r.name] = r.source
+        seen = {r.name for r in report.guests}
+        for name in set(self._classes) - seen - set(report.skipped):
             if report.error is None:
                 self._classes.pop(name, None)
                 self._sources.pop(name, None)
@@ -182,13 +175,10 @@ class TraceSink:
             log.warning("clock went back %.1f s: tick not recorded", self._last_t - report.t)
             return
         self._last_t = report.t
-        decisions = {r.name: r.decision for r in report.guests}
         changed = None
         if report.policies is not None and report.policies != self._policies:
             changed = self._policies = report.policies
-        self.writer.write_tick(
-            report.t, report.host, report.samples, decisions, changed, now=report.host.t
-        )
+        self.writer.write_rows(report.t, report.host, report.guests, changed, now=report.host.t)
 
     def close(self) -> None:
         self.writer.close()

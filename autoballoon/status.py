@@ -2,7 +2,7 @@
 
 Sits after act, beside the other sinks, below the loop. ``StatusSink`` rewrites one JSON file
 atomically at every tick from the report values (``autoballoon.report``); the `status` command
-(``autoballoon.commands.status``) reads it back. Both sides share one typed document,
+(``autoballoon.commands.status_command``) reads it back. Both sides share one typed document,
 ``StatusDocument``: the writer serializes it, the reader validates the file into it, so the two
 cannot drift apart on a key. The file is mode 0600 in a directory created 0700: guest names,
 sizes and reasons are the host administrator's business. Nothing here reads libvirt or changes
@@ -25,14 +25,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Final, Literal
 
-from pydantic import AliasChoices, Field
-
 from autoballoon import __version__
 from autoballoon.config import DaemonConfig, metrics_url
-from autoballoon.core.classify import PressureClass
-from autoballoon.core.decide import NOTABLE_HOLDS, Action
 from autoballoon.core.samples import HostSample
-from autoballoon.report import GuestRecord, Health, ReportValue, TickReport, reclaimed_kib
+from autoballoon.report import Change, GuestRecord, Health, ReportValue, TickReport, reclaimed_kib
 
 log = logging.getLogger("autoballoon")
 
@@ -40,20 +36,9 @@ FORMAT: Final = 1
 """Version of the file's layout; bumped when a field changes meaning (adding one does not)."""
 
 
-class LastAction(ReportValue):
-    """A guest's latest change, whichever tick made it (a hold only when it reports what the
-    guest did: ``NOTABLE_HOLDS``, from_kib = to_kib = the size it deflated itself to)."""
-
-    t: float
-    action: Action
-    from_kib: int
-    to_kib: int
-    klass: PressureClass = Field(
-        validation_alias=AliasChoices("class", "klass"), serialization_alias="class"
-    )
-    reason: str
-    rule: str = ""
-    result: str | None = None
+LastAction = Change
+"""A guest's latest change, whichever tick made it (a hold only when it reports what the guest
+did: ``DecisionRecord.notable``, from_kib = to_kib = the size it deflated itself to)."""
 
 
 class GuestStatus(GuestRecord):
@@ -316,19 +301,9 @@ class StatusSink:
 
     def _guest_rows(self, report: TickReport) -> tuple[GuestStatus, ...]:
         for r in report.guests:
-            d = r.decision
-            if d.action is not Action.HOLD or d.rule in NOTABLE_HOLDS:
-                self._last[r.name] = LastAction(
-                    t=report.t,
-                    action=d.action,
-                    from_kib=r.actual_kib,
-                    to_kib=d.target_kib,
-                    klass=r.klass,
-                    reason=d.reason,
-                    rule=d.rule,
-                    result=d.result,
-                )
-        for name in set(self._last) - set(report.samples) - set(report.skipped):
+            if r.decision.notable:
+                self._last[r.name] = r.change(report.t)
+        for name in set(self._last) - {r.name for r in report.guests} - set(report.skipped):
             del self._last[name]
         # The record's fields from its __dict__: dict(record) goes through pydantic's __iter__,
         # 7 times slower, 15 ms a tick at 1,000 guests (benchmarks/results/tick.md).

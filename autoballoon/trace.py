@@ -22,7 +22,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -37,7 +37,7 @@ from autoballoon.core.samples import (
     HostSample,
     sanitize_guest_stats,
 )
-from autoballoon.report import DecisionRecord
+from autoballoon.report import DecisionRecord, GuestRecord
 
 FORMAT = "autoballoon-trace"
 VERSION = 2
@@ -538,6 +538,23 @@ def tick_record(
     for name, d in (decisions or {}).items():
         if name in guests:
             guests[name]["decision"] = d.to_json()
+    return _tick_object(t, host, guests, now)
+
+
+def rows_record(
+    t: float, host: HostSample, rows: Iterable[GuestRecord], now: float | None = None
+) -> dict[str, Any]:
+    """``tick_record`` of a tick's rows (``report.assemble_rows``): each row's sample, with its
+    decision."""
+    guests = {}
+    for row in rows:
+        guests[row.name] = _guest_record(row.sample) | {"decision": row.decision.to_json()}
+    return _tick_object(t, host, guests, now)
+
+
+def _tick_object(
+    t: float, host: HostSample, guests: dict[str, Any], now: float | None
+) -> dict[str, Any]:
     clock = {} if now is None or now == t else {"now": now}
     return {
         "t": t,
@@ -657,7 +674,20 @@ class TraceWriter:
         """Append one tick (with the decisions taken, if given, ``policies`` when they changed
         at this tick, and the core's clock ``now`` when it is not ``t``); the line is complete
         on disk (flushed) when this returns."""
-        obj = tick_record(t, host, samples, decisions, now)
+        self._append(tick_record(t, host, samples, decisions, now), policies)
+
+    def write_rows(
+        self,
+        t: float,
+        host: HostSample,
+        rows: Iterable[GuestRecord],
+        policies: PolicySet | None = None,
+        now: float | None = None,
+    ) -> None:
+        """``write_tick`` of a tick's rows (``report.assemble_rows``): what the daemon records."""
+        self._append(rows_record(t, host, rows, now), policies)
+
+    def _append(self, obj: dict[str, Any], policies: PolicySet | None) -> None:
         if self._pending_run is not None:
             obj["run"], self._pending_run = self._pending_run, None
         if policies is not None:

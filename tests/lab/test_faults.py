@@ -76,7 +76,10 @@ def test_paused_resumed_destroyed_and_rebooted_guests(guests: dict[str, Guest]) 
     assert decided(run, A, resumed_t + INTERVAL_S), "A controlled again after resume"
     after_destroy = [r for r in run.reports if destroyed_t + 1 < r.t < reset_t]
     assert after_destroy and all(r.error is None for r in after_destroy)
-    assert all(C not in r.samples and any(d.guest == B for d in r.decisions) for r in after_destroy)
+    assert all(
+        all(g.name != C for g in r.guests) and any(g.name == B for g in r.guests)
+        for r in after_destroy
+    )
     after_reset = [d for d in decided(run, B, reset_t + 2 * INTERVAL_S)]
     assert after_reset, "B is controlled after its reboot"
     assert all(d.klass is not PressureClass.OOM for d in after_reset)  # type: ignore[attr-defined]
@@ -107,15 +110,15 @@ def test_standard_stats_only_is_controlled_and_marked(guests: dict[str, Guest]) 
         time.sleep(30)
     assert not run.errors
     ds = run.decisions(A)
-    assert all(r.sources.get(A) == "libvirt" for r in run.reports if A in r.samples)
+    assert all(g.source == "libvirt" for r in run.reports for g in r.guests if g.name == A)
     assert any(d.basis is Basis.STANDARD for d in ds)
     assert any(d.action is Action.INFLATE for d in ds), "still reclaimed from standard stats"
     # controlled, not only decided: every change was applied, and the guest's balloon, read
     # back through libvirt, went to the last target
-    changed = [(r, d) for r in run.reports for d in r.decisions
-               if d.guest == A and d.action is not Action.HOLD]
-    assert all(r.results.get(A) == APPLIED for r, _ in changed), [r.results for r, _ in changed]
-    target_mib = changed[-1][1].target_kib / 1024
+    changed = [g.decision for r in run.reports for g in r.guests
+               if g.name == A and g.decision.action is not Action.HOLD]
+    assert all(d.result == APPLIED for d in changed), [d.result for d in changed]
+    target_mib = changed[-1].target_kib / 1024
     wait_until(
         lambda: abs(a.balloon_actual_mib() - target_mib) <= 1, 30,
         f"the balloon at the last target, {target_mib:.0f} MiB",

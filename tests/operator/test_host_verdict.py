@@ -31,7 +31,7 @@ VERDICTS = [
 
 def report(verdict: str | None, error: str | None = None) -> TickReport:
     host = HostSample(0.0, 4 << 20, 1 << 20)
-    return TickReport(1e9, 0.01, False, host, {}, [], {}, {}, {}, host_verdict=verdict, error=error)
+    return TickReport(1e9, 0.01, False, host, host_verdict=verdict, error=error)
 
 
 def test_the_log_says_it_once_per_change_of_what_is_done(

@@ -148,7 +148,8 @@ def test_values_follow_the_guest_and_the_decisions(
 ) -> None:
     ctl, hv, url = daemon
     report = ctl.tick()
-    (d,) = report.decisions
+    (g,) = report.guests
+    d = g.decision
     text = scrape(url)
     # The test domain starts at 2 GiB; its stale statistics make the controller deflate it.
     assert value(text, "autoballoon_guest_balloon_bytes", domain="test") == 2 * GIB
@@ -179,8 +180,8 @@ def test_a_refused_change_counts_as_a_failure_not_a_resize(
         raise GuestError(f"{name}: balloon target refused")
 
     hv.set_balloon_kib = refuse  # type: ignore[method-assign]
-    (d,) = ctl.tick().decisions
-    assert d.action == "deflate"  # the test domain's stale statistics
+    (g,) = ctl.tick().guests
+    assert g.decision.action == "deflate"  # the test domain's stale statistics
     text = scrape(url)
     assert value(text, "autoballoon_guest_resize_failures_total", domain="test") == 1
     assert value(text, "autoballoon_guest_resizes_total", domain="test", action="deflate") == 0

@@ -24,7 +24,7 @@ from autoballoon.core.samples import HostSample
 from autoballoon.logs import JsonFormatter
 from autoballoon.metrics import MetricsSink
 from autoballoon.replay import Replayer
-from autoballoon.report import Health, TickReport
+from autoballoon.report import DONE, GuestReading, Health, TickReport, assemble_rows
 from autoballoon.sinks import LogSink, TraceSink
 from autoballoon.status import StatusDocument, StatusSink
 from autoballoon.trace import RecordedTick, TraceReader, read_trace
@@ -42,11 +42,11 @@ def tick_report(tick: RecordedTick, decisions: list[Decision]) -> TickReport:
         duration_s=0.0,
         dry_run=True,
         host=tick.host,
-        samples=tick.samples,
-        decisions=decisions,
-        results=DryRunActuator().apply(decisions),
-        skipped={},
-        sources={},
+        guests=assemble_rows(
+            [GuestReading(tick.samples[d.guest]) for d in decisions],
+            decisions,
+            DryRunActuator().apply(decisions),
+        ),
     )
 
 
@@ -116,11 +116,7 @@ def test_the_rule_reaches_the_log_the_status_and_the_trace(
         duration_s=0.01,
         dry_run=False,
         host=None,
-        samples={"web-1": s},
-        decisions=[rescue],
-        results={"web-1": "applied"},
-        skipped={},
-        sources={"web-1": "qmp"},
+        guests=assemble_rows([GuestReading(s, "qmp")], [rescue], [DONE]),
     )
     caplog.set_level(logging.INFO, logger="autoballoon")
     LogSink().on_tick(report, Health(ticks=1))

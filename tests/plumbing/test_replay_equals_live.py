@@ -99,10 +99,11 @@ def live_decisions(reports: list[TickReport]) -> list[dict[str, Any]]:
     """The decisions as `replay --json` writes them, stamped with the tick's wall clock."""
     out = []
     for r in reports:
-        for d in sorted(r.decisions, key=lambda d: d.guest):
+        for g in sorted(r.guests, key=lambda g: g.name):
+            d = g.decision
             out.append(
-                {"t": r.t, "guest": d.guest, "class": str(d.klass), "action": str(d.action),
-                 "current_kib": d.current_kib, "target_kib": d.target_kib, "rule": d.rule,
+                {"t": r.t, "guest": g.name, "class": str(g.klass), "action": str(d.action),
+                 "current_kib": g.actual_kib, "target_kib": d.target_kib, "rule": d.rule,
                  "reason": d.reason}
             )  # fmt: skip
     return out

@@ -24,6 +24,7 @@ from autoballoon.core.decide import Action, Decision, EngineState, step
 from autoballoon.core.policy import GuestPolicy, PolicySet
 from autoballoon.core.samples import GuestSample
 from autoballoon.replay import reclaimable_kib
+from autoballoon.report import HELD, GuestReading, GuestRecord
 from autoballoon.trace import TraceReader, policies_record
 from tests.factories import sample
 
@@ -501,11 +502,11 @@ def hold_decision(s: GuestSample, floor_mib: int) -> Decision:
 def test_reclaimable_is_max_minus_the_smallest_size_that_keeps_the_headroom() -> None:
     s = sample(0.0, actual_mib=1024, max_mib=1024, avail_mib=824)  # uses 200 MiB
     # smallest = max(200 + 64, 200 / 0.85 = 235.3) = 264 MiB, above the 256 MiB floor
-    d = hold_decision(s, floor_mib=256)
-    assert reclaimable_kib(s, d, headroom_mib=64, headroom_ratio=0.15) == (1024 - 264) * 1024
+    row = GuestRecord.of(GuestReading(s), hold_decision(s, floor_mib=256), HELD)
+    assert reclaimable_kib(row, headroom_mib=64, headroom_ratio=0.15) == (1024 - 264) * 1024
     # a 300 MiB floor wins
-    d = hold_decision(s, floor_mib=300)
-    assert reclaimable_kib(s, d, headroom_mib=64, headroom_ratio=0.15) == (1024 - 300) * 1024
+    row = GuestRecord.of(GuestReading(s), hold_decision(s, floor_mib=300), HELD)
+    assert reclaimable_kib(row, headroom_mib=64, headroom_ratio=0.15) == (1024 - 300) * 1024
 
 
 # --- the policies a trace records ---------------------------------------------------------

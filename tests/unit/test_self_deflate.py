@@ -19,7 +19,7 @@ from autoballoon.core.samples import GuestSample, HostSample
 from autoballoon.logs import JsonFormatter
 from autoballoon.observe import GuestScope
 from autoballoon.qmp import Balloon, parse_balloon
-from autoballoon.report import Health, TickReport
+from autoballoon.report import HELD, GuestReading, Health, TickReport, assemble_rows
 from autoballoon.sinks import LogSink
 from autoballoon.status import StatusDocument, StatusSink
 from autoballoon.trace import TraceWriter, read_trace, tick_record
@@ -217,17 +217,15 @@ def self_deflate_report(run: Run, others: Sequence[Decision] = ()) -> TickReport
     run.g.used_mib += 60  # taken at once by the allocation that was about to fail
     samples = {"vm": run.g.read(run.now + 2)}
     decisions, _state = step(run.now + 2, HOST_OK, samples, run.state, PROACTIVE)
-    samples |= {d.guest: replace(samples["vm"], name=d.guest) for d in others}
+    readings = [GuestReading(samples["vm"], "qmp")]
+    readings += [GuestReading(replace(samples["vm"], name=d.guest)) for d in others]
+    decisions += others
     return TickReport(
         t=run.now,
         duration_s=0.01,
         dry_run=False,
         host=HOST_OK,
-        samples=samples,
-        decisions=decisions + list(others),
-        results={},
-        skipped={},
-        sources={"vm": "qmp"},
+        guests=assemble_rows(readings, decisions, [HELD] * len(decisions)),
     )
 
 
