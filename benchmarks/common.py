@@ -7,8 +7,10 @@ The lab lock itself is ``contrib.lab.lab_lock``.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import platform
+import statistics
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
@@ -102,3 +104,11 @@ def down_fresh(names: Sequence[str]) -> None:
     finally:
         lab.close()
 
+
+def back_to_back(starts: Sequence[float], within_s: float) -> tuple[float, int, float] | None:
+    """How long one run of a benchmark takes, from runs made one after the other: the median
+    time between consecutive starts less than ``within_s`` apart, how many such gaps, and the
+    longest; None when no run followed another."""
+    ts = sorted(starts)
+    gaps = [b - a for a, b in itertools.pairwise(ts) if b - a < within_s]
+    return (statistics.median(gaps), len(gaps), max(gaps)) if gaps else None

@@ -70,7 +70,15 @@ from typing import Any
 
 import libvirt
 
-from benchmarks.common import GUEST_PREFIX, RESULTS, header, machine, other_domains, say
+from benchmarks.common import (
+    GUEST_PREFIX,
+    RESULTS,
+    back_to_back,
+    header,
+    machine,
+    other_domains,
+    say,
+)
 from benchmarks.lab.pg import CLIENTS
 from benchmarks.lab.pg_report import psi_pct
 from contrib.lab import (
@@ -479,6 +487,16 @@ def cell_rows(runs: Sequence[Mapping[str, Any]], sums: Sequence[Mapping[str, Any
     return rows
 
 
+def run_time(runs: Sequence[Mapping[str, Any]]) -> str:
+    """How long a run takes here, from runs made back to back (boot to boot)."""
+    took = back_to_back([r["t_boot"] for r in runs], 900.0)
+    if took is None:
+        return ""
+    med, n, longest = took
+    return (f" Run back to back, a run took {med / 60:.1f} min (median of {n} runs that "
+            f"followed another; longest {longest / 60:.1f} min).")
+
+
 def render(runs: Sequence[Mapping[str, Any]]) -> str:
     sums = [summarize(r) for r in runs]
     base = baseline(runs, sums)
@@ -497,7 +515,8 @@ def render(runs: Sequence[Mapping[str, Any]]) -> str:
         f"{first['measure_s']:.0f} s after both finished warming. Host samples every "
         f"{first['interval_s']:g} s. The 2-core host is shared (other domains running at the "
         f"start: {', '.join(first['others']) or 'none'}), so TPS is noisy. `python -m "
-        "benchmarks.lab.density` (see its --help; `--runs N` repeats each cell).",
+        "benchmarks.lab.density` (see its --help; `--runs N` repeats each cell)."
+        + run_time(runs),
         "",
         f"A run holds when no guest is lost, nothing is OOM-killed (cgroup or guest), and "
         f"pgbench's TPS (both guests) is within {TPS_TOLERANCE:.0%} and its p99 within "

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import header
+from benchmarks.common import back_to_back, header
 
 SETTLE_S = 60.0
 """Harm is judged from this many seconds into the measured phase to its end: the fixed sizes
@@ -103,7 +103,7 @@ def summarize(r: Mapping[str, Any]) -> dict[str, Any]:
     actions = [e for e in r["events"] if e.get("action") in ("inflate", "deflate")]
     takes = [e for e in actions if e["action"] == "inflate" and e.get("result") == "applied"]
     return {
-        "arm": r["arm"], "pair": r["pair"], "treated_name": r["treated"],
+        "arm": r["arm"], "pair": r["pair"], "treated_name": r["treated"], "t0": r["t0"],
         "size_mib": r.get("size_mib"), "mem_mib": r["mem_mib"],
         "date": r["machine"]["date"], "commit": r["machine"]["commit"],
         "treated": tr, "twin": tw,
@@ -350,7 +350,22 @@ def provenance(sums: Sequence[Mapping[str, Any]]) -> str:
     dates = sorted({s["date"][:10] for s in sums})
     commits = sorted({s["commit"] for s in sums})
     return (f"Pairs measured on {', '.join(dates)} at commit(s) {', '.join(commits)} "
-            "(each pair's in the last table).")
+            f"(each pair's in the last table).{pair_time(sums)}")
+
+
+BACK_TO_BACK_S = 600.0
+"""Pairs whose measured phases started less than this apart ran one after the other."""
+
+
+def pair_time(sums: Sequence[Mapping[str, Any]]) -> str:
+    """How long a pair takes on this machine, from pairs run back to back: the time between
+    the starts of their measured phases (boot, warm-up, the phase itself, teardown)."""
+    took = back_to_back([s["t0"] for s in sums], BACK_TO_BACK_S)
+    if took is None:
+        return ""
+    med, n, longest = took
+    return (f" Run back to back, a pair took {med / 60:.1f} min (median of "
+            f"{n} pairs that followed another; longest {longest / 60:.1f} min).")
 
 
 def render_pg(runs: Sequence[Mapping[str, Any]]) -> str:

@@ -144,3 +144,17 @@ def test_a_controller_still_inflating_near_the_end_is_named_as_stopped_by_the_ph
     assert "steps of 50 MiB (median) every 20 s" in line
     assert "in 1 of 2 pairs" in line
     assert pg_report.pace([pg_report.summarize(pair("size-512", 0, 1.0, size=512))]) == ""
+
+
+def test_a_pairs_time_is_read_from_pairs_run_back_to_back() -> None:
+    runs = [pair("none", i, 1.0) for i in range(4)]
+    for r, t0 in zip(runs, (T0, T0 + 240, T0 + 480, T0 + 5000), strict=True):
+        r["t0"], r["t1"] = t0, t0 + MEASURE_S  # the last one ran after a long pause
+    for r in runs:
+        for g in r["guests"].values():  # the twins' samples move with the phase
+            for x in (*g["samples"], *g["reports"], *g["pg"]):
+                x["t"] += r["t0"] - T0
+    line = pg_report.pair_time([pg_report.summarize(r) for r in runs])
+    assert line == (" Run back to back, a pair took 4.0 min (median of 2 pairs that followed "
+                    "another; longest 4.0 min).")
+    assert pg_report.pair_time([pg_report.summarize(runs[0])]) == ""
