@@ -28,6 +28,8 @@ from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parent.parent
 DECIDE = "autoballoon/core/decide.py"
+ONDEMAND = "autoballoon/core/ondemand.py"
+STATE = "autoballoon/core/state.py"
 CLASSIFY = "autoballoon/core/classify.py"
 POLICY = "autoballoon/core/policy.py"
 RATES = "autoballoon/core/rates.py"
@@ -81,35 +83,35 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "on-demand takes without a shortfall",
-        DECIDE,
+        ONDEMAND,
         "        elif short < tol:\n",
         "        elif False:\n",
         "`host-above-reserve` removed",
     ),
     Mutant(
         "on-demand ignores what was asked",
-        DECIDE,
+        ONDEMAND,
         "        if gs.asked_kib:\n            reason = ",
         "        if False:\n            reason = ",
         "`asked` removed",
     ),
     Mutant(
         "on-demand asks unproductive guests again",
-        DECIDE,
+        ONDEMAND,
         "        elif _unproductive(gs, samples[name], p):\n",
         "        elif False:\n",
         "`unproductive` removed",
     ),
     Mutant(
         "on-demand ignores covered shortfall",
-        DECIDE,
+        ONDEMAND,
         "        elif short - outstanding - asked < tol:\n",
         "        elif False:\n",
         "`host-covered` removed",
     ),
     Mutant(
         "on-demand takes every offer in full",
-        DECIDE,
+        ONDEMAND,
         "            amount = min(prop.spare_kib, need)\n",
         "            amount = prop.spare_kib\n",
         "the host's shortfall no longer caps a take",
@@ -331,28 +333,28 @@ MUTANTS: tuple[Mutant, ...] = (
     # self-deflation against an operator's resize, above-max, rates across reports
     Mutant(
         "give-back removed",
-        DECIDE,
+        ONDEMAND,
         "SHORTAGE_OVER_S and host is not None:\n        _give_back(",
         "SHORTAGE_OVER_S and host is not None and False:\n        _give_back(",
         "what on-demand took is never given back",
     ),
     Mutant(
         "give-back ignores the band",
-        DECIDE,
+        ONDEMAND,
         "            -short - int(GIVE_BACK_BAND_RATIO * host.mem_total_kib),\n",
         "            -short,\n",
         "giving back uses all the host has above its reserve",
     ),
     Mutant(
         "give-back all at once",
-        DECIDE,
+        ONDEMAND,
         "amount = min(gs.taken_for_host_kib, step_kib, d.max_kib - d.current_kib, room_kib)",
         "amount = min(gs.taken_for_host_kib, d.max_kib - d.current_kib, room_kib)",
         "a give-back is not limited to one step",
     ),
     Mutant(
         "give-back ignores the cooldown",
-        DECIDE,
+        ONDEMAND,
         "        if gs.last_change_t is not None and now - gs.last_change_t < p.cooldown_s:\n"
         "            continue\n",
         "",
@@ -360,7 +362,7 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "give-back ignores an operator's hold",
-        DECIDE,
+        ONDEMAND,
         "        if gs.external_until is not None and now < gs.external_until:\n"
         "            continue  # an operator's size is left alone, this way too\n",
         "",
@@ -368,7 +370,7 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "give-back ignores the mode",
-        DECIDE,
+        ONDEMAND,
         '        if p.mode != "on-demand" or not p.enabled:\n            continue\n',
         "",
         "gives back to a guest opted out (or no longer on-demand)",
@@ -389,21 +391,21 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "shortage-taken removed",
-        DECIDE,
+        ONDEMAND,
         "    need = min(short, peak - so_far) - outstanding\n",
         "    need = short - outstanding\n",
         "over one shortage, guests are asked again for what others took",
     ),
     Mutant(
         "shortage-taken counts nothing given",
-        DECIDE,
+        ONDEMAND,
         "            so_far += int((pr.state.host_yield_ratio or 0) * was.asked_kib)\n",
         "            so_far += 0\n",
         "what guests gave back is not counted against the shortage",
     ),
     Mutant(
         "shortage never over",
-        DECIDE,
+        ONDEMAND,
         "        peak, so_far = max(short, 0), 0\n",
         "",
         "a new shortage inherits the last one's peak and what was given",
@@ -424,14 +426,14 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "peak need never forgotten",
-        DECIDE,
+        STATE,
         "    kept = tuple(pk for pk in peaks if pk[0] > now - NEED_WINDOW_S)\n",
         "    kept = peaks\n",
         "peaks older than `NEED_WINDOW_S` still limit `spare`",
     ),
     Mutant(
         "peak need keeps a slot's first reading",
-        DECIDE,
+        STATE,
         "        return peaks if used_kib <= peaks[-1][1] else (*peaks[:-1], (slot, used_kib))\n",
         "        return peaks\n",
         "a higher use later in the same slot is not remembered",
