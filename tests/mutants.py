@@ -275,7 +275,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "waiting ignores the rescue block",
         DECIDE,
-        "    if gs.last_rescue_t is not None and now - gs.last_rescue_t < p.pressure_block_s:\n",
+        '    if "rescue" in held:\n',
         "    if False:\n",
         "inflation right after a rescue",
     ),
@@ -363,7 +363,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "give-back ignores an operator's hold",
         ONDEMAND,
-        "        if gs.external_until is not None and now < gs.external_until:\n"
+        '        if "external" in active_holds(gs.holds, p, now):\n'
         "            continue  # an operator's size is left alone, this way too\n",
         "",
         "gives back during `external_hold_s`",
@@ -441,8 +441,8 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "peak need kept across a reboot",
         DECIDE,
-        "        gs = gs._replace(stuck_floor_kib=None, stuck_until=None, need_peaks=())\n",
-        "        gs = gs._replace(stuck_floor_kib=None, stuck_until=None)\n",
+        "        gs = gs._replace(stuck_floor_kib=None, holds=unstuck, need_peaks=())\n",
+        "        gs = gs._replace(stuck_floor_kib=None, holds=unstuck)\n",
         "the need before a reboot still limits `spare`",
     ),
     Mutant(

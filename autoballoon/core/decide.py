@@ -70,7 +70,11 @@ Take slowly:
   held for ``stable_s``,
   outside the cooldown after any change, outside ``pressure_block_s`` after a rescue, outside an
   operator's hold (``external_hold_s``), outside ``pressure_block_s`` after the guest deflated
-  itself, and once it has reported since our last change.
+  itself, and once it has reported since our last change. Those holds are data in the guest's
+  state (``GuestState.holds``, by reason: ``rescue``, ``self-deflated``, ``external``, and the
+  ``stuck-floor`` no offer goes below), and one helper (``state.active_holds``) says
+  which are in force at ``now``; the cooldown and the calm time are read from the last change
+  and the calm class.
 - ``observe-mode``: the ``observe`` mode never acts. ``above-max``: a guest above its maximum
   (a ``max_mib`` lowered under it) comes down no faster than ``spare`` would take from it
   (headroom, step, floor, once calm), whatever the host needs; until it is down, its rescues
@@ -136,9 +140,13 @@ from autoballoon.core.state import (
     Decision,
     EngineState,
     GuestState,
+    Held,
     Proposed,
+    active_holds,
     peak_need_kib,
     remember_need,
+    with_hold,
+    without_hold,
 )
 from autoballoon.core.units import KIB_PER_MIB, mib
 
@@ -407,14 +415,15 @@ def waiting(f: Facts) -> Proposal | None:
         blockers.append(f"calm for {calm_s:.0f}/{p.stable_s:.0f} s")
     if f.since_change is not None and f.since_change < p.cooldown_s:
         blockers.append(f"cooldown {f.since_change:.0f}/{p.cooldown_s:.0f} s")
-    if gs.last_rescue_t is not None and now - gs.last_rescue_t < p.pressure_block_s:
+    held = active_holds(gs.holds, p, now)
+    if "rescue" in held:
         blockers.append(
-            f"blocked after rescue {now - gs.last_rescue_t:.0f}/{p.pressure_block_s:.0f} s"
+            f"blocked after rescue {now - held['rescue'].since:.0f}/{p.pressure_block_s:.0f} s"
         )
-    if gs.self_deflated_t is not None and now - gs.self_deflated_t < p.pressure_block_s:
+    if "self-deflated" in held:
         blockers.append(
             f"blocked after the guest deflated itself "
-            f"{now - gs.self_deflated_t:.0f}/{p.pressure_block_s:.0f} s"
+            f"{now - held['self-deflated'].since:.0f}/{p.pressure_block_s:.0f} s"
         )
     if f.external:
         blockers.append("resized by someone else; holding")
@@ -445,7 +454,7 @@ def spare(f: Facts) -> Proposal:
     gs, cur, lo = f.gs, f.cur, f.lo
     headroom = f.p.headroom_kib(cur)
     floor = lo
-    if gs.stuck_floor_kib is not None and gs.stuck_until is not None and f.now < gs.stuck_until:
+    if gs.stuck_floor_kib is not None and "stuck-floor" in active_holds(gs.holds, f.p, f.now):
         floor = max(floor, gs.stuck_floor_kib)
     limits = {
         None: f.available - headroom,
@@ -588,7 +597,8 @@ def _observe(
         none_since = now if gs.none_since is None else gs.none_since
     gs = GuestState(history, none_since, now, steady_since, *gs[4:])  # cheaper than _replace
     if rebooted:
-        gs = gs._replace(stuck_floor_kib=None, stuck_until=None, need_peaks=())
+        unstuck = without_hold(gs.holds, "stuck-floor")
+        gs = gs._replace(stuck_floor_kib=None, holds=unstuck, need_peaks=())
     if sample.available_kib is not None and sample.last_update > 0:
         peaks = remember_need(gs.need_peaks, now, sample.actual_kib - sample.available_kib)
         if peaks is not gs.need_peaks:
@@ -613,20 +623,21 @@ def _observe(
             # the guest's, however small, or the next offer would take it straight back.
             self_deflated_from = prev_kib if ours is None else min(ours, prev_kib)
             floor = cur
-            if gs.stuck_floor_kib is not None and gs.stuck_until is not None:
-                floor = max(floor, gs.stuck_floor_kib) if now < gs.stuck_until else floor
+            if gs.stuck_floor_kib is not None and "stuck-floor" in active_holds(gs.holds, p, now):
+                floor = max(floor, gs.stuck_floor_kib)
+            holds = with_hold(gs.holds, "self-deflated", Held(now))
             gs = gs._replace(
                 last_target_kib=cur,
-                self_deflated_t=now,
                 stuck_floor_kib=floor,
-                stuck_until=now + p.pressure_block_s,
+                holds=with_hold(holds, "stuck-floor", Held(now, now + p.pressure_block_s)),
             )
         elif (
             abs(cur - prev_kib) > tol
             and not toward_ours
             and (ours is None or abs(cur - ours) > tol)
         ):
-            gs = gs._replace(external_until=now + p.external_hold_s, last_target_kib=cur)
+            external = Held(now, now + p.external_hold_s)
+            gs = gs._replace(holds=with_hold(gs.holds, "external", external), last_target_kib=cur)
         if cur > prev_kib and not toward_ours and gs.taken_for_host_kib:
             # Given back by someone else (the guest itself, an operator): not to be given twice.
             left = max(gs.taken_for_host_kib - (cur - prev_kib), 0)
@@ -658,7 +669,7 @@ def _observe(
         gs.last_change_wall is None
         or sample.last_update > gs.last_change_wall
         or sample.last_update < gs.last_change_update,
-        gs.external_until is not None and now < gs.external_until,
+        "external" in active_holds(gs.holds, p, now),
         stalled,
         self_deflated_from,
         echo,
@@ -703,8 +714,10 @@ def _settle(f: Facts, rule: str, want: Proposal) -> Proposed:
         d = _hold(s, c, "none: candidate", lo, hi, rule, f.available_kib)
         return Proposed(d, gs, want.spare_kib, p.priority, want.limit)
     if want.stuck_floor_kib is not None:
-        until = f.now + p.pressure_block_s
-        gs = gs._replace(stuck_floor_kib=want.stuck_floor_kib, stuck_until=until)
+        stuck = Held(f.now, f.now + p.pressure_block_s)
+        gs = gs._replace(
+            stuck_floor_kib=want.stuck_floor_kib, holds=with_hold(gs.holds, "stuck-floor", stuck)
+        )
     target, reason, clamped = want.target_kib, want.reason, None
     if target > f.top:
         target, clamped = f.top, "max"
@@ -718,13 +731,14 @@ def _settle(f: Facts, rule: str, want: Proposal) -> Proposed:
         reason = f"observe mode, would {verb} to {mib(target)} MiB: {reason}"
         return Proposed(_hold(s, c, reason, lo, hi, rule, f.available_kib), gs)
     direction = 1 if target > cur else -1
+    rescued = want.rescue and direction > 0
     gs = gs._replace(
         last_change_t=f.now,
         last_change_wall=wall_time(s, f.now),
         last_change_update=s.last_update,
         last_change_dir=direction,
         last_target_kib=target,
-        last_rescue_t=f.now if (want.rescue and direction > 0) else gs.last_rescue_t,
+        holds=with_hold(gs.holds, "rescue", Held(f.now)) if rescued else gs.holds,
         taken_for_host_kib=max(gs.taken_for_host_kib - max(target - cur, 0), 0),
     )
     action = Action.INFLATE if direction < 0 else Action.DEFLATE

@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 from autoballoon.core.policy import GuestPolicy, PolicySet
 from autoballoon.core.samples import GuestSample, HostSample, wall_time
-from autoballoon.core.state import Action, EngineState, GuestState, Proposed
+from autoballoon.core.state import Action, EngineState, GuestState, Proposed, active_holds
 from autoballoon.core.units import KIB_PER_MIB, mib
 
 YIELD_LOW_RATIO = 0.25
@@ -137,7 +137,7 @@ def _give_back(
             continue
         if gs.last_change_t is not None and now - gs.last_change_t < p.cooldown_s:
             continue
-        if gs.external_until is not None and now < gs.external_until:
+        if "external" in active_holds(gs.holds, p, now):
             continue  # an operator's size is left alone, this way too
         step_kib = int(p.inflate_step_ratio * d.max_kib)
         amount = min(gs.taken_for_host_kib, step_kib, d.max_kib - d.current_kib, room_kib)

@@ -8,11 +8,14 @@ the memory of a guest's recent need. Values only: nothing here decides.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from types import MappingProxyType
 from typing import NamedTuple
 
 from autoballoon.core.classify import Basis, PressureClass
+from autoballoon.core.policy import GuestPolicy
 from autoballoon.core.samples import GuestSample
 
 
@@ -45,6 +48,54 @@ class Decision(NamedTuple):
     """The rule of the control law that made this decision (see the module docstring)."""
 
 
+class Held(NamedTuple):
+    """A hold on a guest's inflation (or on its size): when it began and, if its length was
+    fixed then, when it ends."""
+
+    since: float
+    until: float | None = None
+    """None: it lasts the policy's ``HOLD_LENGTHS[reason]`` from ``since``, as the policy reads
+    at each tick (a reload that changes it changes the hold)."""
+
+
+HOLD_LENGTHS: Mapping[str, str] = MappingProxyType({
+    "rescue": "pressure_block_s",
+    "self-deflated": "pressure_block_s",
+})
+"""The holds whose length the policy gives at each tick: the reason, and the policy's field.
+The others (``external``: an operator's resize, ``external_hold_s``; ``stuck-floor``: the size a
+stalled inflation or the guest's own deflate reached, ``pressure_block_s``) end at a time
+fixed when they begin."""
+
+NO_HOLDS: Mapping[str, Held] = MappingProxyType({})
+
+
+def active_holds(holds: Mapping[str, Held], p: GuestPolicy, now: float) -> Mapping[str, Held]:
+    """The holds of ``holds`` still in force at ``now``, by reason.
+
+    Kept as data, as kubelet's eviction manager keeps since when each threshold was met: a
+    hold that has ended stays in the state (its time may still be read) but is not active.
+    """
+    if not holds:
+        return NO_HOLDS
+    return {
+        reason: h
+        for reason, h in holds.items()
+        if (now < h.until if h.until is not None
+            else now - h.since < getattr(p, HOLD_LENGTHS[reason]))
+    }
+
+
+def with_hold(holds: Mapping[str, Held], reason: str, held: Held) -> Mapping[str, Held]:
+    """``holds`` with ``reason`` held as ``held`` (replacing the one it had)."""
+    return {**holds, reason: held}
+
+
+def without_hold(holds: Mapping[str, Held], reason: str) -> Mapping[str, Held]:
+    """``holds`` without ``reason``."""
+    return {r: h for r, h in holds.items() if r != reason}
+
+
 class GuestState(NamedTuple):
     """What the engine remembers about a guest between ticks.
 
@@ -68,10 +119,14 @@ class GuestState(NamedTuple):
     last_change_dir: int = 0
     """+1 after a deflate, -1 after an inflate, 0 before any change."""
     last_target_kib: int | None = None
-    last_rescue_t: float | None = None
-    external_until: float | None = None
+    holds: Mapping[str, Held] = NO_HOLDS
+    """What holds the guest, by reason (see ``active_holds``): ``rescue`` (after a deflating
+    rescue, no inflation for ``pressure_block_s``), ``self-deflated`` (the same after the guest
+    deflated itself), ``external`` (someone else resized it: left alone for ``external_hold_s``)
+    and ``stuck-floor`` (not inflated below ``stuck_floor_kib``)."""
     stuck_floor_kib: int | None = None
-    stuck_until: float | None = None
+    """The size a stalled inflation was backed off to, or the guest deflated itself to: not
+    inflated below it while the ``stuck-floor`` hold lasts."""
     asked_kib: int = 0
     """Taken from this guest for the host (on-demand) and not yet judged: see
     ``ondemand.judge_ask``."""
@@ -88,9 +143,6 @@ class GuestState(NamedTuple):
     for the host again until the host is above its reserve once more, or the guest's RSS grows
     by an inflate step (it has touched memory since). "Once more" means for ``SHORTAGE_OVER_S``:
     a moment above the reserve is still the same shortage."""
-    self_deflated_t: float | None = None
-    """When the guest last deflated itself (deflate-on-OOM): inflation waits
-    ``pressure_block_s`` from then."""
     taken_for_host_kib: int = 0
     """Taken from this guest by on-demand and not given back yet: it goes back, a step at a
     time, once the host's shortage is over (``give-back``); any deflate counts against it."""
