@@ -91,7 +91,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "on-demand ignores what was asked",
         ONDEMAND,
-        "        if gs.asked_kib:\n            reason = ",
+        "        if gs.ask.kib:\n            reason = ",
         "        if False:\n            reason = ",
         "`asked` removed",
     ),
@@ -198,8 +198,8 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "echo after any change",
         DECIDE,
-        "        gs.last_change_dir < 0\n        and gs.last_change_t is not None\n",
-        "        gs.last_change_dir != 0\n        and gs.last_change_t is not None\n",
+        "        gs.change.dir < 0\n        and gs.change.t is not None\n",
+        "        gs.change.dir != 0\n        and gs.change.t is not None\n",
         "the echo also follows our deflations",
     ),
     Mutant(
@@ -219,7 +219,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "evidence counted again after our change",
         DECIDE,
-        "        since_t=gs.last_change_t,\n",
+        "        since_t=gs.change.t,\n",
         "        since_t=None,\n",
         "evidence before our own change is counted again",
     ),
@@ -240,7 +240,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "startup repeats",
         DECIDE,
-        "            or f.gs.last_change_t is not None\n",
+        "            or f.gs.change.t is not None\n",
         "            or False\n",
         "the startup size applied again after our own changes",
     ),
@@ -355,7 +355,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "give-back ignores the cooldown",
         ONDEMAND,
-        "        if gs.last_change_t is not None and now - gs.last_change_t < p.cooldown_s:\n"
+        "        if gs.change.t is not None and now - gs.change.t < p.cooldown_s:\n"
         "            continue\n",
         "",
         "gives back inside the cooldown after a change",
@@ -399,7 +399,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "shortage-taken counts nothing given",
         ONDEMAND,
-        "            so_far += int((pr.state.host_yield_ratio or 0) * was.asked_kib)\n",
+        "            so_far += int((pr.state.host_yield_ratio or 0) * was.ask.kib)\n",
         "            so_far += 0\n",
         "what guests gave back is not counted against the shortage",
     ),
@@ -448,7 +448,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "rescue does not wait for a report",
         DECIDE,
-        "    if f.gs.last_change_dir > 0 and not f.reported_since_change:\n",
+        "    if f.gs.change.dir > 0 and not f.reported_since_change:\n",
         "    if False:\n",
         "a rescue answers again a report made before our deflate",
     ),
@@ -476,7 +476,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "echo at any time",
         DECIDE,
-        "        and now - gs.last_change_t <= p.cooldown_s + p.rate_window_s\n",
+        "        and now - gs.change.t <= p.cooldown_s + p.rate_window_s\n",
         "",
         "the echo window after our inflation never ends",
     ),

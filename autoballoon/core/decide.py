@@ -141,6 +141,7 @@ from autoballoon.core.state import (
     EngineState,
     GuestState,
     Held,
+    LastChange,
     Proposed,
     active_holds,
     peak_need_kib,
@@ -292,7 +293,7 @@ def rescue(f: Facts) -> Proposal | None:
     if (
         kind is None
         and f.c.klass is PressureClass.CGROUP_STALL
-        and f.gs.last_change_dir < 0
+        and f.gs.change.dir < 0
         and f.available < 2 * f.p.headroom_kib(f.cur)
     ):
         # Stalls "while memory is available" on a guest we squeezed down to about its headroom:
@@ -308,7 +309,7 @@ def rescue(f: Facts) -> Proposal | None:
         )
     if kind is None:
         return None
-    if f.gs.last_change_dir > 0 and not f.reported_since_change:
+    if f.gs.change.dir > 0 and not f.reported_since_change:
         # A report made before our deflate landed still carries the event it answered.
         return Hold(f"{why}; deflated {f.since_change or 0:.0f} s ago: waiting for a report since")
     if f.cur >= f.top:
@@ -392,7 +393,7 @@ def startup(f: Facts) -> Proposal | None:
     start = f.p.startup_kib(f.sample.max_kib)
     free = f.sample.free_kib
     if (start is None or free is None or f.cur <= start
-            or f.gs.last_change_t is not None
+            or f.gs.change.t is not None
             or f.external or f.p.mode == "observe"):
         return None
     # Free memory only, beyond the headroom: a guest already using its memory keeps it.
@@ -567,7 +568,7 @@ def _observe(
         history,
         p,
         now,
-        since_t=gs.last_change_t,
+        since_t=gs.change.t,
         clean=True,
         steady=history[0].t >= steady_since,
     )
@@ -581,9 +582,9 @@ def _observe(
     cur = sample.actual_kib
     available_kib = sample.available_kib
     echo = (
-        gs.last_change_dir < 0
-        and gs.last_change_t is not None
-        and now - gs.last_change_t <= p.cooldown_s + p.rate_window_s
+        gs.change.dir < 0
+        and gs.change.t is not None
+        and now - gs.change.t <= p.cooldown_s + p.rate_window_s
         and (
             c.klass is PressureClass.KSWAPD_RECLAIM
             or (
@@ -642,11 +643,11 @@ def _observe(
             # Given back by someone else (the guest itself, an operator): not to be given twice.
             left = max(gs.taken_for_host_kib - (cur - prev_kib), 0)
             gs = gs._replace(taken_for_host_kib=left)
-    last_change_t, last_target_kib = gs.last_change_t, gs.last_target_kib
-    since_change = None if last_change_t is None else now - last_change_t
+    change, last_target_kib = gs.change, gs.last_target_kib
+    since_change = None if change.t is None else now - change.t
     stalled = (
         closed
-        and gs.last_change_dir < 0
+        and change.dir < 0
         and last_target_kib is not None
         and since_change is not None
         and since_change >= p.stuck_after_s
@@ -666,9 +667,9 @@ def _observe(
         available_kib,
         available_kib or 0,
         since_change,
-        gs.last_change_wall is None
-        or sample.last_update > gs.last_change_wall
-        or sample.last_update < gs.last_change_update,
+        change.wall is None
+        or sample.last_update > change.wall
+        or sample.last_update < change.update,
         "external" in active_holds(gs.holds, p, now),
         stalled,
         self_deflated_from,
@@ -733,10 +734,7 @@ def _settle(f: Facts, rule: str, want: Proposal) -> Proposed:
     direction = 1 if target > cur else -1
     rescued = want.rescue and direction > 0
     gs = gs._replace(
-        last_change_t=f.now,
-        last_change_wall=wall_time(s, f.now),
-        last_change_update=s.last_update,
-        last_change_dir=direction,
+        change=LastChange(f.now, wall_time(s, f.now), s.last_update, direction),
         last_target_kib=target,
         holds=with_hold(gs.holds, "rescue", Held(f.now)) if rescued else gs.holds,
         taken_for_host_kib=max(gs.taken_for_host_kib - max(target - cur, 0), 0),

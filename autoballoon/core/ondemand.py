@@ -17,7 +17,15 @@ from typing import NamedTuple
 
 from autoballoon.core.policy import GuestPolicy, PolicySet
 from autoballoon.core.samples import GuestSample, HostSample, wall_time
-from autoballoon.core.state import Action, EngineState, GuestState, Proposed, active_holds
+from autoballoon.core.state import (
+    Action,
+    Ask,
+    EngineState,
+    GuestState,
+    LastChange,
+    Proposed,
+    active_holds,
+)
 from autoballoon.core.units import KIB_PER_MIB, mib
 
 YIELD_LOW_RATIO = 0.25
@@ -33,16 +41,11 @@ found unproductive in it to be tried again): memory freed for a moment and taken
 something else on the host is still the same shortage."""
 
 
-
 def _moved(gs: GuestState, sample: GuestSample, now: float, target: int) -> GuestState:
     """``gs`` after a change decided over all guests (a take or a give-back) to ``target``."""
-    return gs._replace(
-        last_change_t=now,
-        last_change_wall=wall_time(sample, now),
-        last_change_update=sample.last_update,
-        last_change_dir=1 if target > sample.actual_kib else -1,
-        last_target_kib=target,
-    )
+    direction = 1 if target > sample.actual_kib else -1
+    change = LastChange(now, wall_time(sample, now), sample.last_update, direction)
+    return gs._replace(change=change, last_target_kib=target)
 
 
 def _take(
@@ -77,19 +80,18 @@ def judge_ask(
     the shortage either). A guest that returned under ``YIELD_LOW_RATIO`` is left out of the
     host's takes (see ``unproductive_rss_kib``).
     """
-    if not gs.asked_kib or now - gs.asked_t < max(p.cooldown_s, p.stuck_after_s):
+    ask = gs.ask
+    if not ask.kib or now - ask.t < max(p.cooldown_s, p.stuck_after_s):
         return gs
     seen = []
-    if gs.asked_rss_kib is not None and sample.rss_kib is not None:
-        seen.append(gs.asked_rss_kib - sample.rss_kib)
-    if gs.asked_host_kib is not None and host is not None:
-        seen.append(host.mem_available_kib - gs.asked_host_kib)
-    got = min(max(min(seen), 0), gs.asked_kib) if seen else 0
-    ratio = got / gs.asked_kib
+    if ask.rss_kib is not None and sample.rss_kib is not None:
+        seen.append(ask.rss_kib - sample.rss_kib)
+    if ask.host_kib is not None and host is not None:
+        seen.append(host.mem_available_kib - ask.host_kib)
+    got = min(max(min(seen), 0), ask.kib) if seen else 0
+    ratio = got / ask.kib
     return gs._replace(
-        asked_kib=0,
-        asked_rss_kib=None,
-        asked_host_kib=None,
+        ask=ask._replace(kib=0, rss_kib=None, host_kib=None),
         host_yield_ratio=ratio,
         unproductive_rss_kib=(sample.rss_kib or 0) if ratio < YIELD_LOW_RATIO else None,
     )
@@ -135,7 +137,7 @@ def _give_back(
         p, gs, d = resolved[name], prop.state, prop.decision
         if p.mode != "on-demand" or not p.enabled:
             continue
-        if gs.last_change_t is not None and now - gs.last_change_t < p.cooldown_s:
+        if gs.change.t is not None and now - gs.change.t < p.cooldown_s:
             continue
         if "external" in active_holds(gs.holds, p, now):
             continue  # an operator's size is left alone, this way too
@@ -179,7 +181,7 @@ def share(
     short = 0
     if host is not None:
         short = policies.host.reserve_kib(host.mem_total_kib) - host.mem_available_kib
-    outstanding = sum(pr.state.asked_kib for pr in proposals.values())
+    outstanding = sum(pr.state.ask.kib for pr in proposals.values())
     fine_since = before.host_fine_since
     fine_since = (now if fine_since is None else fine_since) if short < KIB_PER_MIB else None
     peak, so_far = max(before.shortage_peak_kib, short), before.shortage_taken_kib
@@ -191,8 +193,8 @@ def share(
                 proposals[n] = pr._replace(state=pr.state._replace(unproductive_rss_kib=None))
     for n, pr in proposals.items():
         was = before.guests.get(n)
-        if was is not None and was.asked_kib and not pr.state.asked_kib:  # judged this tick
-            so_far += int((pr.state.host_yield_ratio or 0) * was.asked_kib)
+        if was is not None and was.ask.kib and not pr.state.ask.kib:  # judged this tick
+            so_far += int((pr.state.host_yield_ratio or 0) * was.ask.kib)
     need = min(short, peak - so_far) - outstanding
     asked = spared = capped = 0
     offers = [(n, pr) for n, pr in proposals.items() if pr.spare_kib > 0]
@@ -211,8 +213,8 @@ def share(
             )
             continue
         gs, tol = prop.state, max(p.min_change_mib * KIB_PER_MIB, KIB_PER_MIB)
-        if gs.asked_kib:
-            reason = f"none: spare memory; {mib(gs.asked_kib)} MiB asked is still on its way"
+        if gs.ask.kib:
+            reason = f"none: spare memory; {mib(gs.ask.kib)} MiB asked is still on its way"
             rule = "asked"
         elif _unproductive(gs, samples[name], p):
             spared += 1
@@ -244,10 +246,7 @@ def share(
             taken = _take(prop, samples[name], amount, now, why, "take-on-demand")
             rss, host_kib = samples[name].rss_kib, host.mem_available_kib if host else None
             state = taken.state._replace(
-                asked_kib=amount,
-                asked_t=now,
-                asked_rss_kib=rss,
-                asked_host_kib=host_kib,
+                ask=Ask(amount, now, rss, host_kib),
                 taken_for_host_kib=taken.state.taken_for_host_kib + amount,
             )
             proposals[name] = taken._replace(state=state)

@@ -96,11 +96,45 @@ def without_hold(holds: Mapping[str, Held], reason: str) -> Mapping[str, Held]:
     return {r: h for r, h in holds.items() if r != reason}
 
 
+class LastChange(NamedTuple):
+    """Our last change of a guest's balloon (``NO_CHANGE`` before any)."""
+
+    t: float | None
+    wall: float | None
+    """On the wall clock: a report (``last_update``) after it reflects it."""
+    update: int
+    """The guest's ``last_update`` when we made it: one below it means the wall clock went back
+    since, and then any report that differs is a new one."""
+    dir: int
+    """+1 after a deflate, -1 after an inflate, 0 before any change."""
+
+
+NO_CHANGE = LastChange(None, None, 0, 0)
+
+
+class Ask(NamedTuple):
+    """What on-demand last took from a guest for the host, until it is judged
+    (``ondemand.judge_ask``; ``NO_ASK`` before any)."""
+
+    kib: int
+    """Taken and not yet judged (0 once judged)."""
+    t: float
+    rss_kib: int | None
+    """The guest's QEMU RSS when it was asked (what the host holds for it)."""
+    host_kib: int | None
+    """The host's MemAvailable when the guest was asked."""
+
+
+NO_ASK = Ask(0, 0.0, None, None)
+
+
 class GuestState(NamedTuple):
     """What the engine remembers about a guest between ticks.
 
     A NamedTuple rather than a frozen dataclass: it is copied with a change or two for every
-    guest on every tick, and ``_replace`` on a tuple is several times cheaper.
+    guest on every tick, and ``_replace`` on a tuple is several times cheaper. What changes
+    together is a small NamedTuple of its own, built whole when it changes: our last change
+    (``LastChange``), on-demand's pending ask (``Ask``), each hold (``Held``).
     """
 
     # The four fields every tick rewrites come first (see _observe).
@@ -110,15 +144,9 @@ class GuestState(NamedTuple):
     steady_since: float | None = None
     """When the guest's statistics last changed: the oldest sample of the current run of
     samples with equal statistics."""
-    last_change_t: float | None = None
-    last_change_wall: float | None = None
-    """Our last change on the wall clock: a report (``last_update``) after it reflects it."""
-    last_change_update: int = 0
-    """The guest's ``last_update`` when we made that change: one below it means the wall clock
-    went back since, and then any report that differs is a new one."""
-    last_change_dir: int = 0
-    """+1 after a deflate, -1 after an inflate, 0 before any change."""
+    change: LastChange = NO_CHANGE
     last_target_kib: int | None = None
+    """Our last target, or the size someone else (or the guest itself) set since."""
     holds: Mapping[str, Held] = NO_HOLDS
     """What holds the guest, by reason (see ``active_holds``): ``rescue`` (after a deflating
     rescue, no inflation for ``pressure_block_s``), ``self-deflated`` (the same after the guest
@@ -127,14 +155,7 @@ class GuestState(NamedTuple):
     stuck_floor_kib: int | None = None
     """The size a stalled inflation was backed off to, or the guest deflated itself to: not
     inflated below it while the ``stuck-floor`` hold lasts."""
-    asked_kib: int = 0
-    """Taken from this guest for the host (on-demand) and not yet judged: see
-    ``ondemand.judge_ask``."""
-    asked_t: float = 0.0
-    asked_rss_kib: int | None = None
-    """The guest's QEMU RSS when it was asked (what the host holds for it)."""
-    asked_host_kib: int | None = None
-    """The host's MemAvailable when the guest was asked."""
+    ask: Ask = NO_ASK
     host_yield_ratio: float | None = None
     """Of the last take for the host, the share the host really got back; None before one."""
     unproductive_rss_kib: int | None = None
