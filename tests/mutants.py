@@ -28,6 +28,8 @@ from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parent.parent
 DECIDE = "autoballoon/core/decide.py"
+ONDEMAND = "autoballoon/core/ondemand.py"
+STATE = "autoballoon/core/state.py"
 CLASSIFY = "autoballoon/core/classify.py"
 POLICY = "autoballoon/core/policy.py"
 RATES = "autoballoon/core/rates.py"
@@ -81,35 +83,35 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "on-demand takes without a shortfall",
-        DECIDE,
+        ONDEMAND,
         "        elif short < tol:\n",
         "        elif False:\n",
         "`host-above-reserve` removed",
     ),
     Mutant(
         "on-demand ignores what was asked",
-        DECIDE,
-        "        if gs.asked_kib:\n            reason = ",
+        ONDEMAND,
+        "        if gs.ask.kib:\n            reason = ",
         "        if False:\n            reason = ",
         "`asked` removed",
     ),
     Mutant(
         "on-demand asks unproductive guests again",
-        DECIDE,
+        ONDEMAND,
         "        elif _unproductive(gs, samples[name], p):\n",
         "        elif False:\n",
         "`unproductive` removed",
     ),
     Mutant(
         "on-demand ignores covered shortfall",
-        DECIDE,
+        ONDEMAND,
         "        elif short - outstanding - asked < tol:\n",
         "        elif False:\n",
         "`host-covered` removed",
     ),
     Mutant(
         "on-demand takes every offer in full",
-        DECIDE,
+        ONDEMAND,
         "            amount = min(prop.spare_kib, need)\n",
         "            amount = prop.spare_kib\n",
         "the host's shortfall no longer caps a take",
@@ -196,8 +198,8 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "echo after any change",
         DECIDE,
-        "        gs.last_change_dir < 0\n        and gs.last_change_t is not None\n",
-        "        gs.last_change_dir != 0\n        and gs.last_change_t is not None\n",
+        "        gs.change.dir < 0\n        and gs.change.t is not None\n",
+        "        gs.change.dir != 0\n        and gs.change.t is not None\n",
         "the echo also follows our deflations",
     ),
     Mutant(
@@ -217,7 +219,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "evidence counted again after our change",
         DECIDE,
-        "        since_t=gs.last_change_t,\n",
+        "        since_t=gs.change.t,\n",
         "        since_t=None,\n",
         "evidence before our own change is counted again",
     ),
@@ -238,7 +240,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "startup repeats",
         DECIDE,
-        "            or f.gs.last_change_t is not None\n",
+        "            or f.gs.change.t is not None\n",
         "            or False\n",
         "the startup size applied again after our own changes",
     ),
@@ -273,7 +275,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "waiting ignores the rescue block",
         DECIDE,
-        "    if gs.last_rescue_t is not None and now - gs.last_rescue_t < p.pressure_block_s:\n",
+        '    if "rescue" in held:\n',
         "    if False:\n",
         "inflation right after a rescue",
     ),
@@ -331,44 +333,44 @@ MUTANTS: tuple[Mutant, ...] = (
     # self-deflation against an operator's resize, above-max, rates across reports
     Mutant(
         "give-back removed",
-        DECIDE,
+        ONDEMAND,
         "SHORTAGE_OVER_S and host is not None:\n        _give_back(",
         "SHORTAGE_OVER_S and host is not None and False:\n        _give_back(",
         "what on-demand took is never given back",
     ),
     Mutant(
         "give-back ignores the band",
-        DECIDE,
+        ONDEMAND,
         "            -short - int(GIVE_BACK_BAND_RATIO * host.mem_total_kib),\n",
         "            -short,\n",
         "giving back uses all the host has above its reserve",
     ),
     Mutant(
         "give-back all at once",
-        DECIDE,
+        ONDEMAND,
         "amount = min(gs.taken_for_host_kib, step_kib, d.max_kib - d.current_kib, room_kib)",
         "amount = min(gs.taken_for_host_kib, d.max_kib - d.current_kib, room_kib)",
         "a give-back is not limited to one step",
     ),
     Mutant(
         "give-back ignores the cooldown",
-        DECIDE,
-        "        if gs.last_change_t is not None and now - gs.last_change_t < p.cooldown_s:\n"
+        ONDEMAND,
+        "        if gs.change.t is not None and now - gs.change.t < p.cooldown_s:\n"
         "            continue\n",
         "",
         "gives back inside the cooldown after a change",
     ),
     Mutant(
         "give-back ignores an operator's hold",
-        DECIDE,
-        "        if gs.external_until is not None and now < gs.external_until:\n"
+        ONDEMAND,
+        '        if "external" in active_holds(gs.holds, p, now):\n'
         "            continue  # an operator's size is left alone, this way too\n",
         "",
         "gives back during `external_hold_s`",
     ),
     Mutant(
         "give-back ignores the mode",
-        DECIDE,
+        ONDEMAND,
         '        if p.mode != "on-demand" or not p.enabled:\n            continue\n',
         "",
         "gives back to a guest opted out (or no longer on-demand)",
@@ -389,21 +391,21 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "shortage-taken removed",
-        DECIDE,
+        ONDEMAND,
         "    need = min(short, peak - so_far) - outstanding\n",
         "    need = short - outstanding\n",
         "over one shortage, guests are asked again for what others took",
     ),
     Mutant(
         "shortage-taken counts nothing given",
-        DECIDE,
-        "            so_far += int((pr.state.host_yield_ratio or 0) * was.asked_kib)\n",
+        ONDEMAND,
+        "            so_far += int((pr.state.host_yield_ratio or 0) * was.ask.kib)\n",
         "            so_far += 0\n",
         "what guests gave back is not counted against the shortage",
     ),
     Mutant(
         "shortage never over",
-        DECIDE,
+        ONDEMAND,
         "        peak, so_far = max(short, 0), 0\n",
         "",
         "a new shortage inherits the last one's peak and what was given",
@@ -424,14 +426,14 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "peak need never forgotten",
-        DECIDE,
+        STATE,
         "    kept = tuple(pk for pk in peaks if pk[0] > now - NEED_WINDOW_S)\n",
         "    kept = peaks\n",
         "peaks older than `NEED_WINDOW_S` still limit `spare`",
     ),
     Mutant(
         "peak need keeps a slot's first reading",
-        DECIDE,
+        STATE,
         "        return peaks if used_kib <= peaks[-1][1] else (*peaks[:-1], (slot, used_kib))\n",
         "        return peaks\n",
         "a higher use later in the same slot is not remembered",
@@ -439,14 +441,14 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "peak need kept across a reboot",
         DECIDE,
-        "        gs = gs._replace(stuck_floor_kib=None, stuck_until=None, need_peaks=())\n",
-        "        gs = gs._replace(stuck_floor_kib=None, stuck_until=None)\n",
+        "        gs = gs._replace(stuck_floor_kib=None, holds=unstuck, need_peaks=())\n",
+        "        gs = gs._replace(stuck_floor_kib=None, holds=unstuck)\n",
         "the need before a reboot still limits `spare`",
     ),
     Mutant(
         "rescue does not wait for a report",
         DECIDE,
-        "    if f.gs.last_change_dir > 0 and not f.reported_since_change:\n",
+        "    if f.gs.change.dir > 0 and not f.reported_since_change:\n",
         "    if False:\n",
         "a rescue answers again a report made before our deflate",
     ),
@@ -474,7 +476,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "echo at any time",
         DECIDE,
-        "        and now - gs.last_change_t <= p.cooldown_s + p.rate_window_s\n",
+        "        and now - gs.change.t <= p.cooldown_s + p.rate_window_s\n",
         "",
         "the echo window after our inflation never ends",
     ),

@@ -3,6 +3,8 @@
 Purely computational, no side effects: ``step(now, host, samples, state, policies)`` returns the
 decisions (values) and the next state. The daemon applies the decisions through an actuator;
 dry-run swaps the actuator; replay feeds recorded samples. All three run this exact function.
+The values it returns and keeps (``Decision``, ``GuestState``, ``EngineState``) are defined in
+``autoballoon.core.state`` and importable from here.
 
 Each guest's tick has two halves. The bookkeeping (``_observe``) records the sample in the
 guest's history (restarting it at a reboot), classifies, and notices what the balloon itself
@@ -68,7 +70,11 @@ Take slowly:
   held for ``stable_s``,
   outside the cooldown after any change, outside ``pressure_block_s`` after a rescue, outside an
   operator's hold (``external_hold_s``), outside ``pressure_block_s`` after the guest deflated
-  itself, and once it has reported since our last change.
+  itself, and once it has reported since our last change. Those holds are data in the guest's
+  state (``GuestState.holds``, by reason: ``rescue``, ``self-deflated``, ``external``, and the
+  ``stuck-floor`` no offer goes below), and one helper (``state.active_holds``) says
+  which are in force at ``now``; the cooldown and the calm time are read from the last change
+  and the calm class.
 - ``observe-mode``: the ``observe`` mode never acts. ``above-max``: a guest above its maximum
   (a ``max_mib`` lowered under it) comes down no faster than ``spare`` would take from it
   (headroom, step, floor, once calm), whatever the host needs; until it is down, its rescues
@@ -76,7 +82,8 @@ Take slowly:
 - ``spare``: available memory above the headroom, at most ``inflate_step_ratio`` of the maximum
   and never below the floor (or a learned stuck floor), nor below the most the guest used (its
   size less available) within ``NEED_WINDOW_S`` plus the headroom (a working set that comes
-  back every few minutes finds its memory there), is offered. Then, over all guests:
+  back every few minutes finds its memory there), is offered. Then, over all guests (the pass
+  in ``autoballoon.core.ondemand``, which ``step`` calls after every guest's rules):
   ``proactive`` takes every offer (``take-proactive``); ``on-demand`` takes only what brings the
   host back to its reserve (``take-on-demand``), nothing while the host is fine
   (``host-above-reserve``) or while what was already asked covers its shortfall
@@ -107,8 +114,6 @@ that deflated itself.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import NamedTuple
 
 from autoballoon.core.classify import (
@@ -119,6 +124,7 @@ from autoballoon.core.classify import (
     classify,
     stale_after_s,
 )
+from autoballoon.core.ondemand import judge_ask, share
 from autoballoon.core.policy import GuestPolicy, PolicySet
 from autoballoon.core.rates import counters_reset
 from autoballoon.core.samples import (
@@ -128,14 +134,37 @@ from autoballoon.core.samples import (
     size_problem,
     wall_time,
 )
-from autoballoon.core.units import KIB_PER_MIB
+from autoballoon.core.state import (
+    NEW_GUEST,
+    Action,
+    Decision,
+    EngineState,
+    GuestState,
+    Held,
+    LastChange,
+    Proposed,
+    active_holds,
+    peak_need_kib,
+    remember_need,
+    with_hold,
+    without_hold,
+)
+from autoballoon.core.units import KIB_PER_MIB, mib
 
-
-class Action(StrEnum):
-    INFLATE = "inflate"
-    DEFLATE = "deflate"
-    HOLD = "hold"
-
+__all__ = [  # what other modules import from here, whatever module defines it
+    "NOTABLE_HOLDS",
+    "RESCUE_CLASSES",
+    "RULES",
+    "Action",
+    "Change",
+    "Decision",
+    "EngineState",
+    "Facts",
+    "GuestState",
+    "Hold",
+    "Offer",
+    "step",
+]
 
 RESCUE_CLASSES = {
     PressureClass.OOM: "large",
@@ -158,142 +187,6 @@ HISTORY_LIMIT = 64
 
 FORGET_AFTER_S = 600.0
 """A guest not seen for this long (domain gone) is dropped from the state."""
-
-
-class Decision(NamedTuple):
-    """What the controller decided for one guest at one tick. A value: acting is elsewhere.
-
-    A NamedTuple for the same reason as ``GuestState``: one is built per guest per tick, and a
-    frozen dataclass takes about five times as long to build.
-    """
-
-    guest: str
-    t: float
-    current_kib: int
-    target_kib: int
-    action: Action
-    klass: PressureClass
-    basis: Basis
-    reason: str
-    clamped_by: str | None = None
-    floor_kib: int = 0
-    max_kib: int = 0
-    available_kib: int | None = None
-    rule: str = ""
-    """The rule of the control law that made this decision (see the module docstring)."""
-
-
-class GuestState(NamedTuple):
-    """What the engine remembers about a guest between ticks.
-
-    A NamedTuple rather than a frozen dataclass: it is copied with a change or two for every
-    guest on every tick, and ``_replace`` on a tuple is several times cheaper.
-    """
-
-    # The four fields every tick rewrites come first (see _observe).
-    history: tuple[GuestSample, ...] = ()
-    none_since: float | None = None
-    last_seen_t: float = 0.0
-    steady_since: float | None = None
-    """When the guest's statistics last changed: the oldest sample of the current run of
-    samples with equal statistics."""
-    last_change_t: float | None = None
-    last_change_wall: float | None = None
-    """Our last change on the wall clock: a report (``last_update``) after it reflects it."""
-    last_change_update: int = 0
-    """The guest's ``last_update`` when we made that change: one below it means the wall clock
-    went back since, and then any report that differs is a new one."""
-    last_change_dir: int = 0
-    """+1 after a deflate, -1 after an inflate, 0 before any change."""
-    last_target_kib: int | None = None
-    last_rescue_t: float | None = None
-    external_until: float | None = None
-    stuck_floor_kib: int | None = None
-    stuck_until: float | None = None
-    asked_kib: int = 0
-    """Taken from this guest for the host (on-demand) and not yet judged: see ``_judge_ask``."""
-    asked_t: float = 0.0
-    asked_rss_kib: int | None = None
-    """The guest's QEMU RSS when it was asked (what the host holds for it)."""
-    asked_host_kib: int | None = None
-    """The host's MemAvailable when the guest was asked."""
-    host_yield_ratio: float | None = None
-    """Of the last take for the host, the share the host really got back; None before one."""
-    unproductive_rss_kib: int | None = None
-    """Set (to the guest's QEMU RSS then, 0 when unknown) when a take for the host returned
-    (almost) nothing: never-touched pages free nothing on the host. The guest is not squeezed
-    for the host again until the host is above its reserve once more, or the guest's RSS grows
-    by an inflate step (it has touched memory since). "Once more" means for ``SHORTAGE_OVER_S``:
-    a moment above the reserve is still the same shortage."""
-    self_deflated_t: float | None = None
-    """When the guest last deflated itself (deflate-on-OOM): inflation waits
-    ``pressure_block_s`` from then."""
-    taken_for_host_kib: int = 0
-    """Taken from this guest by on-demand and not given back yet: it goes back, a step at a
-    time, once the host's shortage is over (``give-back``); any deflate counts against it."""
-    need_peaks: tuple[tuple[float, int], ...] = ()
-    """The guest's recent need: (start of a ``NEED_BUCKET_S`` slot, the most it used in it,
-    KiB), oldest first, over ``NEED_WINDOW_S``. Used is the balloon's size less available."""
-
-
-_NEW_GUEST = GuestState()
-"""The state of a guest seen for the first time (one shared value: a state is never mutated)."""
-
-
-@dataclass
-class EngineState:
-    guests: dict[str, GuestState] = field(default_factory=dict)
-    host_verdict: str | None = None
-    """The on-demand host's situation after the latest tick, for logs and ``status``: None while
-    the host is above its reserve (or no guest is on-demand), else one line starting "host
-    short by N MiB; " and saying what is done about it: asking guests, waiting for what was asked
-    to reach the host, or that ballooning cannot free more."""
-    host_fine_since: float | None = None
-    """Since when the host has been above its reserve (None while it is short): a shortage is
-    over only once that has lasted ``SHORTAGE_OVER_S``."""
-    shortage_peak_kib: int = 0
-    """The largest shortfall of the host's current shortage (0 when there is none)."""
-    shortage_taken_kib: int = 0
-    """What guests gave back to the host during the current shortage, as judged (see
-    ``_judge_ask``): with what is still on its way, never more than its largest shortfall,
-    however often what they give back is taken again on the host."""
-
-
-NEED_WINDOW_S = 600.0
-"""How long a guest's peak need is remembered: ``spare`` never takes below it plus the headroom.
-A working set that comes back every few minutes must find its memory there when it does."""
-
-NEED_BUCKET_S = 30.0
-"""The slot a remembered peak stands for (bounds the state: 20 pairs at most)."""
-
-
-def remember_need(
-    peaks: tuple[tuple[float, int], ...], now: float, used_kib: int
-) -> tuple[tuple[float, int], ...]:
-    """``peaks`` with ``used_kib`` seen at ``now``, and peaks older than the window dropped."""
-    slot = now - now % NEED_BUCKET_S
-    if peaks and peaks[-1][0] == slot:  # the same slot: most ticks, and most leave it as it is
-        return peaks if used_kib <= peaks[-1][1] else (*peaks[:-1], (slot, used_kib))
-    kept = tuple(pk for pk in peaks if pk[0] > now - NEED_WINDOW_S)
-    return (*kept, (slot, used_kib))
-
-
-def peak_need_kib(gs: GuestState) -> int:
-    """The most the guest used within ``NEED_WINDOW_S``; 0 before any report."""
-    return max((used for _, used in gs.need_peaks), default=0)
-
-
-YIELD_LOW_RATIO = 0.25
-"""A take for the host that returns less than this share to it marks the guest unproductive."""
-
-GIVE_BACK_BAND_RATIO = 0.05
-"""Memory taken on demand goes back only while the host's MemAvailable stays this share of its
-total above the reserve: the band keeps giving back from starting a shortage of its own."""
-
-SHORTAGE_OVER_S = 60.0
-"""The host must stay above its reserve this long for its shortage to be over (and guests
-found unproductive in it to be tried again): memory freed for a moment and taken again by
-something else on the host is still the same shortage."""
 
 
 # --- what a rule proposes ---------------------------------------------------------------------
@@ -371,10 +264,6 @@ class Facts(NamedTuple):
         return self.hi if self.cur <= self.hi else max(self.cur, self.sample.max_kib)
 
 
-def _mib(kib: int) -> int:
-    return kib // KIB_PER_MIB
-
-
 # --- the law, in order ------------------------------------------------------------------------
 
 
@@ -386,8 +275,8 @@ def self_deflated(f: Facts) -> Proposal | None:
     if f.self_deflated_from is None:
         return None
     why = (
-        f"the guest deflated itself (deflate-on-OOM) from {_mib(f.self_deflated_from)} to "
-        f"{_mib(f.cur)} MiB: taken as its size, not inflated below it for "
+        f"the guest deflated itself (deflate-on-OOM) from {mib(f.self_deflated_from)} to "
+        f"{mib(f.cur)} MiB: taken as its size, not inflated below it for "
         f"{f.p.pressure_block_s:.0f} s"
     )
     more = rescue(f) or low_water(f)
@@ -404,7 +293,7 @@ def rescue(f: Facts) -> Proposal | None:
     if (
         kind is None
         and f.c.klass is PressureClass.CGROUP_STALL
-        and f.gs.last_change_dir < 0
+        and f.gs.change.dir < 0
         and f.available < 2 * f.p.headroom_kib(f.cur)
     ):
         # Stalls "while memory is available" on a guest we squeezed down to about its headroom:
@@ -420,7 +309,7 @@ def rescue(f: Facts) -> Proposal | None:
         )
     if kind is None:
         return None
-    if f.gs.last_change_dir > 0 and not f.reported_since_change:
+    if f.gs.change.dir > 0 and not f.reported_since_change:
         # A report made before our deflate landed still carries the event it answered.
         return Hold(f"{why}; deflated {f.since_change or 0:.0f} s ago: waiting for a report since")
     if f.cur >= f.top:
@@ -431,7 +320,7 @@ def rescue(f: Facts) -> Proposal | None:
 def below_floor(f: Facts) -> Proposal | None:
     if f.cur >= f.lo:
         return None
-    return Change(f.lo, f"{f.c.klass}: below the floor {_mib(f.lo)} MiB")
+    return Change(f.lo, f"{f.c.klass}: below the floor {mib(f.lo)} MiB")
 
 
 def stalled_inflation(f: Facts) -> Proposal | None:
@@ -441,7 +330,7 @@ def stalled_inflation(f: Facts) -> Proposal | None:
     target = min(f.top, f.cur + f.step_kib("medium"))
     return Change(
         target,
-        f"inflation stalled at {_mib(f.cur)} MiB (target {_mib(wanted)} MiB "
+        f"inflation stalled at {mib(f.cur)} MiB (target {mib(wanted)} MiB "
         f"for {f.since_change or 0:.0f} s): the guest cannot give more",
         rescue=True,
         stuck_floor_kib=target,
@@ -472,10 +361,10 @@ def low_water(f: Facts) -> Proposal | None:
     if f.available >= low or not f.reported_since_change:
         return None
     if f.cur >= f.top:
-        return Hold(f"{f.c.klass}: available {_mib(f.available)} MiB below low water; at max")
+        return Hold(f"{f.c.klass}: available {mib(f.available)} MiB below low water; at max")
     return Change(
         f.cur + f.step_kib("medium"),
-        f"{f.c.klass}: available {_mib(f.available)} MiB below low water {_mib(low)} MiB",
+        f"{f.c.klass}: available {mib(f.available)} MiB below low water {mib(low)} MiB",
         rescue=True,
     )
 
@@ -493,7 +382,7 @@ def under_pressure(f: Facts) -> Proposal | None:
     if f.echo:
         return Hold(
             f"{f.c.klass}: {f.c.reason}; right after our inflation with "
-            f"{_mib(f.available)} MiB still available: the guest reclaiming the cache we asked "
+            f"{mib(f.available)} MiB still available: the guest reclaiming the cache we asked "
             "for, no rescue; the next step waits for it to end"
         )
     why = _WHY_HOLD.get(f.c.klass, "not inflated while under pressure")
@@ -504,7 +393,7 @@ def startup(f: Facts) -> Proposal | None:
     start = f.p.startup_kib(f.sample.max_kib)
     free = f.sample.free_kib
     if (start is None or free is None or f.cur <= start
-            or f.gs.last_change_t is not None
+            or f.gs.change.t is not None
             or f.external or f.p.mode == "observe"):
         return None
     # Free memory only, beyond the headroom: a guest already using its memory keeps it.
@@ -513,9 +402,9 @@ def startup(f: Facts) -> Proposal | None:
         return None
     return Change(
         target,
-        f"{f.c.klass}: first seen with {_mib(free)} MiB free: brought to its startup size "
-        f"{_mib(start)} MiB" + ("" if target == start else
-                                f" as far as its free memory allows ({_mib(target)} MiB)"),
+        f"{f.c.klass}: first seen with {mib(free)} MiB free: brought to its startup size "
+        f"{mib(start)} MiB" + ("" if target == start else
+                                f" as far as its free memory allows ({mib(target)} MiB)"),
     )
 
 
@@ -527,14 +416,15 @@ def waiting(f: Facts) -> Proposal | None:
         blockers.append(f"calm for {calm_s:.0f}/{p.stable_s:.0f} s")
     if f.since_change is not None and f.since_change < p.cooldown_s:
         blockers.append(f"cooldown {f.since_change:.0f}/{p.cooldown_s:.0f} s")
-    if gs.last_rescue_t is not None and now - gs.last_rescue_t < p.pressure_block_s:
+    held = active_holds(gs.holds, p, now)
+    if "rescue" in held:
         blockers.append(
-            f"blocked after rescue {now - gs.last_rescue_t:.0f}/{p.pressure_block_s:.0f} s"
+            f"blocked after rescue {now - held['rescue'].since:.0f}/{p.pressure_block_s:.0f} s"
         )
-    if gs.self_deflated_t is not None and now - gs.self_deflated_t < p.pressure_block_s:
+    if "self-deflated" in held:
         blockers.append(
             f"blocked after the guest deflated itself "
-            f"{now - gs.self_deflated_t:.0f}/{p.pressure_block_s:.0f} s"
+            f"{now - held['self-deflated'].since:.0f}/{p.pressure_block_s:.0f} s"
         )
     if f.external:
         blockers.append("resized by someone else; holding")
@@ -553,7 +443,7 @@ def above_max(f: Facts) -> Proposal | None:
         return None
     # Taken as any spare memory is (headroom, step, floor), whatever the host needs: a maximum
     # lowered under the guest's working set must not squeeze it in one change.
-    head = f"none: above max {_mib(f.hi)} MiB"
+    head = f"none: above max {mib(f.hi)} MiB"
     want = spare(f)
     if not isinstance(want, Offer):
         return Hold(f"{head}, nothing spare to come down by ({want.reason})")
@@ -565,7 +455,7 @@ def spare(f: Facts) -> Proposal:
     gs, cur, lo = f.gs, f.cur, f.lo
     headroom = f.p.headroom_kib(cur)
     floor = lo
-    if gs.stuck_floor_kib is not None and gs.stuck_until is not None and f.now < gs.stuck_until:
+    if gs.stuck_floor_kib is not None and "stuck-floor" in active_holds(gs.holds, f.p, f.now):
         floor = max(floor, gs.stuck_floor_kib)
     limits = {
         None: f.available - headroom,
@@ -577,7 +467,7 @@ def spare(f: Facts) -> Proposal:
     amount = limits[limit]
     if amount < f.tol:
         return Hold(
-            f"none: {_mib(f.available)} MiB available, headroom {_mib(headroom)} MiB"
+            f"none: {mib(f.available)} MiB available, headroom {mib(headroom)} MiB"
             + (f", at {limit}" if limit else "")
         )
     return Offer(amount, limit)
@@ -678,7 +568,7 @@ def _observe(
         history,
         p,
         now,
-        since_t=gs.last_change_t,
+        since_t=gs.change.t,
         clean=True,
         steady=history[0].t >= steady_since,
     )
@@ -692,9 +582,9 @@ def _observe(
     cur = sample.actual_kib
     available_kib = sample.available_kib
     echo = (
-        gs.last_change_dir < 0
-        and gs.last_change_t is not None
-        and now - gs.last_change_t <= p.cooldown_s + p.rate_window_s
+        gs.change.dir < 0
+        and gs.change.t is not None
+        and now - gs.change.t <= p.cooldown_s + p.rate_window_s
         and (
             c.klass is PressureClass.KSWAPD_RECLAIM
             or (
@@ -708,7 +598,8 @@ def _observe(
         none_since = now if gs.none_since is None else gs.none_since
     gs = GuestState(history, none_since, now, steady_since, *gs[4:])  # cheaper than _replace
     if rebooted:
-        gs = gs._replace(stuck_floor_kib=None, stuck_until=None, need_peaks=())
+        unstuck = without_hold(gs.holds, "stuck-floor")
+        gs = gs._replace(stuck_floor_kib=None, holds=unstuck, need_peaks=())
     if sample.available_kib is not None and sample.last_update > 0:
         peaks = remember_need(gs.need_peaks, now, sample.actual_kib - sample.available_kib)
         if peaks is not gs.need_peaks:
@@ -733,29 +624,30 @@ def _observe(
             # the guest's, however small, or the next offer would take it straight back.
             self_deflated_from = prev_kib if ours is None else min(ours, prev_kib)
             floor = cur
-            if gs.stuck_floor_kib is not None and gs.stuck_until is not None:
-                floor = max(floor, gs.stuck_floor_kib) if now < gs.stuck_until else floor
+            if gs.stuck_floor_kib is not None and "stuck-floor" in active_holds(gs.holds, p, now):
+                floor = max(floor, gs.stuck_floor_kib)
+            holds = with_hold(gs.holds, "self-deflated", Held(now))
             gs = gs._replace(
                 last_target_kib=cur,
-                self_deflated_t=now,
                 stuck_floor_kib=floor,
-                stuck_until=now + p.pressure_block_s,
+                holds=with_hold(holds, "stuck-floor", Held(now, now + p.pressure_block_s)),
             )
         elif (
             abs(cur - prev_kib) > tol
             and not toward_ours
             and (ours is None or abs(cur - ours) > tol)
         ):
-            gs = gs._replace(external_until=now + p.external_hold_s, last_target_kib=cur)
+            external = Held(now, now + p.external_hold_s)
+            gs = gs._replace(holds=with_hold(gs.holds, "external", external), last_target_kib=cur)
         if cur > prev_kib and not toward_ours and gs.taken_for_host_kib:
             # Given back by someone else (the guest itself, an operator): not to be given twice.
             left = max(gs.taken_for_host_kib - (cur - prev_kib), 0)
             gs = gs._replace(taken_for_host_kib=left)
-    last_change_t, last_target_kib = gs.last_change_t, gs.last_target_kib
-    since_change = None if last_change_t is None else now - last_change_t
+    change, last_target_kib = gs.change, gs.last_target_kib
+    since_change = None if change.t is None else now - change.t
     stalled = (
         closed
-        and gs.last_change_dir < 0
+        and change.dir < 0
         and last_target_kib is not None
         and since_change is not None
         and since_change >= p.stuck_after_s
@@ -775,10 +667,10 @@ def _observe(
         available_kib,
         available_kib or 0,
         since_change,
-        gs.last_change_wall is None
-        or sample.last_update > gs.last_change_wall
-        or sample.last_update < gs.last_change_update,
-        gs.external_until is not None and now < gs.external_until,
+        change.wall is None
+        or sample.last_update > change.wall
+        or sample.last_update < change.update,
+        "external" in active_holds(gs.holds, p, now),
         stalled,
         self_deflated_from,
         echo,
@@ -786,15 +678,6 @@ def _observe(
 
 
 # --- from proposal to decision -------------------------------------------------------------------
-
-
-class _Proposal(NamedTuple):
-    decision: Decision
-    state: GuestState
-    spare_kib: int = 0
-    """For inflation candidates: the most this guest could give this tick."""
-    priority: int = 0
-    spare_limit: str | None = None
 
 
 def _hold(
@@ -823,17 +706,19 @@ def _hold(
     )
 
 
-def _settle(f: Facts, rule: str, want: Proposal) -> _Proposal:
+def _settle(f: Facts, rule: str, want: Proposal) -> Proposed:
     """Clamp a change into [floor, max], skip small ones, and record it in the state."""
     s, c, p, gs, cur, lo, hi = f.sample, f.c, f.p, f.gs, f.cur, f.lo, f.hi
     if isinstance(want, Hold):
-        return _Proposal(_hold(s, c, want.reason, lo, hi, rule, f.available_kib), gs)
+        return Proposed(_hold(s, c, want.reason, lo, hi, rule, f.available_kib), gs)
     if isinstance(want, Offer):
         d = _hold(s, c, "none: candidate", lo, hi, rule, f.available_kib)
-        return _Proposal(d, gs, want.spare_kib, p.priority, want.limit)
+        return Proposed(d, gs, want.spare_kib, p.priority, want.limit)
     if want.stuck_floor_kib is not None:
-        until = f.now + p.pressure_block_s
-        gs = gs._replace(stuck_floor_kib=want.stuck_floor_kib, stuck_until=until)
+        stuck = Held(f.now, f.now + p.pressure_block_s)
+        gs = gs._replace(
+            stuck_floor_kib=want.stuck_floor_kib, holds=with_hold(gs.holds, "stuck-floor", stuck)
+        )
     target, reason, clamped = want.target_kib, want.reason, None
     if target > f.top:
         target, clamped = f.top, "max"
@@ -841,19 +726,17 @@ def _settle(f: Facts, rule: str, want: Proposal) -> _Proposal:
         target, clamped = lo, "floor"
     if target == cur or (abs(target - cur) < f.tol and not want.rescue):
         reason = f"{reason}; change under {p.min_change_mib} MiB skipped"
-        return _Proposal(_hold(s, c, reason, lo, hi, rule, f.available_kib), gs)
+        return Proposed(_hold(s, c, reason, lo, hi, rule, f.available_kib), gs)
     if p.mode == "observe":
         verb = "deflate" if target > cur else "inflate"
-        reason = f"observe mode, would {verb} to {_mib(target)} MiB: {reason}"
-        return _Proposal(_hold(s, c, reason, lo, hi, rule, f.available_kib), gs)
+        reason = f"observe mode, would {verb} to {mib(target)} MiB: {reason}"
+        return Proposed(_hold(s, c, reason, lo, hi, rule, f.available_kib), gs)
     direction = 1 if target > cur else -1
+    rescued = want.rescue and direction > 0
     gs = gs._replace(
-        last_change_t=f.now,
-        last_change_wall=wall_time(s, f.now),
-        last_change_update=s.last_update,
-        last_change_dir=direction,
+        change=LastChange(f.now, wall_time(s, f.now), s.last_update, direction),
         last_target_kib=target,
-        last_rescue_t=f.now if (want.rescue and direction > 0) else gs.last_rescue_t,
+        holds=with_hold(gs.holds, "rescue", Held(f.now)) if rescued else gs.holds,
         taken_for_host_kib=max(gs.taken_for_host_kib - max(target - cur, 0), 0),
     )
     action = Action.INFLATE if direction < 0 else Action.DEFLATE
@@ -872,263 +755,15 @@ def _settle(f: Facts, rule: str, want: Proposal) -> _Proposal:
         f.available_kib,
         rule,
     )
-    return _Proposal(d, gs)
+    return Proposed(d, gs)
 
 
-def _propose(f: Facts) -> _Proposal:
+def _propose(f: Facts) -> Proposed:
     for name, rule in _NAMED:
         want = rule(f)
         if want is not None:
             return _settle(f, name, want)
     return _settle(f, "spare", spare(f))
-
-
-def _moved(gs: GuestState, sample: GuestSample, now: float, target: int) -> GuestState:
-    """``gs`` after a change decided over all guests (a take or a give-back) to ``target``."""
-    return gs._replace(
-        last_change_t=now,
-        last_change_wall=wall_time(sample, now),
-        last_change_update=sample.last_update,
-        last_change_dir=1 if target > sample.actual_kib else -1,
-        last_target_kib=target,
-    )
-
-
-def _take(
-    prop: _Proposal, sample: GuestSample, amount: int, now: float, why: str, rule: str
-) -> _Proposal:
-    d = prop.decision
-    target = d.current_kib - amount
-    reason = (
-        f"none: {_mib(d.available_kib) if d.available_kib else 0} MiB available; "
-        f"taking {_mib(amount)} MiB ({why})"
-    )
-    state = _moved(prop.state, sample, now, target)
-    clamped = "host-need" if amount < prop.spare_kib else prop.spare_limit
-    decision = d._replace(
-        target_kib=target,
-        action=Action.INFLATE,
-        reason=reason,
-        clamped_by=clamped,
-        rule=rule,
-    )
-    return _Proposal(decision, state)
-
-
-def _judge_ask(
-    gs: GuestState, sample: GuestSample, p: GuestPolicy, host: HostSample | None, now: float
-) -> GuestState:
-    """Once a take for the host has had time to land, learn what it returned to the host.
-
-    The host got back at most what each of two witnesses saw: the guest's QEMU RSS (ballooned
-    pages leave it only if they were ever touched) and the host's MemAvailable since the take
-    (pages that left QEMU but were taken at once by something else on the host did not ease
-    the shortage either). A guest that returned under ``YIELD_LOW_RATIO`` is left out of the
-    host's takes (see ``unproductive_rss_kib``).
-    """
-    if not gs.asked_kib or now - gs.asked_t < max(p.cooldown_s, p.stuck_after_s):
-        return gs
-    seen = []
-    if gs.asked_rss_kib is not None and sample.rss_kib is not None:
-        seen.append(gs.asked_rss_kib - sample.rss_kib)
-    if gs.asked_host_kib is not None and host is not None:
-        seen.append(host.mem_available_kib - gs.asked_host_kib)
-    got = min(max(min(seen), 0), gs.asked_kib) if seen else 0
-    ratio = got / gs.asked_kib
-    return gs._replace(
-        asked_kib=0,
-        asked_rss_kib=None,
-        asked_host_kib=None,
-        host_yield_ratio=ratio,
-        unproductive_rss_kib=(sample.rss_kib or 0) if ratio < YIELD_LOW_RATIO else None,
-    )
-
-
-def _unproductive(gs: GuestState, sample: GuestSample, p: GuestPolicy) -> bool:
-    if gs.unproductive_rss_kib is None:
-        return False
-    grown = (sample.rss_kib or 0) - gs.unproductive_rss_kib
-    return grown < int(p.inflate_step_ratio * p.max_kib(sample.max_kib))
-
-
-class _Shared(NamedTuple):
-    """The host's side of a tick, as EngineState keeps it."""
-
-    verdict: str | None
-    fine_since: float | None
-    peak_kib: int
-    taken_kib: int
-
-
-def _give_back(
-    proposals: dict[str, _Proposal],
-    samples: Mapping[str, GuestSample],
-    resolved: Mapping[str, GuestPolicy],
-    room_kib: int,
-    now: float,
-) -> None:
-    """The host's shortage is over: give guests back what on-demand took from them.
-
-    A step (``inflate_step_ratio`` of the maximum) per guest per ``cooldown_s`` at most, never
-    during an operator's hold (``external_hold_s``), highest priority first, and never more in
-    all than ``room_kib``: what keeps the host's MemAvailable ``GIVE_BACK_BAND_RATIO`` of its
-    total above its reserve, so that giving back cannot start a shortage of its own (the band
-    is the hysteresis).
-    """
-    holding = [
-        (n, pr)
-        for n, pr in proposals.items()
-        if pr.state.taken_for_host_kib and pr.decision.action is Action.HOLD and n in resolved
-    ]
-    for name, prop in sorted(holding, key=lambda item: (-item[1].priority, item[0])):
-        p, gs, d = resolved[name], prop.state, prop.decision
-        if p.mode != "on-demand" or not p.enabled:
-            continue
-        if gs.last_change_t is not None and now - gs.last_change_t < p.cooldown_s:
-            continue
-        if gs.external_until is not None and now < gs.external_until:
-            continue  # an operator's size is left alone, this way too
-        step_kib = int(p.inflate_step_ratio * d.max_kib)
-        amount = min(gs.taken_for_host_kib, step_kib, d.max_kib - d.current_kib, room_kib)
-        if amount < max(p.min_change_mib * KIB_PER_MIB, KIB_PER_MIB):
-            continue
-        room_kib -= amount
-        target = d.current_kib + amount
-        state = _moved(gs, samples[name], now, target)._replace(
-            taken_for_host_kib=gs.taken_for_host_kib - amount
-        )
-        reason = (
-            f"{d.klass}: the host's shortage is over; giving back {_mib(amount)} of the "
-            f"{_mib(gs.taken_for_host_kib)} MiB taken for it"
-        )
-        decision = d._replace(
-            target_kib=target, action=Action.DEFLATE, reason=reason, rule="give-back"
-        )
-        proposals[name] = _Proposal(decision, state)
-
-
-def _share(
-    proposals: dict[str, _Proposal],
-    samples: Mapping[str, GuestSample],
-    resolved: Mapping[str, GuestPolicy],
-    host: HostSample | None,
-    policies: PolicySet,
-    now: float,
-    before: EngineState,
-) -> _Shared:
-    """The offers, over all guests: proactive takes each; on-demand only what the host needs.
-
-    What on-demand asked of guests and has not judged yet counts in full against the host's
-    shortfall (the host's figure may or may not show it yet: counting it is the safe side).
-    Over one shortage, what is asked never exceeds its largest shortfall: memory guests gave
-    back and something else on the host took again is not asked for a second time.
-    Guests the host got memory back from are asked first; guests it got nothing from are not
-    asked again during this shortage. Returns the host's side of the next EngineState.
-    """
-    short = 0
-    if host is not None:
-        short = policies.host.reserve_kib(host.mem_total_kib) - host.mem_available_kib
-    outstanding = sum(pr.state.asked_kib for pr in proposals.values())
-    fine_since = before.host_fine_since
-    fine_since = (now if fine_since is None else fine_since) if short < KIB_PER_MIB else None
-    peak, so_far = max(before.shortage_peak_kib, short), before.shortage_taken_kib
-    if fine_since is not None and now - fine_since >= SHORTAGE_OVER_S:
-        # This shortage is over: the next one tries every guest again.
-        peak, so_far = max(short, 0), 0
-        for n, pr in proposals.items():
-            if pr.state.unproductive_rss_kib is not None:
-                proposals[n] = pr._replace(state=pr.state._replace(unproductive_rss_kib=None))
-    for n, pr in proposals.items():
-        was = before.guests.get(n)
-        if was is not None and was.asked_kib and not pr.state.asked_kib:  # judged this tick
-            so_far += int((pr.state.host_yield_ratio or 0) * was.asked_kib)
-    need = min(short, peak - so_far) - outstanding
-    asked = spared = capped = 0
-    offers = [(n, pr) for n, pr in proposals.items() if pr.spare_kib > 0]
-
-    def rank(item: tuple[str, _Proposal]) -> tuple[int, int, int, str]:
-        ratio = item[1].state.host_yield_ratio
-        proven = 0 if ratio is not None and ratio >= YIELD_LOW_RATIO else 1
-        return (item[1].priority, proven, -item[1].spare_kib, item[0])
-
-    offers.sort(key=rank)
-    for name, prop in offers:
-        p = resolved[name]
-        if p.mode == "proactive":
-            proposals[name] = _take(
-                prop, samples[name], prop.spare_kib, now, "proactive", "take-proactive"
-            )
-            continue
-        gs, tol = prop.state, max(p.min_change_mib * KIB_PER_MIB, KIB_PER_MIB)
-        if gs.asked_kib:
-            reason = f"none: spare memory; {_mib(gs.asked_kib)} MiB asked is still on its way"
-            rule = "asked"
-        elif _unproductive(gs, samples[name], p):
-            spared += 1
-            reason = (
-                f"none: spare memory, but taking it returned "
-                f"{gs.host_yield_ratio or 0:.0%} to the host last time: not taken for the host"
-            )
-            rule = "unproductive"
-        elif short < tol:
-            reason, rule = (
-                "none: spare memory, but the host is above its reserve (on-demand)",
-                ("host-above-reserve"),
-            )
-        elif short - outstanding - asked < tol:
-            reason = "none: spare memory; the host's shortfall is covered by what was asked"
-            rule = "host-covered"
-        elif need < tol:
-            capped += 1
-            reason = (
-                f"none: spare memory; the {_mib(so_far)} MiB guests gave in this shortage went "
-                "to something else on the host: not asked again until it ends"
-            )
-            rule = "shortage-taken"
-        else:
-            amount = min(prop.spare_kib, need)
-            why = f"host short by {_mib(need)} MiB"
-            need -= amount
-            asked += amount
-            taken = _take(prop, samples[name], amount, now, why, "take-on-demand")
-            rss, host_kib = samples[name].rss_kib, host.mem_available_kib if host else None
-            state = taken.state._replace(
-                asked_kib=amount,
-                asked_t=now,
-                asked_rss_kib=rss,
-                asked_host_kib=host_kib,
-                taken_for_host_kib=taken.state.taken_for_host_kib + amount,
-            )
-            proposals[name] = taken._replace(state=state)
-            continue
-        decision = prop.decision._replace(reason=reason, rule=rule)
-        proposals[name] = prop._replace(decision=decision, spare_kib=0)
-
-    if fine_since is not None and now - fine_since >= SHORTAGE_OVER_S and host is not None:
-        _give_back(
-            proposals,
-            samples,
-            resolved,
-            -short - int(GIVE_BACK_BAND_RATIO * host.mem_total_kib),
-            now,
-        )
-    if short < KIB_PER_MIB or not any(p.mode == "on-demand" for p in resolved.values()):
-        return _Shared(None, fine_since, peak, so_far)
-    head = f"host short by {_mib(short)} MiB; "
-    if asked:
-        verdict = head + f"asking guests for {_mib(asked)} MiB"
-    elif outstanding:
-        verdict = head + f"waiting for {_mib(outstanding)} MiB asked of guests to reach the host"
-    elif spared:
-        verdict = head + "ballooning cannot free more: guests' spare pages are untouched"
-    elif capped:
-        verdict = head + (
-            f"ballooning cannot free more: the {_mib(so_far)} MiB guests gave in this shortage "
-            "were taken by something else on the host"
-        )
-    else:
-        verdict = head + "no guest can spare memory now"
-    return _Shared(verdict, fine_since, peak, so_far)
 
 
 def step(
@@ -1140,17 +775,17 @@ def step(
     open_loop: bool = False,
 ) -> tuple[list[Decision], EngineState]:
     """One tick: a decision for every guest in ``samples`` and the next engine state."""
-    proposals: dict[str, _Proposal] = {}
+    proposals: dict[str, Proposed] = {}
     resolved: dict[str, GuestPolicy] = {}
     for name, sample in samples.items():
         gs = state.guests.get(name)
         if gs is None:
-            gs = _NEW_GUEST
+            gs = NEW_GUEST
         problem = size_problem(sample.actual_kib, sample.max_kib)
         if problem is not None:
             c = Classification(PressureClass.UNKNOWN, "unusable sizes", Basis.NONE)
             d = _hold(sample, c, f"left alone: {problem}", 0, 0, "bad-sizes", None)
-            proposals[name] = _Proposal(d, gs._replace(last_seen_t=now))
+            proposals[name] = Proposed(d, gs._replace(last_seen_t=now))
             continue
         if gs.history and sample.t < gs.history[-1].t:
             # t must never go back (see GuestSample): this reading cannot be placed in the
@@ -1159,7 +794,7 @@ def step(
             c = Classification(PressureClass.UNKNOWN, "reading out of order", Basis.NONE)
             reason = f"left alone: this reading is {back_s:.0f} s older than the last one"
             d = _hold(sample, c, reason, 0, sample.max_kib, "out-of-order", None)
-            proposals[name] = _Proposal(d, gs)
+            proposals[name] = Proposed(d, gs)
             continue
         try:
             p = policies.resolve_cached(name, sample.uuid, sample.tags)
@@ -1174,12 +809,12 @@ def step(
                 "policy-error",
                 sample.available_kib,
             )
-            proposals[name] = _Proposal(d, gs._replace(last_seen_t=now))
+            proposals[name] = Proposed(d, gs._replace(last_seen_t=now))
             continue
         resolved[name] = p
-        gs = _judge_ask(gs, sample, p, host, now)
+        gs = judge_ask(gs, sample, p, host, now)
         proposals[name] = _propose(_observe(sample, gs, p, now, open_loop))
-    shared = _share(proposals, samples, resolved, host, policies, now, state)
+    shared = share(proposals, samples, resolved, host, policies, now, state)
 
     next_state = EngineState(
         {n: pr.state for n, pr in proposals.items()}

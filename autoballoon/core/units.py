@@ -7,3 +7,8 @@ libvirt speaks KiB, QEMU's guest-stats bytes, people MiB. Sizes carry their unit
 BYTES_PER_KIB = 1024
 KIB_PER_MIB = 1024
 BYTES_PER_MIB = BYTES_PER_KIB * KIB_PER_MIB
+
+
+def mib(kib: int) -> int:
+    """KiB in whole MiB, rounded down (for messages)."""
+    return kib // KIB_PER_MIB

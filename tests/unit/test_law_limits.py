@@ -4,18 +4,11 @@ found no test for: each test here fails when one of them is taken out of the pur
 from __future__ import annotations
 
 from autoballoon.core.classify import PressureClass, classify
-from autoballoon.core.decide import (
-    GIVE_BACK_BAND_RATIO,
-    NEED_WINDOW_S,
-    Action,
-    Decision,
-    EngineState,
-    peak_need_kib,
-    remember_need,
-    step,
-)
+from autoballoon.core.decide import Action, Decision, EngineState, step
+from autoballoon.core.ondemand import GIVE_BACK_BAND_RATIO
 from autoballoon.core.policy import GuestPolicy, HostPolicy, PolicySet
 from autoballoon.core.samples import HostSample
+from autoballoon.core.state import NEED_WINDOW_S, peak_need_kib, remember_need
 from tests.factories import sample
 from tests.unit.test_law_defects import on_demand_host
 from tests.unit.test_on_demand import ON_DEMAND, RESERVE_KIB, TOTAL_KIB, VM

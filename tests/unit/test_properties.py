@@ -267,7 +267,9 @@ def test_a_hostile_guest_never_changes_another_guests_decisions() -> None:
         seen["lies got through"] += any(lies)  # some values passed the gate
 
     prop()
-    assert seen["lies got through"] >= 0.5 * seen["examples"], seen
+    # About half get through: 51 of 100 with this seed alone, 49 after the other unit tests
+    # (the examples drawn depend on what ran before); 40 % is the bound, off that edge.
+    assert seen["lies got through"] >= 0.4 * seen["examples"], seen
 
 
 GENEROUS = HONEST | {"stat-available-memory": 1000 * BYTES_PER_MIB}

@@ -29,6 +29,7 @@ from autoballoon.core.decide import (
 )
 from autoballoon.core.policy import GuestPolicy, PolicySet
 from autoballoon.core.samples import HostSample
+from autoballoon.core.state import Held
 from tests.factories import sample
 
 MIB = 1024
@@ -186,7 +187,10 @@ def test_under_pressure_lets_calm_classes_through(klass: PressureClass) -> None:
     [
         ({"gs": GuestState(none_since=995.0)}, "calm for 5/20 s"),
         ({"since_change": 3.0}, "cooldown 3/15 s"),
-        ({"gs": GuestState(none_since=0.0, last_rescue_t=900.0)}, "blocked after rescue 100/300"),
+        (
+            {"gs": GuestState(none_since=0.0, holds={"rescue": Held(900.0)})},
+            "blocked after rescue 100/300",
+        ),
         ({"external": True}, "resized by someone else"),
         ({"reported_since_change": False}, "no report since the last change"),
     ],
@@ -227,7 +231,8 @@ def test_spare_offers_what_is_above_the_headroom_within_one_step() -> None:
     assert decide.spare(facts(avail_mib=near)) == Offer(near * MIB - headroom, None)
     lo = P.floor_kib(HI)
     assert decide.spare(facts(cur_mib=lo // MIB + 10)) == Offer(10 * MIB, "floor")
-    stuck = facts()._replace(gs=GuestState(stuck_floor_kib=790 * MIB, stuck_until=2000.0))
+    held = {"stuck-floor": Held(1000.0, 2000.0)}
+    stuck = facts()._replace(gs=GuestState(stuck_floor_kib=790 * MIB, holds=held))
     assert decide.spare(stuck) == Offer(10 * MIB, "stuck-floor")
     nothing = decide.spare(facts(avail_mib=headroom // MIB))
     assert isinstance(nothing, Hold) and "headroom" in nothing.reason
