@@ -41,6 +41,7 @@ from autoballoon.core.classify import Basis, PressureClass
 from autoballoon.core.decide import NOTABLE_HOLDS, Action, Decision
 from autoballoon.core.policy import PolicySet
 from autoballoon.core.samples import GuestSample, HostSample
+from autoballoon.core.state import HostVerdict
 
 StatsKind = Literal["extended", "standard", "none"]
 
@@ -303,9 +304,9 @@ class TickReport:
     """One row per guest controlled this tick (``assemble_rows``), in the order read."""
     skipped: Mapping[str, str] = field(default_factory=dict)
     """Guests seen but not controlled this tick, and why."""
-    host_verdict: str | None = None
+    host_verdict: HostVerdict | None = None
     """The on-demand host's situation after this tick (``EngineState.host_verdict``): None
-    while the host is above its reserve, else "host short by N MiB; " and what is done."""
+    while the host is above its reserve and its guests fit in it, else what is done."""
     error: str | None = None
     """Set when the whole tick failed (libvirt unreachable): no decisions were made."""
     policies: PolicySet | None = None

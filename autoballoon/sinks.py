@@ -9,12 +9,12 @@ sink). The `run` command chooses which sinks the daemon gets.
 from __future__ import annotations
 
 import logging
-import re
 import socket
 from pathlib import Path
 
 from autoballoon.core.decide import Action
 from autoballoon.core.policy import PolicySet
+from autoballoon.core.state import HostVerdict, Verdict
 from autoballoon.core.units import KIB_PER_MIB
 from autoballoon.report import GuestRecord, Health, TickReport
 from autoballoon.trace import RecordedRun, TraceWriter
@@ -45,7 +45,7 @@ class LogSink:
         self._classes: dict[str, str] = {}
         self._sources: dict[str, str] = {}
         self._holds: dict[str, tuple[str, str]] = {}
-        self._verdict: str | None = None
+        self._verdict: Verdict | None = None
 
     def on_tick(self, report: TickReport, health: Health) -> None:
         if report.error is None:
@@ -128,20 +128,25 @@ class LogSink:
             extra={"fields": _action_fields(r, "", True)},
         )
 
-    def _log_verdict(self, verdict: str | None) -> None:
+    def _log_verdict(self, verdict: HostVerdict | None) -> None:
         """The host verdict when it appears, changes in kind, or clears; not every tick.
 
         Its figures move a little every tick (the host's MemAvailable does); a change of
-        figures alone is not news, a change of what is done about the shortfall is.
+        figures alone is not news, a change of what is done about the host is.
         """
-        kind = None if verdict is None else re.sub(r"\d+", "N", verdict)
+        kind = None if verdict is None else verdict.kind
         if kind == self._verdict:
             return
         if verdict is None:
-            log.info("host back above its reserve", extra={"fields": {"host_verdict": None}})
+            fitted = self._verdict in (Verdict.FITTING, Verdict.OVERCOMMITTED)
+            log.info(
+                "guests fit in what the host can give" if fitted else "host back above its reserve",
+                extra={"fields": {"host_verdict": None, "host_verdict_kind": None}},
+            )
         else:
-            level = logging.WARNING if "cannot" in verdict else logging.INFO
-            log.log(level, "%s", verdict, extra={"fields": {"host_verdict": verdict}})
+            level = logging.WARNING if verdict.stuck else logging.INFO
+            fields = {"host_verdict": verdict.text, "host_verdict_kind": str(verdict.kind)}
+            log.log(level, "%s", verdict.text, extra={"fields": fields})
         self._verdict = kind
 
     def close(self) -> None:

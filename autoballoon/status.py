@@ -28,6 +28,7 @@ from typing import Final, Literal
 from autoballoon import __version__
 from autoballoon.config import DaemonConfig, metrics_url
 from autoballoon.core.samples import HostSample
+from autoballoon.core.state import HostVerdict
 from autoballoon.report import Change, GuestRecord, Health, ReportValue, TickReport, reclaimed_kib
 
 log = logging.getLogger("autoballoon")
@@ -53,9 +54,11 @@ class HostStatus(ReportValue):
     psi_some_avg10: float | None = None
     psi_full_avg10: float | None = None
     verdict: str | None = None
-    """On-demand: None while the host is above its reserve, else "host short by N MiB; " and
-    what is done about it (asking guests, waiting for what was asked, or that ballooning
-    cannot free more)."""
+    """On-demand: None while the host is above its reserve and its guests fit in it, else
+    what is done about it, in words (``verdict_kind`` says which)."""
+    verdict_kind: str | None = None
+    """The kind of ``verdict`` (``autoballoon.core.state.Verdict``): asking, waiting, untouched,
+    taken-again, nothing-spare, fitting or overcommitted; None with no verdict."""
 
 
 class BackendCounts(ReportValue):
@@ -313,7 +316,7 @@ class StatusSink:
         return tuple(sorted(rows, key=lambda g: g.name))
 
 
-def _host(h: HostSample | None, verdict: str | None) -> HostStatus | None:
+def _host(h: HostSample | None, verdict: HostVerdict | None) -> HostStatus | None:
     if h is None:
         return None
     return HostStatus(
@@ -321,7 +324,8 @@ def _host(h: HostSample | None, verdict: str | None) -> HostStatus | None:
         mem_available_kib=h.mem_available_kib,
         psi_some_avg10=h.psi_some_avg10,
         psi_full_avg10=h.psi_full_avg10,
-        verdict=verdict,
+        verdict=None if verdict is None else verdict.text,
+        verdict_kind=None if verdict is None else str(verdict.kind),
     )
 
 

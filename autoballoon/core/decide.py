@@ -99,6 +99,16 @@ Take slowly:
   (``give-back``): a step per guest per cooldown at most, highest priority first, and only
   while the host stays ``GIVE_BACK_BAND_RATIO`` of its total above its reserve (the band is the
   hysteresis: giving back cannot start a shortage of its own).
+  Before a shortage, the fit (``take-fit``, with ``[host] fit``, on by default): what the
+  guests could still grow into (their free memory, less our inflations they have not reported
+  yet) must fit in what the host can give above its reserve. When it does not, the excess is
+  taken from the free memory of calm on-demand guests at once (no step, no calm time: pages
+  never touched cost the guest nothing now, and a database warming its cache would fill them
+  faster than any take after the fact), lowest priority first and within a priority in
+  proportion to what each can give, within the headroom, floor and recent peak need of
+  ``spare``. What it took goes back as ``give-back`` does, once the host has room beyond the
+  guests' growth. The host's verdict (``state.HostVerdict``) is a typed value: a kind
+  (``state.Verdict``) and its figures.
 
 Finally every change is clamped into [floor, max] (for a guest still above a lowered maximum,
 [floor, the domain's maximum]: see ``above-max``) and changes under ``min_change_mib`` are
@@ -450,19 +460,25 @@ def above_max(f: Facts) -> Proposal | None:
     return Change(f.cur - min(want.spare_kib, f.cur - f.hi), f"{head}, coming down as it spares")
 
 
-def spare(f: Facts) -> Proposal:
-    """The last rule: always proposes (an offer, or a hold when there is nothing to give)."""
+def _spare_limits(f: Facts) -> dict[str | None, int]:
+    """What bounds the memory a calm guest can give, by name (None: the headroom)."""
     gs, cur, lo = f.gs, f.cur, f.lo
     headroom = f.p.headroom_kib(cur)
     floor = lo
     if gs.stuck_floor_kib is not None and "stuck-floor" in active_holds(gs.holds, f.p, f.now):
         floor = max(floor, gs.stuck_floor_kib)
-    limits = {
+    return {
         None: f.available - headroom,
         "stuck-floor" if floor > lo else "floor": cur - floor,
         "step": int(f.p.inflate_step_ratio * f.hi),
         "peak-need": cur - peak_need_kib(gs) - headroom,
     }
+
+
+def spare(f: Facts) -> Proposal:
+    """The last rule: always proposes (an offer, or a hold when there is nothing to give)."""
+    limits = _spare_limits(f)
+    headroom = f.p.headroom_kib(f.cur)
     limit = min(limits, key=lambda k: limits[k])
     amount = limits[limit]
     if amount < f.tol:
@@ -758,12 +774,65 @@ def _settle(f: Facts, rule: str, want: Proposal) -> Proposed:
     return Proposed(d, gs)
 
 
+def _growth(f: Facts) -> int:
+    """What the guest could still grow into on the host: its free memory, less what our
+    inflation takes of it when the guest has not reported since (so that one free figure is
+    not taken twice)."""
+    free = f.sample.free_kib
+    if free is None or free <= 0:
+        return 0
+    gs = f.gs
+    if gs.change.dir < 0 and not f.reported_since_change and gs.last_target_kib is not None:
+        then = [h.actual_kib for h in gs.history if gs.change.t is not None and h.t <= gs.change.t]
+        if then:
+            free -= max(then[-1] - gs.last_target_kib, 0)
+    return max(free, 0)
+
+
+FIT_RULES = frozenset({"waiting", "spare"})
+"""The rules under which a guest's free memory may be taken for the host's fit: a calm guest,
+whether or not it has been calm for ``stable_s`` yet."""
+
+
+def _fit(f: Facts, rule: str) -> int:
+    """The free memory a calm on-demand guest can give at once for the host's fit: never
+    touched, so taking it costs the guest nothing now; within the headroom, floor and recent
+    peak need as ``spare``, but with no step and no calm time to wait for. The cooldown, the
+    report since our last change, and every hold still apply."""
+    p = f.p
+    if (
+        rule not in FIT_RULES
+        or p.mode != "on-demand"
+        or not p.enabled
+        or f.echo
+        or f.c.klass not in CALM_CLASSES
+        or not f.reported_since_change
+        or f.external
+        or (f.since_change is not None and f.since_change < p.cooldown_s)
+    ):
+        return 0
+    held = active_holds(f.gs.holds, p, f.now)
+    if "rescue" in held or "self-deflated" in held:
+        return 0
+    limits = _spare_limits(f)
+    del limits["step"]
+    amount = min(f.sample.free_kib or 0, *limits.values())
+    return amount if amount >= f.tol else 0
+
+
+def _finish(f: Facts, rule: str, want: Proposal) -> Proposed:
+    prop = _settle(f, rule, want)
+    growth = _growth(f)
+    fit = _fit(f, rule) if growth else 0
+    return prop._replace(growth_kib=growth, fit_kib=fit) if growth else prop
+
+
 def _propose(f: Facts) -> Proposed:
     for name, rule in _NAMED:
         want = rule(f)
         if want is not None:
-            return _settle(f, name, want)
-    return _settle(f, "spare", spare(f))
+            return _finish(f, name, want)
+    return _finish(f, "spare", spare(f))
 
 
 def step(

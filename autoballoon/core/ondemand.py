@@ -6,8 +6,9 @@ can give. This pass then shares the offers out (see ``share``): ``proactive`` ta
 (``take-on-demand``), judges later what each take returned to the host (``judge_ask``), keeps
 the shortage's bookkeeping (``asked``, ``unproductive``, ``host-covered``, ``shortage-taken``),
 gives back what it took once the shortage is over (``give-back``), and says what is done about
-the host's shortage (``EngineState.host_verdict``). The rules' words are in ``decide``'s module
-docstring.
+the host's shortage (``EngineState.host_verdict``). Before any shortage, it keeps what the guests
+could still grow into within what the host can give (``take-fit``, see ``_fit``). The rules'
+words are in ``decide``'s module docstring.
 """
 
 from __future__ import annotations
@@ -22,8 +23,10 @@ from autoballoon.core.state import (
     Ask,
     EngineState,
     GuestState,
+    HostVerdict,
     LastChange,
     Proposed,
+    Verdict,
     active_holds,
 )
 from autoballoon.core.units import KIB_PER_MIB, mib
@@ -34,6 +37,9 @@ YIELD_LOW_RATIO = 0.25
 GIVE_BACK_BAND_RATIO = 0.05
 """Memory taken on demand goes back only while the host's MemAvailable stays this share of its
 total above the reserve: the band keeps giving back from starting a shortage of its own."""
+
+FIT_LATER = frozenset({"unknown", "waiting", "asked"})
+"""Rules under which a guest's free memory may still be taken for the fit at a later tick."""
 
 SHORTAGE_OVER_S = 60.0
 """The host must stay above its reserve this long for its shortage to be over (and guests
@@ -49,7 +55,13 @@ def _moved(gs: GuestState, sample: GuestSample, now: float, target: int) -> Gues
 
 
 def _take(
-    prop: Proposed, sample: GuestSample, amount: int, now: float, why: str, rule: str
+    prop: Proposed,
+    sample: GuestSample,
+    amount: int,
+    now: float,
+    why: str,
+    rule: str,
+    clamped: str | None = None,
 ) -> Proposed:
     d = prop.decision
     target = d.current_kib - amount
@@ -58,7 +70,8 @@ def _take(
         f"taking {mib(amount)} MiB ({why})"
     )
     state = _moved(prop.state, sample, now, target)
-    clamped = "host-need" if amount < prop.spare_kib else prop.spare_limit
+    if rule != "take-fit":
+        clamped = "host-need" if amount < prop.spare_kib else prop.spare_limit
     decision = d._replace(
         target_kib=target,
         action=Action.INFLATE,
@@ -107,7 +120,7 @@ def _unproductive(gs: GuestState, sample: GuestSample, p: GuestPolicy) -> bool:
 class Shared(NamedTuple):
     """The host's side of a tick, as EngineState keeps it."""
 
-    verdict: str | None
+    verdict: HostVerdict | None
     fine_since: float | None
     peak_kib: int
     taken_kib: int
@@ -197,6 +210,16 @@ def share(
             so_far += int((pr.state.host_yield_ratio or 0) * was.ask.kib)
     need = min(short, peak - so_far) - outstanding
     asked = spared = capped = 0
+    fit_on = (
+        host is not None
+        and policies.host.fit
+        and any(p.mode == "on-demand" and p.enabled for p in resolved.values())
+    )
+    growth = sum(pr.growth_kib for pr in proposals.values()) if fit_on else 0
+    over = growth + short if fit_on else 0
+    fitted = 0
+    if over > 0 and short < KIB_PER_MIB:  # in a shortage, on-demand's bounded takes rule
+        fitted = _fit(proposals, samples, resolved, now, over, growth, -short)
     offers = [(n, pr) for n, pr in proposals.items() if pr.spare_kib > 0]
 
     def rank(item: tuple[str, Proposed]) -> tuple[int, int, int, str]:
@@ -254,29 +277,78 @@ def share(
         decision = prop.decision._replace(reason=reason, rule=rule)
         proposals[name] = prop._replace(decision=decision, spare_kib=0)
 
+    band = int(GIVE_BACK_BAND_RATIO * host.mem_total_kib) if host is not None else 0
     if fine_since is not None and now - fine_since >= SHORTAGE_OVER_S and host is not None:
-        _give_back(
-            proposals,
-            samples,
-            resolved,
-            -short - int(GIVE_BACK_BAND_RATIO * host.mem_total_kib),
-            now,
+        # With the fit on, what the guests could still grow into is not room to give back.
+        _give_back(proposals, samples, resolved, -over - band if fit_on else -short - band, now)
+    if short >= KIB_PER_MIB and any(p.mode == "on-demand" for p in resolved.values()):
+        if asked:
+            verdict = HostVerdict(Verdict.ASKING, short, asked)
+        elif outstanding:
+            verdict = HostVerdict(Verdict.WAITING, short, outstanding)
+        elif spared:
+            verdict = HostVerdict(Verdict.UNTOUCHED, short)
+        elif capped:
+            verdict = HostVerdict(Verdict.TAKEN_AGAIN, short, so_far)
+        else:
+            verdict = HostVerdict(Verdict.NOTHING_SPARE, short)
+        return Shared(verdict, fine_since, peak, so_far)
+    if fitted:
+        return Shared(
+            HostVerdict(Verdict.FITTING, short, fitted, growth, -short), fine_since, peak, so_far
         )
-    if short < KIB_PER_MIB or not any(p.mode == "on-demand" for p in resolved.values()):
-        return Shared(None, fine_since, peak, so_far)
-    head = f"host short by {mib(short)} MiB; "
-    if asked:
-        verdict = head + f"asking guests for {mib(asked)} MiB"
-    elif outstanding:
-        verdict = head + f"waiting for {mib(outstanding)} MiB asked of guests to reach the host"
-    elif spared:
-        verdict = head + "ballooning cannot free more: guests' spare pages are untouched"
-    elif capped:
-        verdict = head + (
-            f"ballooning cannot free more: the {mib(so_far)} MiB guests gave in this shortage "
-            "were taken by something else on the host"
+    if fit_on and over >= band:
+        # Guests could grow past what the host can give (the band keeps the figure's small
+        # moves from saying so): still fitting while a guest with free memory waits to be
+        # calm or to report, else nothing more can be taken now.
+        later = any(
+            pr.growth_kib and pr.decision.rule in FIT_LATER for pr in proposals.values()
         )
-    else:
-        verdict = head + "no guest can spare memory now"
-    return Shared(verdict, fine_since, peak, so_far)
+        kind = Verdict.FITTING if later else Verdict.OVERCOMMITTED
+        return Shared(HostVerdict(kind, short, 0, growth, -short), fine_since, peak, so_far)
+    return Shared(None, fine_since, peak, so_far)
+
+
+def _fit(
+    proposals: dict[str, Proposed],
+    samples: Mapping[str, GuestSample],
+    resolved: Mapping[str, GuestPolicy],
+    now: float,
+    over: int,
+    growth: int,
+    room: int,
+) -> int:
+    """Keep what the guests could grow into within what the host can give (``take-fit``).
+
+    ``over`` is what their free memory exceeds the host's room above its reserve by: were
+    they to fill it (a database warming its cache), the host would run short, too fast for
+    any take after the fact. It is taken now from their free memory (see ``decide._fit``),
+    lowest priority first, and within a priority in proportion to what each can give, so
+    that equal guests end equal. Returns what was taken; it goes back (``give-back``) once
+    the host has room for it.
+    """
+    by_priority: dict[int, list[tuple[str, Proposed]]] = {}
+    for n, pr in proposals.items():
+        if pr.fit_kib > 0:
+            by_priority.setdefault(resolved[n].priority, []).append((n, pr))
+    why = f"the guests could grow into {mib(growth)} MiB, the host can give {mib(max(room, 0))} MiB"
+    left = over
+    for prio in sorted(by_priority):
+        group = sorted(by_priority[prio])
+        total, share_of = sum(pr.fit_kib for _, pr in group), left
+        for name, prop in group:
+            amount = min(prop.fit_kib, left, -(-prop.fit_kib * share_of // total))
+            tol = max(resolved[name].min_change_mib * KIB_PER_MIB, KIB_PER_MIB)
+            if amount < tol:
+                continue
+            clamped = "free" if amount == prop.fit_kib else "host-need"
+            taken = _take(prop, samples[name], amount, now, why, "take-fit", clamped)
+            state = taken.state._replace(
+                taken_for_host_kib=taken.state.taken_for_host_kib + amount
+            )
+            proposals[name] = taken._replace(state=state, spare_kib=0)
+            left -= amount
+        if left <= 0:
+            break
+    return over - left
 

@@ -218,6 +218,12 @@ class HostPolicy(_Frozen):
     MemTotal (20 %, like oVirt MOM's threshold), and only as much as brings it back."""
     reserve_mib: int = Field(default=0, ge=0)
     """An absolute reserve in MiB; the larger of the two applies."""
+    fit: bool = True
+    """`on-demand` keeps what the guests could still grow into (their free memory) within what
+    the host can give above its reserve: when their free memory exceeds it, the excess is taken
+    from them at once (`take-fit`), before they touch it, lowest priority first and in
+    proportion to what each can give; it goes back once the host has room. On a host whose
+    guests fit in it, this never acts. false: on-demand takes only once the host is short."""
 
     def reserve_kib(self, mem_total_kib: int) -> int:
         return max(self.reserve_mib * KIB_PER_MIB, int(self.reserve_ratio * mem_total_kib))

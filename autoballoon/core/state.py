@@ -48,6 +48,85 @@ class Decision(NamedTuple):
     """The rule of the control law that made this decision (see the module docstring)."""
 
 
+class Verdict(StrEnum):
+    """What is done about the host's memory, as ``HostVerdict.kind``."""
+
+    ASKING = "asking"
+    """Short: guests are asked for memory now."""
+    WAITING = "waiting"
+    """Short: what was asked of guests has not reached the host yet."""
+    UNTOUCHED = "untouched"
+    """Short, and ballooning cannot free more: the guests' spare pages were never touched."""
+    TAKEN_AGAIN = "taken-again"
+    """Short, and ballooning cannot free more: what guests gave was taken by something else."""
+    NOTHING_SPARE = "nothing-spare"
+    """Short, and no guest can spare memory now."""
+    FITTING = "fitting"
+    """Not short yet, but the guests could grow into more than the host can give above its
+    reserve: their free memory is taken before they touch it (``take-fit``)."""
+    OVERCOMMITTED = "overcommitted"
+    """The guests could grow into more than the host can give, and none has free memory to
+    spare: the host may run short if they do."""
+
+
+STUCK_VERDICTS = frozenset({
+    Verdict.UNTOUCHED, Verdict.TAKEN_AGAIN, Verdict.NOTHING_SPARE, Verdict.OVERCOMMITTED,
+})
+"""The verdicts where ballooning cannot help the host: an operator should know (a warning)."""
+
+
+class HostVerdict(NamedTuple):
+    """The host's situation after a tick, and what is done about it (``EngineState``).
+
+    A value with its figures, so that logs, ``status`` and metrics read the kind and the
+    numbers rather than a sentence; ``text`` is the sentence for people.
+    """
+
+    kind: Verdict
+    short_kib: int
+    """What the host is short of below its reserve (0 or less when it is not short)."""
+    amount_kib: int = 0
+    """Asked now (``asking``, ``fitting``), on its way (``waiting``), or what guests gave in
+    this shortage and was taken again (``taken-again``)."""
+    growth_kib: int = 0
+    """What the guests could still grow into (their free memory), for ``fitting`` and
+    ``overcommitted``."""
+    room_kib: int = 0
+    """What the host can give above its reserve, for ``fitting`` and ``overcommitted``."""
+
+    @property
+    def stuck(self) -> bool:
+        """Ballooning cannot help the host any further now."""
+        return self.kind in STUCK_VERDICTS
+
+    @property
+    def text(self) -> str:
+        m = self.amount_kib // 1024
+        if self.kind in (Verdict.FITTING, Verdict.OVERCOMMITTED):
+            head = (
+                f"guests could grow into {self.growth_kib // 1024} MiB, the host can give "
+                f"{max(self.room_kib, 0) // 1024} MiB above its reserve; "
+            )
+            if self.kind is Verdict.FITTING:
+                if not m:
+                    return head + "waiting for guests to report before taking their free memory"
+                return head + f"taking {m} MiB of their free memory"
+            return head + "no guest has free memory to spare"
+        head = f"host short by {self.short_kib // 1024} MiB; "
+        if self.kind is Verdict.ASKING:
+            return head + f"asking guests for {m} MiB"
+        if self.kind is Verdict.WAITING:
+            return head + f"waiting for {m} MiB asked of guests to reach the host"
+        if self.kind is Verdict.UNTOUCHED:
+            return head + "ballooning cannot free more: guests' spare pages are untouched"
+        if self.kind is Verdict.TAKEN_AGAIN:
+            return head + (
+                f"ballooning cannot free more: the {m} MiB guests gave in this shortage "
+                "were taken by something else on the host"
+            )
+        return head + "no guest can spare memory now"
+
+
 class Held(NamedTuple):
     """A hold on a guest's inflation (or on its size): when it began and, if its length was
     fixed then, when it ends."""
@@ -179,11 +258,10 @@ NEW_GUEST = GuestState()
 @dataclass
 class EngineState:
     guests: dict[str, GuestState] = field(default_factory=dict)
-    host_verdict: str | None = None
+    host_verdict: HostVerdict | None = None
     """The on-demand host's situation after the latest tick, for logs and ``status``: None while
-    the host is above its reserve (or no guest is on-demand), else one line starting "host
-    short by N MiB; " and saying what is done about it: asking guests, waiting for what was asked
-    to reach the host, or that ballooning cannot free more."""
+    the host is above its reserve and the guests fit in it (or no guest is on-demand), else what
+    is done about it (``HostVerdict``)."""
     host_fine_since: float | None = None
     """Since when the host has been above its reserve (None while it is short): a shortage is
     over only once that has lasted ``SHORTAGE_OVER_S``."""
@@ -229,3 +307,9 @@ class Proposed(NamedTuple):
     """For inflation candidates: the most this guest could give this tick."""
     priority: int = 0
     spare_limit: str | None = None
+    growth_kib: int = 0
+    """What the guest could still grow into on the host: its free memory (never touched, or
+    given back by free page reporting), less what our inflation not yet reported will take."""
+    fit_kib: int = 0
+    """For a calm on-demand guest: the free memory it could give at once to keep the guests'
+    growth within what the host can give (``take-fit``): no step, no calm time to wait for."""

@@ -10,13 +10,27 @@ import pytest
 
 from autoballoon.commands.status_command import EXIT_RUNNING, Verdict, render
 from autoballoon.core.samples import HostSample
+from autoballoon.core.state import HostVerdict
+from autoballoon.core.state import Verdict as HV
 from autoballoon.logs import JsonFormatter
 from autoballoon.report import Health, TickReport
 from autoballoon.sinks import LogSink
 from autoballoon.status import StatusDocument, StatusSink
 
 CANNOT = "ballooning cannot free more: guests' spare pages are untouched"
-VERDICTS = [
+MIB = 1024
+VERDICTS: list[HostVerdict | None] = [
+    None,
+    HostVerdict(HV.ASKING, 100 * MIB, 100 * MIB),
+    HostVerdict(HV.WAITING, 101 * MIB, 100 * MIB),
+    HostVerdict(HV.WAITING, 99 * MIB, 100 * MIB),
+    HostVerdict(HV.UNTOUCHED, 100 * MIB),
+    HostVerdict(HV.UNTOUCHED, 102 * MIB),
+    HostVerdict(HV.UNTOUCHED, 100 * MIB),
+    None,
+    None,
+]
+WORDS = [
     None,
     "host short by 100 MiB; asking guests for 100 MiB",
     "host short by 101 MiB; waiting for 100 MiB asked of guests to reach the host",
@@ -29,7 +43,22 @@ VERDICTS = [
 ]
 
 
-def report(verdict: str | None, error: str | None = None) -> TickReport:
+def test_each_verdict_reads_as_its_sentence() -> None:
+    assert [v and v.text for v in VERDICTS] == WORDS
+    assert [v is not None and v.stuck for v in VERDICTS] == [
+        False, False, False, False, True, True, True, False, False
+    ]
+    fit = HostVerdict(HV.FITTING, -300 * MIB, 200 * MIB, 500 * MIB, 300 * MIB)
+    assert fit.text == (
+        "guests could grow into 500 MiB, the host can give 300 MiB above its reserve; "
+        "taking 200 MiB of their free memory"
+    )
+    assert not fit.stuck
+    over = HostVerdict(HV.OVERCOMMITTED, -300 * MIB, 0, 500 * MIB, 300 * MIB)
+    assert over.stuck and over.text.endswith("no guest has free memory to spare")
+
+
+def report(verdict: HostVerdict | None, error: str | None = None) -> TickReport:
     host = HostSample(0.0, 4 << 20, 1 << 20)
     return TickReport(1e9, 0.01, False, host, host_verdict=verdict, error=error)
 
@@ -45,13 +74,14 @@ def test_the_log_says_it_once_per_change_of_what_is_done(
             sink.on_tick(report(None, error="libvirt unreachable"), Health(ticks=n))
     lines = [r for r in caplog.records if "host" in r.getMessage()]
     assert [r.getMessage() for r in lines] == [
-        VERDICTS[1],
-        VERDICTS[2],
-        VERDICTS[4],
+        WORDS[1],
+        WORDS[2],
+        WORDS[4],
         "host back above its reserve",
     ]
     assert [r.levelname for r in lines] == ["INFO", "INFO", "WARNING", "INFO"]
-    assert json.loads(JsonFormatter().format(lines[2]))["host_verdict"] == VERDICTS[4]
+    fields = json.loads(JsonFormatter().format(lines[2]))
+    assert (fields["host_verdict"], fields["host_verdict_kind"]) == (WORDS[4], "untouched")
 
 
 def test_status_shows_it_typed_and_in_words(tmp_path: Path) -> None:
@@ -59,17 +89,18 @@ def test_status_shows_it_typed_and_in_words(tmp_path: Path) -> None:
     sink = StatusSink(path)
     sink.on_tick(report(VERDICTS[4]), Health(ticks=1))
     doc = StatusDocument.model_validate_json(path.read_text())
-    assert doc.host is not None and doc.host.verdict == VERDICTS[4]
-    assert json.loads(path.read_text())["host"]["verdict"] == VERDICTS[4]
+    assert doc.host is not None and doc.host.verdict == WORDS[4]
+    assert doc.host.verdict_kind == "untouched"
+    assert json.loads(path.read_text())["host"]["verdict"] == WORDS[4]
     text = render(doc, Verdict("running", "running", EXIT_RUNNING), doc.updated_at)
-    assert f"on-demand: {VERDICTS[4]}\n" in text
+    assert f"on-demand: {WORDS[4]}\n" in text
 
     sink.on_tick(report(VERDICTS[4], error="libvirt unreachable"), Health(ticks=2))
     doc = StatusDocument.model_validate_json(path.read_text())
-    assert doc.host is not None and doc.host.verdict == VERDICTS[4]  # the last good tick's
+    assert doc.host is not None and doc.host.verdict == WORDS[4]  # the last good tick's
 
     sink.on_tick(report(None), Health(ticks=3))
     doc = StatusDocument.model_validate_json(path.read_text())
-    assert doc.host is not None and doc.host.verdict is None
+    assert doc.host is not None and doc.host.verdict is None and doc.host.verdict_kind is None
     text = render(doc, Verdict("running", "running", EXIT_RUNNING), doc.updated_at)
     assert "on-demand:" not in text

@@ -191,5 +191,6 @@ def test_the_engines_host_verdict_reaches_the_report(hv: LibvirtHypervisor, tmp_
     policies = PolicySet(GuestPolicy(mode="on-demand"), HostPolicy(reserve_mib=1 << 30))
     ctl = Controller(config, hv, policies)
     report = ctl.tick()
-    assert report.host_verdict is not None and report.host_verdict.startswith("host short by")
+    assert report.host_verdict is not None
+    assert report.host_verdict.text.startswith("host short by")
     assert report.host_verdict == ctl.state.host_verdict
