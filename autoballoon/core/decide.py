@@ -815,9 +815,10 @@ def _fit(f: Facts, rule: str) -> int:
     if "rescue" in held or "self-deflated" in held:
         return 0
     limits = _spare_limits(f)
-    del limits["step"]
+    step = limits.pop("step")
     amount = min(f.sample.free_kib or 0, *limits.values())
-    return amount if amount >= f.tol else 0
+    # Less than a step is the kernel's own free reserve, or crumbs: ``spare`` takes those.
+    return amount if amount >= max(f.tol, step) else 0
 
 
 def _finish(f: Facts, rule: str, want: Proposal) -> Proposed:

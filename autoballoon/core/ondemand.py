@@ -217,9 +217,7 @@ def share(
     )
     growth = sum(pr.growth_kib for pr in proposals.values()) if fit_on else 0
     over = growth + short if fit_on else 0
-    fitted = 0
-    if over > 0 and short < KIB_PER_MIB:  # in a shortage, on-demand's bounded takes rule
-        fitted = _fit(proposals, samples, resolved, now, over, growth, -short)
+    fitted = _fit(proposals, samples, resolved, now, over, growth, -short) if over > 0 else 0
     offers = [(n, pr) for n, pr in proposals.items() if pr.spare_kib > 0]
 
     def rank(item: tuple[str, Proposed]) -> tuple[int, int, int, str]:
