@@ -156,6 +156,7 @@ from autoballoon.core.state import (
     active_holds,
     peak_need_kib,
     remember_need,
+    step_growth,
     with_hold,
     without_hold,
 )
@@ -470,7 +471,7 @@ def _spare_limits(f: Facts) -> dict[str | None, int]:
     return {
         None: f.available - headroom,
         "stuck-floor" if floor > lo else "floor": cur - floor,
-        "step": int(f.p.inflate_step_ratio * f.hi),
+        "step": int(f.p.inflate_step_ratio * f.hi) * step_growth(gs),
         "peak-need": cur - peak_need_kib(gs) - headroom,
     }
 
@@ -613,6 +614,11 @@ def _observe(
     if c.klass in CALM_CLASSES or echo:
         none_since = now if gs.none_since is None else gs.none_since
     gs = GuestState(history, none_since, now, steady_since, *gs[4:])  # cheaper than _replace
+    kswapd = c.klass is PressureClass.KSWAPD_RECLAIM
+    if gs.calm_takes and c.klass not in CALM_CLASSES and not kswapd:
+        # Stalls, even those that echo our take, end the run of calm takes: the step falls
+        # back to one (kswapd trimming cache is the boundary, not a reason).
+        gs = gs._replace(calm_takes=0)
     if rebooted:
         unstuck = without_hold(gs.holds, "stuck-floor")
         gs = gs._replace(stuck_floor_kib=None, holds=unstuck, need_peaks=())
@@ -754,6 +760,7 @@ def _settle(f: Facts, rule: str, want: Proposal) -> Proposed:
         last_target_kib=target,
         holds=with_hold(gs.holds, "rescue", Held(f.now)) if rescued else gs.holds,
         taken_for_host_kib=max(gs.taken_for_host_kib - max(target - cur, 0), 0),
+        calm_takes=0,
     )
     action = Action.INFLATE if direction < 0 else Action.DEFLATE
     d = Decision(

@@ -28,6 +28,7 @@ from autoballoon.core.state import (
     Proposed,
     Verdict,
     active_holds,
+    calm_takes,
 )
 from autoballoon.core.units import KIB_PER_MIB, mib
 
@@ -51,7 +52,8 @@ def _moved(gs: GuestState, sample: GuestSample, now: float, target: int) -> Gues
     """``gs`` after a change decided over all guests (a take or a give-back) to ``target``."""
     direction = 1 if target > sample.actual_kib else -1
     change = LastChange(now, wall_time(sample, now), sample.last_update, direction)
-    return gs._replace(change=change, last_target_kib=target)
+    run = calm_takes(gs) + 1 if direction < 0 else 0
+    return gs._replace(change=change, last_target_kib=target, calm_takes=run)
 
 
 def _take(

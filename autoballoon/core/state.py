@@ -249,6 +249,8 @@ class GuestState(NamedTuple):
     need_peaks: tuple[tuple[float, int], ...] = ()
     """The guest's recent need: (start of a ``NEED_BUCKET_S`` slot, the most it used in it,
     KiB), oldest first, over ``NEED_WINDOW_S``. Used is the balloon's size less available."""
+    calm_takes: int = 0
+    """Our inflations in a row that the guest took calmly (see ``calm_takes``)."""
 
 
 NEW_GUEST = GuestState()
@@ -291,6 +293,26 @@ def remember_need(
         return peaks if used_kib <= peaks[-1][1] else (*peaks[:-1], (slot, used_kib))
     kept = tuple(pk for pk in peaks if pk[0] > now - NEED_WINDOW_S)
     return (*kept, (slot, used_kib))
+
+
+STEP_GROWTH_MAX = 3
+"""An inflation step grows by one base step per calm take in a row, up to this many."""
+
+
+def calm_takes(gs: GuestState) -> int:
+    """Our inflations in a row that the guest took calmly: its calm time has run since before
+    our last change, an inflation (the reclaim that echoes a take does not break it). Any
+    pressure since, a deflate, or someone else's resize ends the run."""
+    ch = gs.change
+    calm = ch.dir < 0 and ch.t is not None and gs.none_since is not None
+    return gs.calm_takes if calm and gs.none_since <= ch.t else 0  # type: ignore[operator]
+
+
+def step_growth(gs: GuestState) -> int:
+    """How many base steps the next inflation may take: one more per calm take in a row, up
+    to ``STEP_GROWTH_MAX`` (a guest that shows slack is probed faster; any sign of pressure
+    brings the step back to one)."""
+    return min(1 + calm_takes(gs), STEP_GROWTH_MAX)
 
 
 def peak_need_kib(gs: GuestState) -> int:
