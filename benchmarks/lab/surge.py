@@ -532,16 +532,27 @@ def _verdicts(per: Sequence[Mapping[str, Any]], variant: Variant) -> list[str]:
                     + (f" ({_f(g['deflate_t_s'])} s)" if g.get("deflate_t_s") is not None
                        else "")
                     if _before(g) else f"after the first deflate decision at "
-                    f"{_f(g['deflate_t_s'])} s")
+                    f"{_f(g['deflate_t_s'])} s ({g['deflate_from_mib']:.0f} -> "
+                    f"{g['deflate_to_mib']:.0f} MiB, `{g['deflate_rule']}`: "
+                    f"+{g['deflate_to_mib'] - g['deflate_from_mib']:.0f} MiB of the "
+                    f"{SURGE_MIB - g['avail_before_mib']:.0f} MiB the surge lacked; the "
+                    f"guest's MemTotal grown at {_f(g.get('memtotal_grew_s'))} s)")
             why.append(f"{g['oom_kills']} OOM kill(s), the first reported at "
                        f"{_f(g['first_kill_s'])} s, {when}")
         if g.get("stalling_at_end"):
             why.append("still stalling at the end of the run")
         elif (g.get("stall_end_s") or 0) > GOAL_STALLS_S:
+            landed = (f"the guest's MemTotal grown at {_f(g.get('memtotal_grew_s'))} s"
+                      if not variant.autodeflate else
+                      f"before it the balloon had grown by itself by "
+                      f"{_f(g.get('self_grown_mib'), '{:.0f}')} MiB (first seen by the tick "
+                      f"at {_f(g.get('self_grew_t_s'))} s), less than the "
+                      f"{SURGE_MIB - (g.get('avail_before_mib') or 0):.0f} MiB the surge "
+                      "lacked")
             why.append(f"allocstall last rose {_f(g['stall_end_s'])} s after the surge start "
                        f"({g['stalls']} stalls; the first deflate decided at "
-                       f"{_f(g.get('deflate_t_s'))} s, the guest's MemTotal grown at "
-                       f"{_f(g.get('memtotal_grew_s'))} s)")
+                       f"{_f(g.get('deflate_t_s'))} s, {landed}; memload first held the "
+                       f"whole +{SURGE_MIB} MiB at {_f(g.get('ws_full_s'))} s)")
         lines.append(f"  - {short(g['name'])}: " + "; ".join(why) + ".")
     if variant.autodeflate:
         free = [not g.get("oom_kills") and "error" not in g for g in per]
@@ -693,8 +704,9 @@ def render(raw: Mapping[str, Any]) -> str:
     out.append("")
     out.append(f"| variant | first deflate within {GOAL_TICKS} tick of the report | out of "
                f"stalls within {GOAL_STALLS_S:.0f} s, no OOM kill | OOM kills | guests "
-               "without an OOM kill | balloon grew by itself MiB | `self-deflated` ticks |")
-    out.append("|---|---|---|---:|---:|---:|---:|")
+               "without an OOM kill | stalls stop s | alloc stalls | balloon grew by itself "
+               "MiB | `self-deflated` ticks |")
+    out.append("|---|---|---|---:|---:|---:|---:|---:|---:|")
     for vrun, per in zip(runs, pers, strict=True):
         d, (_, st) = goal_deflate(per), goal_stalls(per)
         out.append(
@@ -702,6 +714,8 @@ def render(raw: Mapping[str, Any]) -> str:
             f"{'met' if all(st) else 'missed'} ({sum(st)}/{len(per)}) | "
             + ", ".join(_f(g.get("oom_kills")) for g in per) + " | "
             f"{sum(1 for g in per if not g.get('oom_kills') and 'error' not in g)}/{len(per)} | "
+            + ", ".join(_f(g.get("stall_end_s")) for g in per) + " | "
+            + ", ".join(_f(g.get("stalls"), "{:.0f}") for g in per) + " | "
             + ", ".join(_f(g.get("self_grown_mib"), "{:.0f}") for g in per) + " | "
             + ", ".join(_f(g.get("self_deflated_ticks")) for g in per) + " |"
         )
@@ -742,8 +756,10 @@ def render(raw: Mapping[str, Any]) -> str:
                 + f". Surge first read as `{g.get('seen_class', 'n/a')}` via "
                 f"{g.get('seen_by', 'n/a')}, report stamped {_f(g.get('seen_age_s'), '{:.2f}')} "
                 f"s before the tick (whole seconds: at most that old). "
-                f"Working set before the first kill at most {g['ws_peak_before_kill_mib']} "
-                f"MiB; memload restarts {g['memload_restarts']}; reports every "
+                + (f"Working set before the first kill at most "
+                   f"{g['ws_peak_before_kill_mib']} MiB" if g.get("oom_kills") else
+                   f"No OOM kill, working set at most {g['ws_peak_before_kill_mib']} MiB")
+                + f"; memload restarts {g['memload_restarts']}; reports every "
                 f"{g['report_gap_s']['median']:.1f} s (longest gap "
                 f"{g['report_gap_s']['max']:.1f} s); observed until "
                 f"{g['observed_until_s']:.0f} s"
