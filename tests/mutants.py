@@ -443,9 +443,9 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "fit takes a guest under pressure",
         DECIDE,
-        "        or f.c.klass not in CALM_CLASSES\n        or not f.reported_since_change\n",
-        "        or not f.reported_since_change\n",
-        "the fit takes from a guest in any class",
+        'FIT_RULES = frozenset({"waiting", "spare"})\n',
+        'FIT_RULES = frozenset({"waiting", "spare", "under-pressure"})\n',
+        "the fit takes from a guest held in a pressure class",
     ),
     Mutant(
         "fit ignores the cooldown",

@@ -797,8 +797,9 @@ def _growth(f: Facts) -> int:
 
 
 FIT_RULES = frozenset({"waiting", "spare"})
-"""The rules under which a guest's free memory may be taken for the host's fit: a calm guest,
-whether or not it has been calm for ``stable_s`` yet."""
+"""The rules under which a guest's free memory may be taken for the host's fit: a calm guest
+(every pressure class has a rule of its own before these), whether or not it has been calm for
+``stable_s`` yet."""
 
 
 def _fit(f: Facts, rule: str) -> int:
@@ -812,7 +813,6 @@ def _fit(f: Facts, rule: str) -> int:
         or p.mode != "on-demand"
         or not p.enabled
         or f.echo
-        or f.c.klass not in CALM_CLASSES
         or not f.reported_since_change
         or f.external
         or (f.since_change is not None and f.since_change < p.cooldown_s)

@@ -15,11 +15,14 @@ from dataclasses import dataclass, field, replace
 
 import pytest
 
+from autoballoon.core.classify import PressureClass
 from autoballoon.core.decide import Action, Decision, EngineState, step
 from autoballoon.core.policy import GuestPolicy, HostPolicy, Match, PolicyLayer, PolicySet
 from autoballoon.core.samples import (
+    STAT_ALLOC_STALLS,
     STAT_ASYNC_RECLAIMS,
     STAT_ASYNC_SCANS,
+    STAT_DIRECT_SCANS,
     GuestSample,
     HostSample,
 )
@@ -261,3 +264,22 @@ def test_a_shortfall_is_covered_from_cache_once_the_free_memory_is_taken(
     assert box.rules()[0] == "take-fit"
     assert "take-on-demand" in box.rules()
     assert guest.cache_mib > 50, "the guest keeps its headroom's worth of cache"
+
+
+def test_a_guest_held_in_a_pressure_class_gives_nothing_for_the_fit() -> None:
+    # Stalls while plenty is free (a memory cgroup inside the guest at its limit): more memory
+    # would not cure it, and no pressure class is ever inflated, for the fit neither.
+    stalled, calm = Guest("stalled", fill_mib_per_s=0), Guest("calm", fill_mib_per_s=0)
+    box = CappedHost([stalled, calm], cap_mib=2048 / 1.5 + 2 * OVERHEAD_MIB)
+    for i in range(1, 30):
+        stalled.stale = None
+        s = stalled.read(1000.0 + 2 * i)
+        stats = dict(s.stats)
+        stats[STAT_ALLOC_STALLS] = 40 * i
+        stats[STAT_DIRECT_SCANS] = int(0.5 * i * BYTES_PER_MIB)
+        stalled.stale = replace(s, stats=stats)
+        box.run(2)
+    assert box.rules("stalled") == [], "held as cgroup-stall, never taken from"
+    assert "take-fit" in box.rules("calm"), "the calm guest gave for the fit alone"
+    kinds = {d.klass for d in box.decisions if d.guest == "stalled"}
+    assert PressureClass.CGROUP_STALL in kinds
