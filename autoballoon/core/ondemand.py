@@ -72,7 +72,7 @@ def _take(
         f"taking {mib(amount)} MiB ({why})"
     )
     state = _moved(prop.state, sample, now, target)
-    if rule != "take-fit":
+    if clamped is None:  # what bounded the offer, unless the caller says
         clamped = "host-need" if amount < prop.spare_kib else prop.spare_limit
     decision = d._replace(
         target_kib=target,
