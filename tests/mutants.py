@@ -261,8 +261,8 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "waiting ignores stable_s",
         DECIDE,
-        "    if calm_s < p.stable_s:\n",
-        "    if False:\n",
+        " if calm_s < p.stable_s else []\n",
+        " if False else []\n",
         "inflation without a calm period",
     ),
     Mutant(
@@ -450,9 +450,9 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "fit ignores the cooldown",
         DECIDE,
-        "        or (f.since_change is not None and f.since_change < p.cooldown_s)\n",
+        "    if _held_back(f):\n        return 0\n",
         "",
-        "the fit takes again inside the cooldown",
+        "the fit takes again inside the cooldown (or a hold, or before a report)",
     ),
     Mutant(
         "fit takes crumbs",

@@ -421,10 +421,18 @@ def startup(f: Facts) -> Proposal | None:
 
 def waiting(f: Facts) -> Proposal | None:
     p, now, gs = f.p, f.now, f.gs
-    blockers = []
     calm_s = now - (gs.none_since or now)
-    if calm_s < p.stable_s:
-        blockers.append(f"calm for {calm_s:.0f}/{p.stable_s:.0f} s")
+    blockers = [f"calm for {calm_s:.0f}/{p.stable_s:.0f} s"] if calm_s < p.stable_s else []
+    blockers += _held_back(f)
+    return Hold("none: " + ", ".join(blockers)) if blockers else None
+
+
+def _held_back(f: Facts) -> list[str]:
+    """What keeps a calm guest from being taken from now, besides its calm time: the cooldown,
+    the holds after a rescue or its own deflate, an operator's resize, no report since our
+    last change (``waiting`` says them all; the host's fit honours these alone)."""
+    p, now, gs = f.p, f.now, f.gs
+    blockers = []
     if f.since_change is not None and f.since_change < p.cooldown_s:
         blockers.append(f"cooldown {f.since_change:.0f}/{p.cooldown_s:.0f} s")
     held = active_holds(gs.holds, p, now)
@@ -442,7 +450,7 @@ def waiting(f: Facts) -> Proposal | None:
     if not f.reported_since_change:
         # Its figures predate our change: the same spare memory would be counted twice.
         blockers.append("no report since the last change")
-    return Hold("none: " + ", ".join(blockers)) if blockers else None
+    return blockers
 
 
 def observe_mode(f: Facts) -> Proposal | None:
@@ -806,20 +814,11 @@ def _fit(f: Facts, rule: str) -> int:
     """The free memory a calm on-demand guest can give at once for the host's fit: never
     touched, so taking it costs the guest nothing now; within the headroom, floor and recent
     peak need as ``spare``, but with no step and no calm time to wait for. The cooldown, the
-    report since our last change, and every hold still apply."""
+    report since our last change, and every hold still apply (``_held_back``)."""
     p = f.p
-    if (
-        rule not in FIT_RULES
-        or p.mode != "on-demand"
-        or not p.enabled
-        or f.echo
-        or not f.reported_since_change
-        or f.external
-        or (f.since_change is not None and f.since_change < p.cooldown_s)
-    ):
+    if rule not in FIT_RULES or p.mode != "on-demand" or not p.enabled or f.echo:
         return 0
-    held = active_holds(f.gs.holds, p, f.now)
-    if "rescue" in held or "self-deflated" in held:
+    if _held_back(f):
         return 0
     limits = _spare_limits(f)
     step = limits.pop("step")
